@@ -1,0 +1,1 @@
+"""The bundled model zoo: <name>.safetensors weights beside <name>.json model cards."""

@@ -1,0 +1,1 @@
+"""napari-reseg: review, correct and export deep-learning segmentations in napari."""

@@ -1,0 +1,201 @@
+"""The `reseg` command line: list models, segment files, make phantom data, train."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from .devices import DEVICE_CHOICES
+from .errors import InputError, ResegError
+
+OUTPUT_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
+DEFAULT_MODEL = {"OCT": "lightreseg-oct", "CT": "l2gnet-ct"}
+
+
+def _suffix(path: Path) -> str:
+    return ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
+
+
+def _check_output(path: Path, what: str) -> None:
+    if _suffix(path) not in OUTPUT_SUFFIXES:
+        raise InputError(path, f"{what} must end in {', '.join(OUTPUT_SUFFIXES)}")
+    if not path.parent.is_dir():
+        raise InputError(path, f"{what} folder {path.parent} does not exist")
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .zoo import bundled_model_dir, list_models, model_paths
+
+    paths = model_paths()
+    rows = [("name", "architecture", "modality", "classes", "parameters", "val. mean Dice", "source")]
+    for card in list_models():
+        dice = card.metrics.get("validation", {}).get("mean_dice")
+        source = "bundled" if paths[card.name].parent == bundled_model_dir() else str(paths[card.name].parent)
+        rows.append((card.name, card.architecture, card.modality, str(card.num_classes),
+                     f"{(card.parameters or 0) / 1e6:.2f} M", f"{dice:.3f}" if dice is not None else "-", source))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _segment(args: argparse.Namespace) -> int:
+    from .inference import iter_segment
+    from .io import read_volume, write_image, write_labels
+    from .zoo import load_model
+
+    output, confidence_path = Path(args.output), Path(args.confidence) if args.confidence else None
+    _check_output(output, "output")
+    if confidence_path is not None:
+        _check_output(confidence_path, "confidence output")
+    volume = read_volume(args.input)
+    model_name = args.model or DEFAULT_MODEL.get(volume.modality, "lightreseg-oct")
+    model = load_model(model_name, device=args.device, card=args.card)
+    if volume.modality in DEFAULT_MODEL and model.card.modality != volume.modality:
+        print(f"reseg: warning: {volume.source.name} looks like {volume.modality} but model {model.card.name!r} "
+              f"was trained on {model.card.modality}", file=sys.stderr)
+    labels = np.zeros(volume.data.shape, dtype=np.uint8)
+    confidence = np.zeros(volume.data.shape, dtype=np.float32) if confidence_path else None
+    bar = tqdm(total=len(volume.data), unit="slice", desc=f"{model.card.name} on {model.device.type}",
+               disable=None if len(volume.data) > 1 else True, file=sys.stderr)
+    with bar:
+        for progress in iter_segment(model, volume.data, labels, confidence_out=confidence,
+                                     batch_size=args.batch_size, pixel_spacing=volume.pixel_spacing):
+            bar.update(len(progress.slices))
+    write_labels(output, labels, like=volume)
+    if confidence_path is not None:
+        write_image(confidence_path, dataclasses.replace(volume, data=confidence))
+    counts = np.bincount(labels.ravel(), minlength=model.card.num_classes)
+    present = ", ".join(f"{c.name} {counts[c.index] / labels.size:.1%}" for c in model.card.classes if counts[c.index])
+    print(f"{output}: {labels.shape} labels from {model.card.name} on {model.device.type} ({present})")
+    return 0
+
+
+def _phantom(args: argparse.Namespace) -> int:
+    from .data.dataset import write_training_set
+    from .data.phantom import make_oct_phantom
+
+    scans = (
+        (f"phantom_{index:03d}", make_oct_phantom(n_bscans=args.bscans, height=args.height, width=args.width,
+                                                  seed=args.seed + index, fluid=not args.no_fluid))
+        for index in range(args.volumes)
+    )
+    folder = write_training_set(
+        args.output, ((name, p.image, p.labels, p.spacing) for name, p in scans), modality="OCT",
+        source=f"reseg phantom (seeds {args.seed}..{args.seed + args.volumes - 1})",
+    )
+    print(f"{folder}: {args.volumes} phantom volume(s) of {args.bscans} B-scans")
+    return 0
+
+
+def _parse_arguments(pairs: Sequence[str]) -> dict:
+    arguments = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if not key or not value:
+            raise ResegError(f"--arg expects KEY=VALUE, got {pair!r}")
+        arguments[key] = json.loads(value)
+    return arguments
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .data.dataset import load_training_set
+    from .training import EpochReport, TrainingConfig, iter_train
+
+    config = TrainingConfig(
+        architecture=args.architecture, arguments=_parse_arguments(args.arg), epochs=args.epochs,
+        batch_size=args.batch_size, learning_rate=args.lr, crop_size=tuple(args.crop),
+        steps_per_epoch=args.steps_per_epoch, validation_fraction=args.validation_fraction, seed=args.seed,
+        device=args.device, base_model=args.base,
+    )
+    training_set = load_training_set(args.data)
+    validation_set = load_training_set(args.validation_data) if args.validation_data else None
+    print(f"{training_set.num_slices} slices in {len(training_set.scans)} scans ({training_set.modality})")
+    bar = None
+    events = iter_train(training_set, args.name, args.output_dir, config, args.description, args.terms, validation_set)
+    for event in events:
+        if isinstance(event, EpochReport):
+            bar.close()
+            bar = None
+            marker = " (best, saved)" if event.is_best else ""
+            print(f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.4f}, validation mean Dice "
+                  f"{event.validation['mean_dice']:.4f}, mIoU {event.validation['miou']:.4f} "
+                  f"[{event.seconds:.0f} s]{marker}", flush=True)
+            continue
+        if bar is None:
+            bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}", unit="step", leave=False, file=sys.stderr)
+        bar.update(1)
+        bar.set_postfix(loss=f"{event.loss:.4f}")
+    print(f"saved {Path(args.output_dir) / (args.name + '.safetensors')}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reseg", description="LightReSeg / L2GNet segmentation of OCT and CT.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    commands.add_parser("models", help="list bundled and user models").set_defaults(run=_models)
+
+    segment = commands.add_parser("segment", help="segment an image, stack, NIfTI file or folder of slices")
+    segment.add_argument("input", help="PNG/TIFF image, TIFF stack, NIfTI file or folder of PNG/TIFF slices")
+    segment.add_argument("-o", "--output", required=True, help="label map to write (.tif or .nii.gz)")
+    segment.add_argument("--model", help="model name (see `reseg models`) or checkpoint path; default by modality")
+    segment.add_argument("--card", help="model card (name or .json) for a checkpoint that has none beside it")
+    segment.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    segment.add_argument("--batch-size", type=int, default=4)
+    segment.add_argument("--confidence", help="also write the per-pixel confidence (max softmax) here")
+    segment.set_defaults(run=_segment)
+
+    phantom = commands.add_parser("phantom", help="write a training set of synthetic OCT volumes with exact labels")
+    phantom.add_argument("output", help="folder to create (images/, labels/, dataset.json)")
+    phantom.add_argument("--volumes", type=int, default=1)
+    phantom.add_argument("--bscans", type=int, default=8)
+    phantom.add_argument("--height", type=int, default=496)
+    phantom.add_argument("--width", type=int, default=768)
+    phantom.add_argument("--seed", type=int, default=0)
+    phantom.add_argument("--no-fluid", action="store_true", help="no intraretinal fluid pockets")
+    phantom.set_defaults(run=_phantom)
+
+    train = commands.add_parser("train", help="train a model on training-set folders (images/ + labels/)")
+    train.add_argument("data", nargs="+", help="training-set folder(s)")
+    train.add_argument("--name", required=True, help="name of the new model (file stem and card name)")
+    train.add_argument("-o", "--output-dir", default=".", help="where to write NAME.safetensors and NAME.json")
+    train.add_argument("--architecture", default="lightreseg")
+    train.add_argument("--arg", action="append", default=[], metavar="KEY=JSON", help="architecture argument")
+    train.add_argument("--base", help="start from this model's weights (fine-tuning)")
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--batch-size", type=int, default=8)
+    train.add_argument("--lr", type=float, default=1e-3)
+    train.add_argument("--crop", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
+    train.add_argument("--steps-per-epoch", type=int)
+    train.add_argument("--validation-data", nargs="+", help="validation folder(s); default: hold out scans of DATA")
+    train.add_argument("--validation-fraction", type=float, default=0.2)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    train.add_argument("--description", default="")
+    train.add_argument("--terms", default="")
+    train.set_defaults(run=_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except ResegError as error:
+        print(f"reseg: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("reseg: interrupted; nothing was written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

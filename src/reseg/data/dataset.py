@@ -1,0 +1,138 @@
+"""Training sets on disk: a folder with `images/`, `labels/` (same file names) and an optional `dataset.json`.
+
+Files may be single slices (PNG/TIFF) or volumes (TIFF stacks, NIfTI); every slice of a volume is a sample.
+Scans are kept whole so that train/validation splits are made by scan, never by slice.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from ..classes import IGNORE_INDEX, OCT_CLASSES, CT_CLASSES, SegmentationClass
+from ..errors import InputError
+from ..io import Volume, read_volume, write_image, write_labels
+
+DATASET_FILE = "dataset.json"
+DATASET_FORMAT = "reseg-dataset"
+
+
+@dataclass
+class Scan:
+    """One scan's slices (Z, H, W) and labels; `name` identifies the scan for splitting."""
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    spacing: tuple[float, float, float]
+
+
+@dataclass
+class TrainingSet:
+    scans: list[Scan]
+    classes: list[SegmentationClass] | None = None
+    modality: str = "unknown"
+    ignore_index: int = IGNORE_INDEX
+    sources: list[dict[str, str]] = field(default_factory=list)  # folder + its dataset.json "source", per folder
+
+    @property
+    def num_slices(self) -> int:
+        return sum(len(scan.image) for scan in self.scans)
+
+
+def _pairs_from_manifest(folder: Path, manifest: dict[str, Any]) -> list[tuple[Path, Path]]:
+    return [(folder / item["image"], folder / item["label"]) for item in manifest.get("items", [])]
+
+
+def _pairs_by_name(folder: Path) -> list[tuple[Path, Path]]:
+    images_dir, labels_dir = folder / "images", folder / "labels"
+    if not images_dir.is_dir() or not labels_dir.is_dir():
+        raise InputError(folder, "is not a training set: expected the sub-folders images/ and labels/")
+    pairs = []
+    for image in sorted(p for p in images_dir.iterdir() if not p.name.startswith(".")):
+        label = labels_dir / image.name
+        if not label.exists():
+            raise InputError(image, f"has no label file {label.relative_to(folder)}")
+        pairs.append((image, label))
+    return pairs
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / DATASET_FILE
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise InputError(path, f"is not readable JSON ({error})") from None
+
+
+def load_training_set(folders: Sequence[str | Path]) -> TrainingSet:
+    """Read one or more training-set folders into memory; their classes and modality must agree."""
+    scans: list[Scan] = []
+    classes: list[SegmentationClass] | None = None
+    modality, ignore_index = "unknown", IGNORE_INDEX
+    sources = []
+    for folder in map(Path, folders):
+        manifest = read_manifest(folder)
+        sources.append({"folder": str(folder.resolve()), "source": str(manifest.get("source", "unknown"))})
+        pairs = _pairs_from_manifest(folder, manifest) if manifest.get("items") else _pairs_by_name(folder)
+        if not pairs:
+            raise InputError(folder, "contains no image/label pairs")
+        if "classes" in manifest:
+            folder_classes = [SegmentationClass.from_dict(c) for c in manifest["classes"]]
+            if classes is not None and [c.name for c in classes] != [c.name for c in folder_classes]:
+                raise InputError(folder, "its classes differ from those of the other training sets")
+            classes = folder_classes
+        modality = manifest.get("modality", modality)
+        ignore_index = int(manifest.get("ignore_index", ignore_index))
+        for image_path, label_path in pairs:
+            image, labels = read_volume(image_path), read_volume(label_path)
+            if image.data.shape != labels.data.shape:
+                raise InputError(
+                    label_path, f"has shape {labels.data.shape} but its image {image_path.name} has {image.data.shape}"
+                )
+            scan_name = image_path.name.removesuffix(".gz").rsplit(".", 1)[0]
+            scans.append(Scan(f"{folder.name}/{scan_name}", image.data, labels.data.astype(np.uint8), image.spacing))
+    return TrainingSet(scans, classes, modality, ignore_index, sources)
+
+
+def split_by_scan(scans: list[Scan], validation_fraction: float, seed: int = 0) -> tuple[list[Scan], list[Scan]]:
+    """Hold out a fixed share of whole scans (at least one when there are two or more) for validation."""
+    if not 0 <= validation_fraction < 1:
+        raise ValueError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    order = sorted(scans, key=lambda scan: scan.name)
+    random.Random(seed).shuffle(order)
+    count = round(len(order) * validation_fraction)
+    if validation_fraction > 0 and len(order) > 1:
+        count = min(max(count, 1), len(order) - 1)
+    return order[count:], order[:count]
+
+
+def write_training_set(
+    folder: str | Path,
+    scans: Iterable[tuple[str, np.ndarray, np.ndarray, tuple[float, float, float]]],
+    modality: str,
+    source: str,
+    classes: Sequence[SegmentationClass] | None = None,
+) -> Path:
+    """Write (name, image, labels, spacing) scans as TIFF stacks under images/ and labels/ plus dataset.json."""
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise InputError(folder, "already exists and is not empty; choose a new folder")
+    classes = list(classes or (CT_CLASSES if modality == "CT" else OCT_CLASSES))
+    items = []
+    for name, image, labels, spacing in scans:
+        volume = Volume(np.asarray(image), spacing=spacing, modality=modality, metadata={"spacing_known": (True,) * 3})
+        write_image(folder / "images" / f"{name}.tif", volume)
+        write_labels(folder / "labels" / f"{name}.tif", labels, like=volume)
+        items.append({"image": f"images/{name}.tif", "label": f"labels/{name}.tif", "spacing": list(spacing)})
+    manifest = {"format": DATASET_FORMAT, "version": 1, "modality": modality, "source": source,
+                "classes": [c.to_dict() for c in classes], "ignore_index": IGNORE_INDEX, "items": items}
+    (folder / DATASET_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return folder

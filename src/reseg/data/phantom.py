@@ -1,0 +1,442 @@
+"""Synthetic Spectralis-like OCT volumes with exact layer labels.
+
+The phantom exists because the real data we may use (Duke DME) has no layer annotations and may not ship
+with the package: tests, sample data and pre-training need images whose labels are known exactly and that
+look close enough to a display-scaled Spectralis B-scan that a model or a reviewer is not surprised by them.
+
+How a volume is made, in order (every step vectorised over the whole volume):
+
+1. Geometry. Bruch's membrane (BM) is a smooth surface over (B-scan, column): a spherical bowl (the eye's
+   curvature) with a random tilt, vertical offset and a few random long-wavelength undulations. Seven layer
+   thicknesses are stacked upwards from BM. They are functions of the distance to a foveal centre so that
+   the inner layers (RNFL, GCL+IPL) vanish in the pit, INL/OPL thin to a pixel or two, the ONL is thickest at
+   the fovea, GCL+IPL peaks on a parafoveal ring and the RNFL thickens towards the (randomly left or right)
+   nasal side. Because everything is a function of millimetre coordinates, neighbouring B-scans are
+   coherent and slices far from the fovea have no pit.
+2. Optional intraretinal fluid: ellipsoidal cysts hosted by INL, OPL or ONL, often a large one under the
+   foveal centre. The host layer is swollen by a smooth dome at least as tall as the cyst (as oedema
+   thickens a real retina), so a cyst always lies strictly between ILM and the top of the ellipsoid zone.
+3. Labels come from the boundaries: a pixel belongs to the layer whose top boundary is the last one above
+   its centre. This makes the ordering invariant (0, 1..7 non-decreasing, 8) hold by construction.
+4. Reflectivity: each layer (and a few sub-layers without a class of their own: GCL vs IPL, the external
+   limiting membrane, OS / interdigitation / RPE) gets a mean display value measured on Duke B-scans, which
+   is turned into linear intensity (Spectralis displays intensity**0.25). The choroid decays exponentially
+   with depth and has dark vessel lumens and vertical streaks. Retinal vessels add a bright spot and a dark
+   shadow over everything beneath. The map is blurred by an axial/lateral point-spread function.
+5. Noise: multiplicative, spatially correlated log-normal speckle (Spectralis averages several frames, so
+   the speckle is milder than fully developed Rayleigh speckle), plus an additive correlated noise floor
+   that is exponential minus an offset, clipped at zero. That reproduces the grainy vitreous of the Duke
+   PNGs with its ~15 % black pixels, and the floor dims with depth as in those images.
+6. Display mapping: ``255 * intensity**0.25``, rounded to uint8.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy import ndimage as ndi
+
+__all__ = ["OCTPhantom", "make_oct_phantom", "DEFAULT_SPACING"]
+
+# (between B-scans, axial, lateral) in millimetres; axial/lateral are the Spectralis values of the Duke data.
+DEFAULT_SPACING: tuple[float, float, float] = (0.12, 0.00387, 0.0113)
+
+# Mean display values (0-255, as in the Duke PNGs) of each tissue, read off column profiles of real B-scans.
+# Keys that are not classes (gcl, ipl, elm, myoid, os, iz, rpe) are sub-layers that give real layers their
+# internal structure; class 6 (ellipsoid zone) and class 7 (OS+RPE) in particular are two bright bands with
+# a darker gap between them.
+_DISPLAY = {
+    "rnfl": 132.0,
+    "gcl": 80.0,
+    "ipl": 90.0,
+    "inl": 57.0,
+    "opl": 80.0,
+    "onl": 43.0,
+    "elm": 66.0,
+    "myoid": 52.0,
+    "ez": 154.0,
+    "os": 108.0,
+    "iz": 128.0,
+    "rpe": 200.0,
+    "choroid": 120.0,
+    "cyst": 36.0,
+    "vessel": 140.0,
+}
+
+
+@dataclass
+class OCTPhantom:
+    """A synthetic OCT volume with its exact labels.
+
+    ``image`` is uint8 (Z, H, W), display-scaled like a Spectralis export; ``labels`` uses the 10-class
+    convention of :data:`reseg.classes.OCT_CLASSES`; ``spacing`` is (between B-scans, axial, lateral) in mm.
+    ``surfaces`` holds the eight boundary heights (ILM, tops of classes 2..7, BM) as fractional rows, shape
+    (8, Z, W), and ``fovea`` the pit centre as fractional (B-scan index, column) - it may lie outside the
+    volume. Both are ground truth for boundary-based metrics and for tests.
+    """
+
+    image: np.ndarray
+    labels: np.ndarray
+    spacing: tuple[float, float, float] = DEFAULT_SPACING
+    surfaces: np.ndarray | None = field(default=None, repr=False)
+    fovea: tuple[float, float] | None = None
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _smooth_field(rng: np.random.Generator, xx: np.ndarray, zz: np.ndarray, wavelength_mm: float,
+                  n_terms: int = 6) -> np.ndarray:
+    """A smooth random field over (B-scan, column) with unit standard deviation.
+
+    A sum of a few plane waves with random direction, phase and a wavelength around ``wavelength_mm``: cheap,
+    smooth in both directions (so the volume stays coherent across B-scans) and exactly reproducible.
+    """
+    k = 2.0 * np.pi / (wavelength_mm * rng.uniform(0.6, 1.6, n_terms))
+    theta = rng.uniform(0.0, 2.0 * np.pi, n_terms)
+    phase = rng.uniform(0.0, 2.0 * np.pi, n_terms)
+    amp = rng.normal(size=n_terms)
+    arg = (k * np.cos(theta))[:, None, None] * xx + (k * np.sin(theta))[:, None, None] * zz + phase[:, None, None]
+    out = np.tensordot(amp, np.cos(arg), axes=1)
+    return (out / np.sqrt(0.5 * np.sum(amp**2) + 1e-12)).astype(np.float32)
+
+
+def _correlated_normal(rng: np.random.Generator, shape: tuple[int, ...], sigma_axial: float,
+                       sigma_lateral: float) -> np.ndarray:
+    """Standard normal noise with a Gaussian autocorrelation, re-normalised to unit variance.
+
+    Real speckle grains span ~2 px laterally and axially (the optical resolution is coarser than the pixel);
+    white noise would look like sand.
+    """
+    g = rng.standard_normal(shape, dtype=np.float32)
+    ndi.gaussian_filter1d(g, sigma_axial, axis=-2, output=g, truncate=2.5)
+    ndi.gaussian_filter1d(g, sigma_lateral, axis=-1, output=g, truncate=2.5)
+    # Variance of white noise after a 1-D Gaussian filter of width s is ~ 1 / (2 sqrt(pi) s).
+    g *= np.float32(np.sqrt(4.0 * np.pi * max(sigma_axial, 0.3) * max(sigma_lateral, 0.3)))
+    return g
+
+
+def _linear(display: float | np.ndarray) -> np.ndarray | float:
+    """Display value (0-255) to linear intensity, inverting the Spectralis ``v ** 0.25`` display."""
+    return (np.asarray(display, dtype=np.float32) / 255.0) ** 4
+
+
+def _steps_to_volume(steps: list[tuple[np.ndarray, np.ndarray | float]], base: float, height: int,
+                     smooth: bool) -> np.ndarray:
+    """Paint a piecewise-constant depth profile per A-scan from a list of (surface, new value) steps.
+
+    Instead of comparing every pixel with every surface (one full-volume pass per surface), the value change
+    at each surface is scattered into a (Z, H+1, W) delta array and integrated with one cumulative sum.
+    With ``smooth`` the step is split between the two rows around a fractional surface (partial-volume
+    anti-aliasing for the image); without it a row belongs to the layer whose surface lies above its centre
+    (exact labels).
+    """
+    z_n, w_n = steps[0][0].shape
+    delta = np.zeros((z_n, height + 1, w_n), dtype=np.float32)
+    zi, xi = np.meshgrid(np.arange(z_n), np.arange(w_n), indexing="ij")
+    prev: np.ndarray | float = base
+    for surface, value in steps:
+        jump = np.broadcast_to(np.asarray(value, dtype=np.float32) - np.asarray(prev, dtype=np.float32),
+                               surface.shape)
+        prev = value
+        if smooth:
+            pos = np.clip(surface - 0.5, -1.0, height)  # row coordinate of the step, pixel centres at r
+            lo = np.floor(pos)
+            frac = (pos - lo).astype(np.float32)
+            lo = lo.astype(np.int64) + 1  # first row fully below the step is lo + 1; row lo gets 1 - frac
+            r0 = np.clip(lo, 0, height)
+            r1 = np.clip(lo + 1, 0, height)
+            np.add.at(delta, (zi, r0, xi), jump * (1.0 - frac))
+            np.add.at(delta, (zi, r1, xi), jump * frac)
+        else:
+            row = np.clip(np.ceil(surface - 0.5), 0, height).astype(np.int64)
+            np.add.at(delta, (zi, row, xi), jump)
+    out = np.cumsum(delta[:, :height], axis=1, dtype=np.float32)
+    out += np.float32(base)
+    return out
+
+
+# ------------------------------------------------------------------------------------------------ phantom
+
+
+def make_oct_phantom(
+    n_bscans: int = 8,
+    height: int = 496,
+    width: int = 768,
+    seed: int | None = 0,
+    fluid: bool = True,
+    *,
+    spacing: tuple[float, float, float] = DEFAULT_SPACING,
+    vessels: bool = True,
+    noise: bool = True,
+) -> OCTPhantom:
+    """Generate a seedable synthetic macular OCT volume (see the module docstring for the model).
+
+    ``seed`` fixes everything (same seed, same arrays); ``None`` draws a fresh volume. ``fluid`` adds 1-8
+    intraretinal cysts (class 9) near the fovea, at least one of them crossing a B-scan. ``vessels`` adds
+    retinal vessels with their shadows; ``noise=False`` gives the noiseless, blurred reflectivity (handy to
+    see the anatomy). ``spacing`` is (between B-scans, axial, lateral) in mm; thicknesses are anatomical, so a
+    coarser axial spacing gives a thinner retina in pixels. Raises ``ValueError`` when the retina cannot fit.
+    """
+    if n_bscans < 1 or height < 16 or width < 8:
+        raise ValueError(f"volume too small: n_bscans={n_bscans}, height={height}, width={width}")
+    dz, dy, dx = (float(s) for s in spacing)
+    if min(dz, dy, dx) <= 0:
+        raise ValueError(f"spacing must be positive, got {spacing}")
+    rng = np.random.default_rng(seed)
+    um_px = 1.0 / (dy * 1000.0)  # pixels per micrometre, axially
+
+    # Millimetre coordinates of every A-scan, origin at the volume centre.
+    x_mm = ((np.arange(width) - (width - 1) / 2.0) * dx).astype(np.float32)
+    z_mm = ((np.arange(n_bscans) - (n_bscans - 1) / 2.0) * dz).astype(np.float32)
+    zz, xx = np.meshgrid(z_mm, x_mm, indexing="ij")  # (Z, W)
+    half_w = max(float(x_mm[-1]), 1e-6)
+    half_z = float(z_mm[-1])
+
+    # ---- fovea and layer thicknesses (um) --------------------------------------------------------------
+    xf = rng.uniform(-0.15, 0.15) * 2 * half_w
+    zf = rng.uniform(-1.0, 1.0) * min(half_z, 0.5)  # a macular volume is centred near the fovea
+    xr, zr = xx - xf, zz - zf
+    r = np.sqrt(xr**2 + zr**2)
+    pit_sigma = rng.uniform(0.27, 0.38)
+    pit = np.exp(-(r**2) / (2 * pit_sigma**2))
+    nasal = rng.choice([-1.0, 1.0])  # right or left eye: the optic disc side
+    xn = np.maximum(nasal * xr, 0.0)
+
+    def wobble(amount: float, wavelength: float = 1.5) -> np.ndarray:
+        return 1.0 + amount * _smooth_field(rng, xx, zz, wavelength)
+
+    scale = rng.uniform(0.9, 1.1)
+    t_rnfl = (16.0 + 13.0 * np.minimum(xn, 4.5) ** 1.35 + 5.0 * np.minimum(np.abs(zr), 2.0)) \
+        * (1.0 - pit) * wobble(0.12)
+    t_gclipl = (68.0 + 42.0 * np.exp(-((r - 0.95) ** 2) / (2 * 0.45**2))) * (1.0 - pit) * wobble(0.07)
+    t_inl = (31.0 + 9.0 * np.exp(-((r - 0.85) ** 2) / (2 * 0.5**2))) * (1.0 - 0.93 * pit) * wobble(0.08) + 4.0
+    t_opl = (24.0 + 5.0 * np.exp(-((r - 0.8) ** 2) / (2 * 0.5**2))) * (1.0 - 0.85 * pit) * wobble(0.1) + 5.0
+    t_onl = (80.0 - 5.0 * np.minimum(r, 4.0) + 48.0 * np.exp(-(r**2) / (2 * (1.6 * pit_sigma) ** 2))) \
+        * wobble(0.06)
+    t_ez = (12.0 + 3.0 * pit) * wobble(0.08)
+    t_osrpe = (37.0 + 10.0 * pit) * wobble(0.06)
+    if fluid:
+        # Diffuse oedema: DME retinas are thicker around the fovea even outside the cysts.
+        oedema = 1.0 + rng.uniform(0.0, 0.45) * np.exp(-(r**2) / (2 * rng.uniform(0.8, 1.6) ** 2))
+        t_inl, t_opl, t_onl = t_inl * oedema, t_opl * oedema, t_onl * oedema
+    thick_px = [np.maximum(t, 0.0) * scale * um_px for t in (t_rnfl, t_gclipl, t_inl, t_opl, t_onl, t_ez, t_osrpe)]
+    thick_px = [t.astype(np.float32) for t in thick_px]
+
+    # ---- intraretinal fluid: swell the host layer, remember where each cyst sits --------------------------
+    cyst_half = {3: np.zeros_like(xx), 4: np.zeros_like(xx), 5: np.zeros_like(xx)}  # host -> half height (px)
+    swell = {3: np.zeros_like(xx), 4: np.zeros_like(xx), 5: np.zeros_like(xx)}  # host -> added thickness (px)
+    margin = {3: np.zeros_like(xx), 4: np.zeros_like(xx), 5: np.zeros_like(xx)}
+    if fluid:
+        n_cysts = int(rng.integers(1, 9))
+        k_fovea = int(np.clip(round((zf - z_mm[0]) / dz), 0, n_bscans - 1))
+        for i in range(n_cysts):
+            # Cystoid macular oedema: often one large cyst under the foveal centre (ONL/Henle fibres), and
+            # smaller ones around it in INL, OPL and ONL. Small cysts keep out of the pit, where the inner
+            # layers they would sit in have no room.
+            central = i == 0 and rng.random() < 0.5
+            host = int(rng.choice([4, 5], p=[0.3, 0.7])) if central else \
+                int(rng.choice([3, 4, 5], p=[0.45, 0.15, 0.4]))
+            big = central or (host != 3 and rng.random() < 0.3)
+            a = rng.uniform(0.12, 0.4) if big else rng.uniform(0.03, 0.12)  # lateral semi-axis, mm
+            b = (rng.uniform(35, 100) if big else rng.uniform(10, 35)) * um_px  # axial half-height, px
+            c = max(a * rng.uniform(0.6, 1.2), 0.6 * dz)  # elevational semi-axis, mm
+            # The first cyst is centred on a B-scan so the class is always present in the volume.
+            k = k_fovea if i == 0 else int(rng.integers(n_bscans))
+            z0 = z_mm[k] + (rng.uniform(-0.3, 0.3) * dz if i else 0.0)
+            if central:
+                x0 = xf + rng.normal(0.0, 0.08)
+            else:
+                x0 = xf + rng.choice([-1.0, 1.0]) * rng.uniform(max(0.5, a + 0.15), 1.9)
+            x0 = float(np.clip(x0, x_mm[0] + a, x_mm[-1] - a))
+            rho2 = ((xx - x0) / a) ** 2 + ((zz - z0) / c) ** 2
+            half = b * np.sqrt(np.maximum(1.0 - rho2, 0.0))
+            cyst_half[host] = np.maximum(cyst_half[host], half)
+            # Oedema swells the tissue well beyond the cyst itself: a wider, smooth dome that is never lower
+            # than the cyst (so the cyst always fits in its swollen host layer).
+            # (1 - rho^2 / 2.2^2)^2 >= sqrt(1 - rho^2) for rho <= 1, so the dome always covers the cyst.
+            ra, rc = max(2.2 * a, a + 0.5), max(2.2 * c, c + 0.5)  # dome radii (mm): small cysts, broad domes
+            dome_r2 = ((xx - x0) / ra) ** 2 + ((zz - z0) / rc) ** 2
+            dome = 2.0 * b * np.maximum(1.0 - dome_r2, 0.0) ** 2
+            swell[host] = np.maximum(swell[host], np.maximum(dome, 2.0 * half))
+            # Extra tissue kept around the cyst: 4 px at its centre, >= 2.5 px at its rim, smooth to zero
+            # outside, so the cyst never touches a boundary and the swelling has no step.
+            margin[host] = np.maximum(margin[host], 4.0 * np.maximum(1.0 - dome_r2, 0.0) ** 2)
+        for host in cyst_half:
+            thick_px[host - 1] = thick_px[host - 1] + swell[host] + margin[host]
+
+    # ---- geometry: BM surface and the boundaries above it ---------------------------------------------
+    total = np.sum(thick_px, axis=0)
+    sag_px = rng.uniform(-20.0, 100.0) * (height / 496.0)  # bowl depth over a 4.34 mm half-width
+    curv = sag_px / (4.34**2)  # px per mm^2, same along both axes: the eye is roughly a sphere
+    xc, zc = rng.uniform(-1.0, 1.0), rng.uniform(-1.0, 1.0)
+    tilt_x = rng.uniform(-0.15, 0.15) / dx  # px per mm: up to ~0.15 row per column, as in the Duke scans
+    tilt_z = rng.uniform(-0.06, 0.06) / dx
+    shape = (-curv * ((xx - xc) ** 2 + (zz - zc) ** 2) + tilt_x * xx + tilt_z * zz
+             + rng.uniform(1.5, 4.0) * (height / 496.0) * _smooth_field(rng, xx, zz, 2.5))
+    top_margin = max(0.07 * height, 4.0)
+    bottom_limit = 0.86 * height
+    room = bottom_limit - top_margin
+    for _ in range(3):  # shrink the bowl/tilt until the whole retina fits
+        span = float(np.max(shape) - np.min(shape - total))
+        if span <= room:
+            break
+        extent = float(np.ptp(shape))
+        if extent < 1e-6:
+            break
+        shape = shape * max(0.0, (room - float(np.max(total)) - 1.0) / extent)
+    span = float(np.max(shape) - np.min(shape - total))
+    if span > room:
+        raise ValueError(
+            f"the retina (up to {np.max(total):.0f} px thick) does not fit in height={height} at axial "
+            f"spacing {dy} mm; use a larger height or a coarser axial spacing"
+        )
+    lo = top_margin - float(np.min(shape - total))  # smallest offset keeping ILM below the top margin
+    hi = bottom_limit - float(np.max(shape))
+    target = rng.uniform(0.44, 0.6) * height - float(np.mean(shape))
+    bm = (shape + np.clip(target, lo, hi)).astype(np.float32)
+
+    surfaces = np.empty((8, n_bscans, width), dtype=np.float32)
+    surfaces[7] = bm
+    for layer in range(7, 0, -1):  # top of layer `layer` = bottom minus its thickness
+        surfaces[layer - 1] = surfaces[layer] - thick_px[layer - 1]
+
+    # ---- labels -----------------------------------------------------------------------------------------
+    labels = _steps_to_volume([(surfaces[i], float(i + 1)) for i in range(8)], 0.0, height, smooth=False)
+    labels = labels.astype(np.uint8)
+    rows = (np.arange(height, dtype=np.float32) + 0.5)[None, :, None]
+    fluid_mask = np.zeros(labels.shape, dtype=bool)
+    for host, half in cyst_half.items():
+        if not np.any(half > 0):
+            continue
+        mid = 0.5 * (surfaces[host - 1] + surfaces[host])
+        fluid_mask |= np.abs(rows - mid[:, None, :]) < half[:, None, :]
+    labels[fluid_mask] = 9
+
+    fovea = (float((zf - z_mm[0]) / dz) if n_bscans > 1 else 0.0, float((xf - x_mm[0]) / dx))
+
+    # ---- reflectivity (linear) --------------------------------------------------------------------------
+    jitter = {k: v * rng.uniform(0.94, 1.06) for k, v in _DISPLAY.items()}
+    lin = {k: float(_linear(v)) for k, v in jitter.items()}
+    t = thick_px
+    s = surfaces
+    # RNFL reflectivity rises with its thickness (bundled axons), thin temporal RNFL looks greyer.
+    rnfl_val = _linear(jitter["rnfl"] * (0.8 + 0.2 * np.clip(t[0] / (25.0 * um_px), 0.0, 1.0)))
+    steps: list[tuple[np.ndarray, np.ndarray | float]] = [
+        (s[0], rnfl_val),
+        (s[1], lin["gcl"]),
+        (s[1] + 0.55 * t[1], lin["ipl"]),
+        (s[2], lin["inl"]),
+        (s[3], lin["opl"]),
+        (s[4], lin["onl"]),
+        (np.maximum(s[5] - 22.0 * um_px - 1.0, s[4]), lin["elm"]),  # external limiting membrane
+        (np.maximum(s[5] - 22.0 * um_px, s[4]), lin["myoid"]),
+        (s[5], lin["ez"]),
+        (s[6], lin["os"]),
+        (s[6] + 0.3 * t[6], lin["iz"]),
+        (s[6] + 0.5 * t[6], lin["os"] * 1.1),
+        (s[6] + 0.62 * t[6], lin["rpe"]),
+        (s[7], 0.0),
+    ]
+    refl = _steps_to_volume(steps, 0.0, height, smooth=True)
+
+    # Choroid: bright choriocapillaris fading with depth, dark vessel lumens (larger deeper), vertical streaks.
+    depth = rows - 0.5 - bm[:, None, :]  # px below BM
+    below = depth > 0
+    ax_scale = 0.00387 / dy  # the numbers below are in pixels of 3.87 um
+    decay_px = rng.uniform(12.0, 20.0) * ax_scale  # linear decay length: the display halves in ~50 px
+    chor = lin["choroid"] * (0.94 * np.exp(-depth / decay_px) + 0.06 * np.exp(-depth / (2.0 * decay_px)))
+    # The choroid-sclera junction (~250 um below BM) often shows as a faint, slowly fading brighter zone.
+    d_cs = rng.uniform(50.0, 80.0) * ax_scale
+    past = depth - d_cs
+    chor += lin["choroid"] * rng.uniform(0.005, 0.02) / (1.0 + np.exp(-past / 5.0)) \
+        * np.exp(-np.maximum(past, 0.0) / (30.0 * ax_scale))
+    del past
+    half_shape = (n_bscans, (height + 1) // 2, (width + 1) // 2)
+    fine = _correlated_normal(rng, half_shape, 1.2, 2.0)
+    coarse = _correlated_normal(rng, half_shape, 3.0, 5.0)
+    fine = np.repeat(np.repeat(fine, 2, axis=1), 2, axis=2)[:, :height, :width]
+    coarse = np.repeat(np.repeat(coarse, 2, axis=1), 2, axis=2)[:, :height, :width]
+    w_deep = np.clip(depth / (60.0 * ax_scale), 0.0, 1.0)
+    tex = (1.0 - w_deep) * fine + w_deep * coarse
+    lumen = 1.0 / (1.0 + np.exp(-(tex - 0.5) * 6.0))
+    streak = _correlated_normal(rng, (n_bscans, 1, width), 0.3, 2.5)
+    chor *= (1.0 - 0.7 * lumen) * np.exp(0.22 * streak)
+    refl = np.where(below, chor, refl)
+    del chor, tex, lumen, fine, coarse, w_deep
+
+    # Fluid scatters little but is not black on Spectralis: Duke fluid pixels have a median display value of
+    # ~45 against ~57 in the tissue around them (measured with the dataset's fluid masks).
+    refl[fluid_mask] = lin["cyst"]
+    if fluid:
+        # Hyperreflective foci, common around DME cysts: a few single bright pixels (blurred below).
+        n_foci = int(rng.poisson(12 * n_bscans))
+        fz = rng.integers(0, n_bscans, n_foci)
+        fx = rng.integers(0, width, n_foci)
+        top, bot = s[1][fz, fx] + 2.0, s[5][fz, fx] - 2.0
+        fy = (top + rng.random(n_foci) * np.maximum(bot - top, 0.0)).astype(np.int64)
+        ok = (bot > top) & (labels[fz, np.clip(fy, 0, height - 1), fx] != 9)
+        refl[fz[ok], np.clip(fy[ok], 0, height - 1), fx[ok]] = _linear(rng.uniform(170, 230, int(ok.sum())))
+
+    # ---- retinal vessels: bright cross-section in the inner retina and a shadow beneath -----------------
+    attenuation = np.ones_like(refl)
+    if vessels:
+        cols = np.arange(width, dtype=np.float32)
+        for _ in range(int(rng.integers(4, 11))):
+            x0 = rng.uniform(x_mm[0], x_mm[-1])
+            if abs(x0 - xf) < 0.35:  # the foveal avascular zone has no vessels
+                x0 += np.sign(x0 - xf + 1e-9) * 0.35
+            slope = rng.normal(0.0, 0.4)  # lateral drift (mm per mm across B-scans)
+            xv = (x0 + slope * zz[:, 0] - x_mm[0]) / dx  # column per B-scan
+            radius = rng.uniform(2.0, 5.5)  # Gaussian width of the vessel and its shadow, px (lateral)
+            strength = rng.uniform(0.4, 0.8)
+            c0 = int(max(0, np.floor(xv.min() - 4 * radius)))
+            c1 = int(min(width, np.ceil(xv.max() + 4 * radius) + 1))
+            if c1 <= c0:
+                continue
+            c = cols[c0:c1]
+            prof = np.exp(-((c[None, :] - xv[:, None]) ** 2) / (2 * radius**2))  # (Z, w)
+            kz = np.arange(n_bscans)
+            xc_i = np.clip(np.round(xv).astype(np.int64), 0, width - 1)
+            inner = s[2][kz, xc_i] - s[0][kz, xc_i]  # RNFL + GCL/IPL above the vessel axis
+            yv = s[0][kz, xc_i] + np.clip(rng.uniform(0.15, 0.5) * inner, 2.0, 14.0)  # vessel centre row
+            yv_c = np.broadcast_to(yv[:, None], prof.shape)
+            ry = radius * 1.3
+            blob = prof[:, None, :] * np.exp(-((rows - yv_c[:, None, :]) ** 2) / (2 * ry**2))
+            blob *= (labels[:, :, c0:c1] >= 1) & (labels[:, :, c0:c1] <= 3)
+            refl[:, :, c0:c1] = np.maximum(refl[:, :, c0:c1], lin["vessel"] * blob)
+            shadow = (rows > yv_c[:, None, :] + ry) * prof[:, None, :]
+            attenuation[:, :, c0:c1] *= 1.0 - strength * shadow
+
+    # ---- optics, gain, speckle, noise floor, display ----------------------------------------------------
+    ndi.gaussian_filter1d(refl, 1.1, axis=1, output=refl, truncate=3.0)
+    ndi.gaussian_filter1d(refl, 0.8, axis=2, output=refl, truncate=3.0)
+    refl *= attenuation
+    del attenuation
+    gain = np.exp(0.45 * _smooth_field(rng, xx, zz, 6.0) - 0.1) * rng.uniform(0.75, 1.7)
+    refl *= gain[:, None, :].astype(np.float32)
+    if noise:
+        sigma_log = rng.uniform(0.3, 0.38)  # display CV ~0.09-0.12 in every layer, as measured
+        speck = _correlated_normal(rng, refl.shape, 1.0, 0.75)
+        speck *= np.float32(sigma_log)
+        speck -= np.float32(0.5 * sigma_log**2)
+        refl *= np.exp(speck, out=speck)
+        del speck
+        # Noise floor: |complex Gaussian|^2 is exponential; minus an offset so ~16 % clips to black.
+        # Grain size measured on Duke vitreous: lag-1 autocorrelation ~0.6 axially, ~0.45 laterally.
+        re = _correlated_normal(rng, refl.shape, 1.3, 1.0)
+        im = _correlated_normal(rng, refl.shape, 1.3, 1.0)
+        expo = 0.5 * (re * re + im * im)
+        del re, im
+        floor_top = rng.uniform(18.0, 34.0)
+        floor_ratio = rng.uniform(0.3, 0.5)
+        median_disp = floor_top * (1.0 - (1.0 - floor_ratio) * (rows - 0.5) / height)
+        amp = _linear(median_disp) / 0.519  # median of (E - 0.174) for E ~ Exp(1) is 0.519
+        refl += amp * (expo - 0.174)
+        del expo
+    np.clip(refl, 0.0, 1.0, out=refl)
+    image = np.sqrt(np.sqrt(refl, out=refl), out=refl)
+    image *= 255.0
+    image = np.rint(image).astype(np.uint8)
+    return OCTPhantom(image=image, labels=labels, spacing=(dz, dy, dx), surfaces=surfaces, fovea=fovea)

@@ -1,0 +1,37 @@
+"""Which compute device runs a model: CUDA > MPS > CPU unless the user names one."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import ResegError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def available_devices() -> list[str]:
+    """Device names usable on this machine, best first (always ends with "cpu")."""
+    names = []
+    if torch.cuda.is_available():
+        names.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        names.append("mps")
+    names.append("cpu")
+    return names
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """Turn "auto" into the best available device; refuse a named device this machine lacks."""
+    if isinstance(name, torch.device):
+        return name
+    requested = name.lower()
+    available = available_devices()
+    if requested == "auto":
+        return torch.device(available[0])
+    kind = requested.split(":")[0]
+    if kind not in DEVICE_CHOICES:
+        raise ResegError(f"unknown device {name!r}: choose one of {', '.join(DEVICE_CHOICES)}")
+    if kind not in available:
+        raise ResegError(f"device {name!r} is not available here (available: {', '.join(available)})")
+    return torch.device(requested)

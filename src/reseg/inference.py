@@ -1,0 +1,144 @@
+"""Slice-by-slice inference over 2-D images and 3-D stacks, in batches, with progress and cancellation.
+
+`iter_segment` is a generator: it yields a `Progress` after every batch, so a caller can update a progress
+bar, show partial results (they are written into the output arrays as they finish) or stop between batches
+by closing the generator. Results go into preallocated uint8 (labels) and float32 (confidence) arrays, so
+peak memory does not grow with the length of the stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .normalization import normalize_slices
+from .zoo import LoadedModel
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Reported after each batch: which slices just finished, and how far the run is."""
+
+    done: int
+    total: int
+    slices: tuple[int, ...]
+    batch_size: int
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray
+    confidence: np.ndarray | None
+    device: torch.device
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def _as_stack(image: np.ndarray) -> np.ndarray:
+    if image.ndim == 2:
+        return image[None]
+    if image.ndim != 3:
+        raise ValueError(f"expected a 2-D image or a 3-D stack of slices, got an array of shape {image.shape}")
+    return image
+
+
+def _model_grid(model: LoadedModel, shape: tuple[int, int], pixel_spacing: Sequence[float] | None) -> tuple[int, int]:
+    """Slice size at the model's training spacing (cards with `input_spacing` [y, x] in mm), else unchanged."""
+    wanted = model.card.input_spacing
+    if not wanted or pixel_spacing is None:
+        return shape
+    size = tuple(max(16, round(n * have / want)) for n, have, want in zip(shape, pixel_spacing, wanted[-2:]))
+    return shape if all(abs(a - b) <= 0.1 * b for a, b in zip(size, shape)) else size
+
+
+def _predict_batch(
+    model: LoadedModel, raw: np.ndarray, want_confidence: bool, pixel_spacing: Sequence[float] | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    batch = torch.from_numpy(normalize_slices(raw, model.card.normalization))[:, None]
+    batch = batch.to(model.device, memory_format=torch.channels_last)
+    shape = tuple(batch.shape[-2:])
+    grid = _model_grid(model, shape, pixel_spacing)
+    if grid != shape:
+        batch = F.interpolate(batch, size=grid, mode="bilinear", align_corners=False)
+    with _autocast(model.device):
+        logits = model.network(batch)
+    if grid != shape:
+        logits = F.interpolate(logits.float(), size=shape, mode="bilinear", align_corners=False)
+    probabilities = torch.softmax(logits.float(), dim=1)
+    confidence, labels = probabilities.max(dim=1)
+    labels = labels.to(torch.uint8).cpu().numpy()
+    return labels, confidence.cpu().numpy() if want_confidence else None
+
+
+def iter_segment(
+    model: LoadedModel,
+    image: np.ndarray,
+    labels_out: np.ndarray,
+    *,
+    confidence_out: np.ndarray | None = None,
+    batch_size: int = 4,
+    slices: Sequence[int] | None = None,
+    pixel_spacing: Sequence[float] | None = None,
+) -> Iterator[Progress]:
+    """Segment the given slices of `image` ((H, W) or (Z, H, W)) into `labels_out` (same shape, uint8).
+
+    Only `slices` (default: all) are computed. With the in-plane `pixel_spacing` (y, x, mm) of the image and
+    a model card that records its training spacing, slices are resampled to that spacing and the logits back. On a CUDA out-of-memory error the batch is retried with half
+    the batch size; the reported `Progress.batch_size` tells the caller what finally worked.
+    """
+    stack = _as_stack(image)
+    labels_stack = _as_stack(labels_out)
+    confidence_stack = _as_stack(confidence_out) if confidence_out is not None else None
+    if labels_stack.shape != stack.shape:
+        raise ValueError(f"labels_out has shape {labels_out.shape}, image has {image.shape}")
+    order = list(range(len(stack))) if slices is None else [int(s) for s in slices]
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    model.network.eval()
+    done = 0
+    with torch.inference_mode():
+        while done < len(order):
+            chunk = order[done : done + batch_size]
+            try:
+                labels, confidence = _predict_batch(model, stack[chunk], confidence_stack is not None, pixel_spacing)
+            except torch.OutOfMemoryError:
+                if batch_size == 1 or model.device.type == "cpu":
+                    raise
+                torch.cuda.empty_cache()
+                batch_size //= 2
+                continue
+            labels_stack[chunk] = labels
+            if confidence_stack is not None:
+                confidence_stack[chunk] = confidence
+            done += len(chunk)
+            yield Progress(done=done, total=len(order), slices=tuple(chunk), batch_size=batch_size)
+
+
+def segment(
+    model: LoadedModel,
+    image: np.ndarray,
+    *,
+    batch_size: int = 4,
+    with_confidence: bool = False,
+    pixel_spacing: Sequence[float] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> SegmentationResult:
+    """Segment a whole image or stack and return labels (uint8) and, if asked, max-softmax confidence."""
+    labels = np.zeros(image.shape, dtype=np.uint8)
+    confidence = np.zeros(image.shape, dtype=np.float32) if with_confidence else None
+    for progress in iter_segment(
+        model, image, labels, confidence_out=confidence, batch_size=batch_size, pixel_spacing=pixel_spacing
+    ):
+        if on_progress is not None:
+            on_progress(progress)
+    return SegmentationResult(labels=labels, confidence=confidence, device=model.device)

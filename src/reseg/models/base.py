@@ -1,0 +1,46 @@
+"""What every segmentation network in the registry shares: any input size, raw logits, optional auxiliary loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SegmentationNetwork(nn.Module):
+    """A 2D network mapping (N, C, H, W) images to (N, K, H, W) logits at any H and W.
+
+    Subclasses implement :meth:`forward_padded`, which only ever sees inputs whose height and width are
+    multiples of :attr:`size_multiple`; padding (reflect where possible) and cropping back happen here once.
+    """
+
+    size_multiple: int = 16
+    card_notes: tuple[str, ...] = ()  # deviations from the published architecture, copied into model cards
+
+    def __init__(self, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        if in_channels < 1 or num_classes < 1:
+            raise ValueError(f"in_channels and num_classes must be >= 1, got {in_channels}, {num_classes}")
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{type(self).__name__} expects input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
+            )
+        height, width = x.shape[-2:]
+        pad_h = -height % self.size_multiple
+        pad_w = -width % self.size_multiple
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        logits = self.forward_padded(x)
+        return logits[..., :height, :width]
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def auxiliary_loss(self) -> torch.Tensor:
+        """Extra training loss from the last forward pass (e.g. vector-quantisation losses); zero by default."""
+        return torch.zeros((), device=next(self.parameters()).device)

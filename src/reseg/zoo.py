@@ -1,0 +1,194 @@
+"""The model registry: bundled models (the `reseg_zoo` package data), the user's own models, and checkpoints.
+
+Weights are only ever loaded without executing code: safetensors, or ``torch.load(weights_only=True)`` for
+foreign ``.pt`` / ``.pth`` state dicts.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import platformdirs
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .cards import ModelCard, read_card, sha256_of, write_card
+from .devices import resolve_device
+from .errors import CheckpointError
+from .models import SegmentationNetwork, build_network, count_parameters
+
+USER_MODEL_DIR_ENV = "RESEG_MODEL_DIR"
+FOREIGN_SUFFIXES = (".pt", ".pth")
+
+
+def bundled_model_dir() -> Path:
+    """The folder of models shipped inside the wheel (the repository's `models/`)."""
+    return Path(str(resources.files("reseg_zoo")))
+
+
+def user_model_dir() -> Path:
+    """Where models the user trained or kept live; `RESEG_MODEL_DIR` overrides the platform default."""
+    override = os.environ.get(USER_MODEL_DIR_ENV)
+    return Path(override) if override else Path(platformdirs.user_data_dir("napari-reseg")) / "models"
+
+
+@dataclass
+class LoadedModel:
+    """A network ready for inference, with the card that says how to feed it and where it came from."""
+
+    network: SegmentationNetwork
+    card: ModelCard
+    device: torch.device
+    weights_path: Path
+
+
+def _cards_in(folder: Path) -> dict[str, Path]:
+    if not folder.is_dir():
+        return {}
+    return {card.stem: card for card in sorted(folder.glob("*.json")) if card.with_suffix(".safetensors").exists()}
+
+
+def model_paths() -> dict[str, Path]:
+    """Card path of every known model by name; a user model shadows a bundled one of the same name."""
+    return {**_cards_in(bundled_model_dir()), **_cards_in(user_model_dir())}
+
+
+def list_models() -> list[ModelCard]:
+    """Cards of all bundled and user models, sorted by name."""
+    return [read_card(path) for _, path in sorted(model_paths().items())]
+
+
+def _unwrap_state_dict(loaded: object, source: Path) -> dict[str, torch.Tensor]:
+    """Accept a bare state dict or the common wrappers ({"state_dict": ...}, {"model": ...}, DDP prefixes)."""
+    if isinstance(loaded, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(loaded.get(key), dict):
+                loaded = loaded[key]
+                break
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise CheckpointError(source, "does not contain a state dict of tensors")
+    return {key.removeprefix("module."): value for key, value in loaded.items()}
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors or a foreign .pt/.pth file, never executing code from it."""
+    if not path.exists():
+        raise CheckpointError(path, "weights file not found")
+    try:
+        if path.suffix == ".safetensors":
+            return load_file(str(path))
+        if path.suffix in FOREIGN_SUFFIXES:
+            return _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+    except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as error:
+        raise CheckpointError(path, f"is corrupt or not a weights file ({str(error).splitlines()[0]})") from None
+    except Exception as error:  # torch.load's unpickler refuses code objects with assorted error types
+        raise CheckpointError(path, f"cannot be loaded safely ({type(error).__name__}: {error})") from None
+    raise CheckpointError(path, f"unsupported weights format {path.suffix!r} (use .safetensors, .pt or .pth)")
+
+
+def _check_state_dict(network: SegmentationNetwork, state: dict[str, torch.Tensor], card: ModelCard, path: Path) -> None:
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        detail = "; ".join(
+            part
+            for part in (
+                f"missing {len(missing)} key(s) e.g. {', '.join(missing[:3])}" if missing else "",
+                f"unexpected {len(unexpected)} key(s) e.g. {', '.join(unexpected[:3])}" if unexpected else "",
+            )
+            if part
+        )
+        raise CheckpointError(path, f"does not match architecture {card.architecture!r}: {detail}")
+    wrong = [(key, tuple(state[key].shape), tuple(value.shape)) for key, value in expected.items()
+             if state[key].shape != value.shape]
+    if wrong:
+        head = [w for w in wrong if w[0].startswith("head.")]
+        if head:
+            raise CheckpointError(
+                path, f"has {head[0][1][0]} output classes but its card {card.name!r} lists {card.num_classes}"
+            )
+        key, got, want = wrong[0]
+        raise CheckpointError(path, f"tensor {key} has shape {got}, architecture expects {want}")
+
+
+def _resolve_card(name_or_path: str | Path, card: ModelCard | str | Path | None) -> tuple[ModelCard, Path]:
+    """Find (card, weights path) for a registry name, a .json card, or a weights file with a card."""
+    known = model_paths()
+    if card is None and str(name_or_path) in known:
+        card_path = known[str(name_or_path)]
+        return read_card(card_path), card_path.with_suffix(".safetensors")
+    path = Path(name_or_path)
+    if path.suffix == ".json":
+        return read_card(path), path.with_suffix(".safetensors")
+    if path.suffix not in (".safetensors", *FOREIGN_SUFFIXES):
+        if not path.exists():
+            raise CheckpointError(path, f"no such model or file (known models: {', '.join(sorted(known)) or 'none'})")
+        raise CheckpointError(path, "unsupported model file (use a model name, a .json card, .safetensors, .pt or .pth)")
+    if card is None:
+        card_path = path.with_suffix(".json")
+        if not card_path.exists():
+            raise CheckpointError(
+                path, f"has no model card beside it ({card_path.name}); pass the card of the model it was trained "
+                "from (e.g. --card lightreseg-oct) so its classes and normalisation are known"
+            )
+        return read_card(card_path), path
+    if isinstance(card, ModelCard):
+        return card, path
+    return _resolve_card(card, None)[0], path
+
+
+def load_model(
+    name_or_path: str | Path,
+    device: str | torch.device = "auto",
+    card: ModelCard | str | Path | None = None,
+) -> LoadedModel:
+    """Load a bundled/user model by name, or a checkpoint file, onto `device` in eval mode.
+
+    `card` names the card to use for a checkpoint that has none beside it (a model name or a .json path).
+    Raises CheckpointError naming the file for a missing, corrupt or mismatching checkpoint.
+    """
+    model_card, weights_path = _resolve_card(name_or_path, card)
+    if weights_path.suffix == ".safetensors" and model_card.weights_sha256 and weights_path.exists():
+        actual = sha256_of(weights_path)
+        if actual != model_card.weights_sha256:
+            raise CheckpointError(
+                weights_path, f"sha256 {actual[:12]}... differs from its card's {model_card.weights_sha256[:12]}... "
+                "(the file is corrupt or was replaced)"
+            )
+    state = read_weights(weights_path)
+    try:
+        network = build_network(model_card.architecture, model_card.arguments)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(weights_path, f"its card cannot build the network ({error})") from None
+    _check_state_dict(network, state, model_card, weights_path)
+    network.load_state_dict(state)
+    target = resolve_device(device)
+    network.to(target, memory_format=torch.channels_last).eval()  # faster convolutions on CPU and GPU
+    return LoadedModel(network=network, card=model_card, device=target, weights_path=weights_path)
+
+
+def save_model(network: SegmentationNetwork, card: ModelCard, folder: str | Path) -> Path:
+    """Write `<folder>/<card.name>.safetensors` and its card (with parameter count and sha256) atomically."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    weights = folder / f"{card.name}.safetensors"
+    card_path = weights.with_suffix(".json")
+    temporary_weights = weights.with_name(f".{weights.name}.partial")
+    temporary_card = card_path.with_name(f".{card_path.name}.partial")
+    try:
+        state = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
+        save_file(state, str(temporary_weights))
+        card.parameters = count_parameters(network)
+        card.weights_sha256 = sha256_of(temporary_weights)
+        write_card(card, temporary_card)
+        os.replace(temporary_weights, weights)
+        os.replace(temporary_card, card_path)
+    finally:
+        temporary_weights.unlink(missing_ok=True)
+        temporary_card.unlink(missing_ok=True)
+    return weights

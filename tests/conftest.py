@@ -1,0 +1,31 @@
+"""Shared test fixtures: where the real data lives, and small trained-looking models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture
+def shared_data():
+    """`shared_data("ct_totalseg", "x.nii.gz")`: a path under ../shared/data, or a skip with the reason when
+    the real data is absent (a user's clone has no ../shared)."""
+
+    def locate(*parts: str) -> Path:
+        path = SHARED_DATA.joinpath(*parts)
+        if not path.exists():
+            pytest.skip(f"real data {path} is not available (it lives beside the repository, not in it)")
+        return path
+
+    return locate
+
+
+@pytest.fixture
+def user_models(tmp_path, monkeypatch) -> Path:
+    """An empty user model folder that the registry reads instead of the real one."""
+    folder = tmp_path / "user-models"
+    monkeypatch.setenv("RESEG_MODEL_DIR", str(folder))
+    return folder

@@ -1,0 +1,106 @@
+"""The `reseg` command line as a user runs it: outputs with the input's geometry, clear one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from reseg.cli import main
+from reseg.data.phantom import make_oct_phantom
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "reseg.cli", *args], capture_output=True, text=True)
+
+
+@pytest.fixture(scope="module")
+def oct_stack(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("oct")
+    phantom = make_oct_phantom(n_bscans=2, height=224, width=160, seed=5)
+    path = folder / "scan.tif"
+    tifffile.imwrite(path, phantom.image, imagej=True)
+    return path
+
+
+def test_models_lists_the_bundled_models(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "lightreseg-oct" in out and "l2gnet-ct" in out and "bundled" in out
+
+
+def test_segment_tiff_stack_with_confidence(oct_stack, tmp_path):
+    out, confidence = tmp_path / "labels.tif", tmp_path / "confidence.tif"
+    result = run("segment", str(oct_stack), "-o", str(out), "--confidence", str(confidence), "--device", "cpu")
+    assert result.returncode == 0, result.stderr
+    labels = tifffile.imread(out)
+    assert labels.shape == (2, 224, 160) and labels.dtype == np.uint8 and labels.max() <= 9
+    assert tifffile.imread(confidence).shape == labels.shape
+    assert "lightreseg-oct on cpu" in result.stdout
+
+
+def test_segment_single_png_writes_a_2d_label_image(tmp_path):
+    image = make_oct_phantom(n_bscans=1, height=224, width=160, seed=3).image[0]
+    Image.fromarray(image).save(tmp_path / "bscan.png")
+    assert main(["segment", str(tmp_path / "bscan.png"), "-o", str(tmp_path / "bscan_labels.tif")]) == 0
+    assert tifffile.imread(tmp_path / "bscan_labels.tif").shape == (224, 160)
+
+
+def test_segment_folder_of_slices(tmp_path):
+    folder = tmp_path / "slices"
+    folder.mkdir()
+    for index, bscan in enumerate(make_oct_phantom(n_bscans=3, height=224, width=128, seed=4).image):
+        Image.fromarray(bscan).save(folder / f"bscan{index}.png")
+    assert main(["segment", str(folder), "-o", str(tmp_path / "labels.nii.gz"), "--batch-size", "2"]) == 0
+    assert nib.load(tmp_path / "labels.nii.gz").shape == (128, 224, 3)
+
+
+def test_segment_nifti_keeps_the_affine(tmp_path):
+    affine = np.array([[-0.8, 0, 0, 120.0], [0, 0.8, 0, -40.0], [0, 0, 2.5, 300.0], [0, 0, 0, 1]])
+    hu = np.random.default_rng(0).integers(-1000, 400, (64, 48, 3)).astype(np.int16)
+    nib.save(nib.Nifti1Image(hu, affine), tmp_path / "ct.nii.gz")
+    assert main(["segment", str(tmp_path / "ct.nii.gz"), "-o", str(tmp_path / "organs.nii.gz")]) == 0
+    written = nib.load(tmp_path / "organs.nii.gz")
+    assert written.shape == hu.shape
+    np.testing.assert_allclose(written.affine, affine)
+
+
+def _bad_inputs(tmp_path):
+    rgb = np.zeros((40, 40, 3), dtype=np.uint8)
+    rgb[..., 0] = 200
+    Image.fromarray(rgb).save(tmp_path / "colour.png")
+    tifffile.imwrite(tmp_path / "nan.tif", np.full((2, 16, 16), np.nan, dtype=np.float32))
+    (tmp_path / "corrupt.tif").write_bytes(b"II*\x00garbage")
+    tifffile.imwrite(tmp_path / "fourd.tif", np.zeros((2, 2, 2, 8, 8), dtype=np.uint8), imagej=False,
+                     photometric="minisblack")
+    return {
+        "missing.tif": "missing.tif",
+        "colour.png": "colour.png",
+        "nan.tif": "nan.tif",
+        "corrupt.tif": "corrupt.tif",
+        "fourd.tif": "fourd.tif",
+    }
+
+
+def test_bad_input_exits_nonzero_with_one_line_and_writes_nothing(tmp_path):
+    for name, mentioned in _bad_inputs(tmp_path).items():
+        out = tmp_path / f"{name}.labels.tif"
+        result = run("segment", str(tmp_path / name), "-o", str(out))
+        assert result.returncode == 1, (name, result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("reseg: error:") and mentioned in lines[0], (name, lines)
+        assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_bad_output_or_model_is_refused_before_any_work(oct_stack, tmp_path, capsys):
+    assert main(["segment", str(oct_stack), "-o", str(tmp_path / "labels.png")]) == 1
+    assert "labels.png: output must end in .tif" in capsys.readouterr().err
+    assert main(["segment", str(oct_stack), "-o", str(tmp_path / "labels.tif"), "--model", "nope"]) == 1
+    assert "nope: no such model or file" in capsys.readouterr().err
+    assert not (tmp_path / "labels.tif").exists()
