@@ -18,11 +18,14 @@ def labels_colormap(classes: Sequence[SegmentationClass]) -> DirectLabelColormap
     return DirectLabelColormap(color_dict=colors)
 
 
-def labels_layer_kwargs(classes: Sequence[SegmentationClass], scale: Sequence[float], name: str) -> dict:
+def labels_layer_kwargs(
+    classes: Sequence[SegmentationClass], scale: Sequence[float], name: str, units: Sequence[str] | str = "mm"
+) -> dict:
+    """Labels layer arguments: class names as `features`, card colours, and the image's scale and units."""
     return {
         "name": name,
         "scale": tuple(scale),
-        "units": "mm",
+        "units": units,
         "colormap": labels_colormap(classes),
         "features": {"index": [c.index for c in classes], "class": [c.name for c in classes]},
         "opacity": 0.5,

@@ -2,15 +2,34 @@
 
 from __future__ import annotations
 
-from reseg.classes import OCT_CLASSES
+from reseg.classes import CT_CLASSES, OCT_CLASSES
+from reseg.data.ct_phantom import make_ct_phantom
 from reseg.data.phantom import make_oct_phantom
 
 from ._layers import labels_layer_kwargs
+
+# The soft-tissue abdominal window (level 37.5, width 425 HU), the one the bundled CT model normalises with.
+CT_ABDOMEN_WINDOW = (-175, 250)
 
 
 def oct_phantom() -> list[tuple]:
     """A 16-B-scan synthetic macular OCT volume and its exact labels, at Spectralis spacing."""
     phantom = make_oct_phantom(n_bscans=16, seed=0, fluid=True)
-    image_kwargs = {"name": "OCT phantom", "scale": phantom.spacing, "units": "mm", "colormap": "gray"}
+    image_kwargs = {
+        "name": "OCT phantom", "scale": phantom.spacing, "units": "mm", "colormap": "gray",
+        "metadata": {"reseg": {"modality": "OCT", "spacing_known": (True, True, True)}},
+    }
     labels_kwargs = labels_layer_kwargs(OCT_CLASSES, phantom.spacing, "OCT phantom true labels")
+    return [(phantom.image, image_kwargs, "image"), (phantom.labels, labels_kwargs, "labels")]
+
+
+def ct_phantom() -> list[tuple]:
+    """A 24-slice synthetic abdominal CT stack (HU, 3 mm) and its exact organ labels."""
+    phantom = make_ct_phantom(n_slices=24, size=128, spacing_mm=3.0, seed=0)
+    image_kwargs = {
+        "name": "CT phantom", "scale": phantom.spacing, "units": "mm", "colormap": "gray",
+        "contrast_limits": CT_ABDOMEN_WINDOW,
+        "metadata": {"reseg": {"modality": "CT", "spacing_known": (True, True, True)}},
+    }
+    labels_kwargs = labels_layer_kwargs(CT_CLASSES, phantom.spacing, "CT phantom true labels")
     return [(phantom.image, image_kwargs, "image"), (phantom.labels, labels_kwargs, "labels")]

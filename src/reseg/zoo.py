@@ -116,8 +116,13 @@ def _check_state_dict(network: SegmentationNetwork, state: dict[str, torch.Tenso
         raise CheckpointError(path, f"tensor {key} has shape {got}, architecture expects {want}")
 
 
-def _resolve_card(name_or_path: str | Path, card: ModelCard | str | Path | None) -> tuple[ModelCard, Path]:
-    """Find (card, weights path) for a registry name, a .json card, or a weights file with a card."""
+def resolve_card(
+    name_or_path: str | Path, card: ModelCard | str | Path | None = None
+) -> tuple[ModelCard, Path]:
+    """Find (card, weights path) for a registry name, a .json card, or a weights file with a card.
+
+    Cheap (reads JSON only), so a user interface can show classes before the weights are loaded.
+    """
     known = model_paths()
     if card is None and str(name_or_path) in known:
         card_path = known[str(name_or_path)]
@@ -139,7 +144,7 @@ def _resolve_card(name_or_path: str | Path, card: ModelCard | str | Path | None)
         return read_card(card_path), path
     if isinstance(card, ModelCard):
         return card, path
-    return _resolve_card(card, None)[0], path
+    return resolve_card(card, None)[0], path
 
 
 def load_model(
@@ -152,8 +157,9 @@ def load_model(
     `card` names the card to use for a checkpoint that has none beside it (a model name or a .json path).
     Raises CheckpointError naming the file for a missing, corrupt or mismatching checkpoint.
     """
-    model_card, weights_path = _resolve_card(name_or_path, card)
-    if weights_path.suffix == ".safetensors" and model_card.weights_sha256 and weights_path.exists():
+    model_card, weights_path = resolve_card(name_or_path, card)
+    own_card = card is None  # a card borrowed from another model says nothing about these weights' hash
+    if own_card and weights_path.suffix == ".safetensors" and model_card.weights_sha256 and weights_path.exists():
         actual = sha256_of(weights_path)
         if actual != model_card.weights_sha256:
             raise CheckpointError(

@@ -6,9 +6,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pydicom
 import pytest
 import tifffile
 from PIL import Image
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
 from reseg.errors import InputError
 from reseg.io import Volume, is_supported, read_volume, write_image, write_labels
@@ -23,6 +26,16 @@ def ct_small(shared_data) -> Path:
 @pytest.fixture
 def duke_bscan(shared_data) -> Path:
     return shared_data("duke_dme", "images", "subject01_bscan01.png")
+
+
+@pytest.fixture
+def ct_dicom(shared_data) -> Path:
+    return shared_data("ct_totalseg", "example_ct_dicom")
+
+
+@pytest.fixture(params=["Willis_B_716_0.vol", "Willis_B_716_2.vol"])
+def spectralis_vol(request, shared_data) -> Path:
+    return shared_data("spectralis_vol", request.param)
 
 RNG = np.random.default_rng(0)
 
@@ -120,23 +133,24 @@ def _nifti(path: Path, xyz: np.ndarray, affine: np.ndarray) -> Path:
 
 
 def test_nifti_orientation_and_affine_survive_write_labels(tmp_path: Path) -> None:
+    # x runs right-to-left (LAS, slightly oblique): the engine sees it flipped to RAS, the file gets it back.
     affine = np.array([[-0.8, 0.0, 0.1, 12.5], [0.0, 0.7, 0.0, -30.25], [0.0, 0.0, 2.5, 7.0], [0, 0, 0, 1]])
     xyz = RNG.integers(-1024, 1500, size=(12, 10, 4)).astype(np.int16)
     source = _nifti(tmp_path / "ct.nii.gz", xyz, affine)
     on_disk = nib.load(source)
     volume = read_volume(source)
     assert volume.data.shape == (4, 10, 12) and volume.data.dtype == np.int16 and volume.modality == "CT"
-    np.testing.assert_array_equal(volume.data, xyz.transpose(2, 1, 0))
+    np.testing.assert_array_equal(volume.data, xyz[::-1].transpose(2, 1, 0))
     np.testing.assert_array_equal(volume.affine, on_disk.affine)
     assert volume.spacing == pytest.approx(tuple(on_disk.header.get_zooms()[::-1]))
 
     labels = np.zeros(volume.data.shape, np.uint8)
-    labels[1, 2, 3] = 7  # slice z=1, row y=2, column x=3
+    labels[1, 2, 3] = 7  # slice z=1, row y=2, column x=3 of the RAS view: x = 11 - 3 on disk
     out = write_labels(tmp_path / "ct_labels.nii.gz", labels, volume)
     written = nib.load(out)
     assert written.shape == xyz.shape and written.get_data_dtype() == np.uint8
     np.testing.assert_array_equal(written.affine, on_disk.affine)
-    assert np.asanyarray(written.dataobj)[3, 2, 1] == 7 and np.asanyarray(written.dataobj).sum() == 7
+    assert np.asanyarray(written.dataobj)[8, 2, 1] == 7 and np.asanyarray(written.dataobj).sum() == 7
     assert written.header.get_zooms() == on_disk.header.get_zooms()
 
 
@@ -172,7 +186,8 @@ def test_grey_stored_as_rgb_or_rgba_is_accepted(tmp_path: Path) -> None:
 
 def test_is_supported_checks_extension_and_folder_without_reading(tmp_path: Path) -> None:
     assert is_supported(tmp_path / "scan.TIF") and is_supported(tmp_path / "ct.nii.gz")
-    assert not is_supported(tmp_path / "scan.vol") and not is_supported(tmp_path)
+    assert is_supported(tmp_path / "scan.vol") and is_supported(tmp_path / "slice.DCM")
+    assert not is_supported(tmp_path / "scan.xyz") and not is_supported(tmp_path)
     _png(tmp_path / "s1.png", _grey((2, 2)))
     assert is_supported(tmp_path)
 
@@ -328,3 +343,286 @@ def test_real_oct_bscan_png(tmp_path: Path, duke_bscan: Path) -> None:
     assert volume.data.shape == (1, 496, 768) and volume.data.dtype == np.uint8 and volume.ndim_on_disk == 2
     out = write_labels(tmp_path / "bscan_labels.tif", np.zeros(volume.data.shape, np.uint8), volume)
     assert tifffile.imread(out).shape == (496, 768)
+
+
+def test_real_dicom_series_lines_up_with_its_nifti_segmentation(tmp_path: Path, ct_dicom: Path) -> None:
+    """The series and the TotalSegmentator labels made from it (a NIfTI stored LAS) must meet voxel for
+    voxel: the liver label then covers homogeneous soft tissue, which any wrong flip of the CT breaks."""
+    volume = read_volume(ct_dicom)
+    assert volume.data.shape == (20, 512, 512) and volume.data.dtype == np.int16 and volume.modality == "CT"
+    assert volume.spacing == pytest.approx((2.0, 0.9765625, 0.9765625)) and volume.ndim_on_disk == 3
+    assert volume.metadata["spacing_known"] == (True, True, True)
+    segmentation_file = ct_dicom.parent / "example_seg_dicom.nii.gz"
+    segmentation = read_volume(segmentation_file)
+    assert segmentation.data.shape == volume.data.shape and segmentation.spacing == pytest.approx(volume.spacing)
+
+    liver = segmentation.data == 5  # TotalSegmentator "total" id 5
+    assert _soft_tissue(volume.data[liver])  # mean 89 HU, sd 22
+    for axis in range(3):  # flipped in z: mean 77, sd 96; in y: -75, 375; in x: 11, 185
+        assert not _soft_tissue(np.flip(volume.data, axis)[liver]), axis
+
+    one_file = read_volume(sorted(ct_dicom.iterdir())[7])
+    np.testing.assert_array_equal(one_file.data, volume.data)
+
+    written = nib.as_closest_canonical(nib.load(write_labels(tmp_path / "seg.nii.gz", segmentation.data, volume)))
+    reference = nib.as_closest_canonical(nib.load(segmentation_file))
+    np.testing.assert_allclose(written.affine, reference.affine, atol=1e-4)
+    np.testing.assert_array_equal(np.asanyarray(written.dataobj), np.asanyarray(reference.dataobj))
+
+
+def _soft_tissue(hounsfield: np.ndarray) -> bool:
+    return 0 < hounsfield.mean() < 200 and hounsfield.std() < 40
+
+
+def test_real_spectralis_vol(spectralis_vol: Path) -> None:
+    from eyepy.io.he import HeVolReader
+
+    volume = read_volume(spectralis_vol)
+    assert volume.data.shape == (1, 496, 768) and volume.data.dtype == np.uint8 and volume.modality == "OCT"
+    assert volume.spacing[1:] == pytest.approx((0.0039, 0.0118 if spectralis_vol.stem.endswith("0") else 0.0147),
+                                               abs=1e-4)
+    assert volume.metadata["spacing_known"] == (False, True, True)  # one B-scan: no distance between B-scans
+    raw = HeVolReader(spectralis_vol).parsed_file.bscans[0].data
+    np.testing.assert_array_equal(volume.data[0], np.rint(255 * raw**0.25).astype(np.uint8))
+
+    boundaries = volume.metadata["boundaries"]
+    assert {"ILM", "BM"} <= set(boundaries) and all(b.shape == (1, 768) for b in boundaries.values())
+    ilm, bm = boundaries["ILM"][0], boundaries["BM"][0]
+    both = np.isfinite(ilm) & np.isfinite(bm)
+    assert both.mean() > 0.8 and np.all(ilm[both] < bm[both]) and np.nanmax(bm) < 496
+    rows = np.arange(496)[:, None]
+    retina = (rows > ilm) & (rows < bm) & both
+    vitreous = (rows < ilm - 10) & both
+    assert volume.data[0][retina].mean() > volume.data[0][vitreous].mean() + 20
+    fundus = volume.metadata["fundus"]
+    assert fundus.shape == (768, 768) and fundus.dtype == np.uint8
+
+
+def test_spectralis_missing_samples_are_black(tmp_path: Path, shared_data) -> None:
+    from eyepy.io.he import HeVolReader
+
+    original = shared_data("spectralis_vol", "Willis_B_716_0.vol")
+    header = HeVolReader(original).parsed_file
+    # HSF-OCT-103: a 2048-byte file header, the SLO image, then each B-scan's header and its float32 samples.
+    first_pixel = 2048 + header.size_x_slo * header.size_y_slo + header.bscan_hdr_size
+    content = bytearray(original.read_bytes())
+    marks = np.array([np.finfo(np.float32).max, np.nan, np.inf], np.float32).tobytes()
+    content[first_pixel : first_pixel + len(marks)] = marks
+    path = tmp_path / "missing.vol"
+    path.write_bytes(bytes(content))
+    volume = read_volume(path)
+    assert volume.data[0, 0, :3].tolist() == [0, 0, 0] and volume.metadata["missing_pixels"] == 3
+    np.testing.assert_array_equal(volume.data[0, 1:], read_volume(original).data[0, 1:])
+
+
+@pytest.mark.parametrize("content", [b"not a vol file" * 100, b"HSF-OCT-103\x00" + b"\x07" * 3000])
+def test_corrupt_vol(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "scan.vol"
+    path.write_bytes(content)
+    _assert_input_error(path, "Heidelberg")
+
+
+# --- NIfTI orientation -------------------------------------------------------------------------------------
+
+
+def test_lps_nifti_is_read_in_ras_and_labels_go_back_as_on_disk(tmp_path: Path) -> None:
+    xyz = np.arange(4 * 3 * 5, dtype=np.int16).reshape(4, 3, 5)  # every voxel different: any flip shows
+    source = _nifti(tmp_path / "lps.nii.gz", xyz, np.diag([-1.0, -1.0, 2.0, 1.0]))
+    volume = read_volume(source)
+    np.testing.assert_array_equal(volume.data, xyz[::-1, ::-1, :].T)
+    assert volume.spacing == (2.0, 1.0, 1.0) and volume.metadata["orientation_on_disk"] == "LPS"
+
+    back = nib.load(write_labels(tmp_path / "labels.nii.gz", volume.data.astype(np.uint8), volume))
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), xyz)
+    np.testing.assert_array_equal(back.affine, nib.load(source).affine)
+
+
+def test_permuted_nifti_spacing_follows_the_turn(tmp_path: Path) -> None:
+    # Stored sagittal-first with different voxel sizes on every axis: axes swap places as well as flip.
+    affine = np.array([[0.0, 0.0, -3.0, 5.0], [-1.0, 0.0, 0.0, 2.0], [0.0, 2.0, 0.0, -7.0], [0, 0, 0, 1]])
+    xyz = RNG.integers(0, 1000, size=(6, 4, 5)).astype(np.uint16)
+    source = _nifti(tmp_path / "turned.nii.gz", xyz, affine)
+    volume = read_volume(source)
+    canonical = nib.as_closest_canonical(nib.load(source))
+    np.testing.assert_array_equal(volume.data, np.asanyarray(canonical.dataobj).T)
+    assert volume.spacing == pytest.approx(canonical.header.get_zooms()[::-1]) == (2.0, 1.0, 3.0)
+
+    image = write_image(tmp_path / "copy.nii.gz", volume)
+    np.testing.assert_array_equal(np.asanyarray(nib.load(image).dataobj), xyz)
+    tiff = read_volume(write_labels(tmp_path / "labels.tif", (volume.data > 500).astype(np.uint8), volume))
+    np.testing.assert_array_equal(tiff.data, volume.data > 500)  # a TIFF keeps the engine's orientation
+
+
+def test_nifti_with_degenerate_affine_is_read_as_stored(tmp_path: Path) -> None:
+    header = nib.Nifti1Header()
+    header.set_data_shape((3, 4, 5))
+    header.set_zooms((1.0, 1.0, 2.0))
+    header["sform_code"], header["srow_z"] = 1, [0, 0, 0, 0]  # a broken converter's sform: z maps nowhere
+    header["srow_x"], header["srow_y"] = [1, 0, 0, 0], [0, 1, 0, 0]
+    xyz = _grey((3, 4, 5))
+    nib.save(nib.Nifti1Image(xyz, None, header=header), tmp_path / "flat.nii")
+    volume = read_volume(tmp_path / "flat.nii")
+    np.testing.assert_array_equal(volume.data, xyz.T)
+    assert "to_canonical" not in volume.metadata
+
+
+# --- DICOM ----------------------------------------------------------------------------------------------
+
+
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+
+
+def _dicom(path: Path, pixels: np.ndarray, position: tuple[float, float, float], *, series: str = "1.2.826.0.1.1",
+           modality: str = "CT", orientation: tuple[float, ...] = AXIAL, instance: int = 1, slope: float = 1.0,
+           intercept: float = -1024.0, with_pixels: bool = True) -> Path:
+    """A minimal single-frame DICOM file (PS3.10, explicit VR little endian) written with pydicom."""
+    dataset = Dataset()
+    dataset.file_meta = FileMetaDataset()
+    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    dataset.file_meta.MediaStorageSOPClassUID = dataset.SOPClassUID = CTImageStorage
+    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID = generate_uid()
+    dataset.Modality, dataset.SeriesInstanceUID, dataset.InstanceNumber = modality, series, instance
+    dataset.ImagePositionPatient, dataset.ImageOrientationPatient = list(position), list(orientation)
+    dataset.PixelSpacing, dataset.SliceThickness = [0.5, 0.8], 5.0  # rows 0.5 mm apart, columns 0.8 mm
+    dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
+    if with_pixels:
+        dataset.set_pixel_data(pixels, photometric_interpretation="MONOCHROME2", bits_stored=16)
+    dataset.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _slices(count: int = 4, shape: tuple[int, int] = (6, 7)) -> list[np.ndarray]:
+    return [(np.arange(shape[0] * shape[1]).reshape(shape) * 3 + 100 * k).astype(np.uint16) for k in range(count)]
+
+
+def _axial_series(folder: Path, z: list[float], **kwargs) -> list[np.ndarray]:
+    """Slices at heights `z`, in files named and numbered against their order in space."""
+    folder.mkdir(exist_ok=True)
+    slices = _slices(len(z))
+    for k, height in enumerate(z):
+        _dicom(folder / f"IM{len(z) - k:04d}", slices[k], (-10.0, 20.0, height), instance=len(z) - k, **kwargs)
+    return slices
+
+
+def test_dicom_series_is_ordered_by_position_and_turned_to_ras(tmp_path: Path) -> None:
+    slices = _axial_series(tmp_path / "series", [17.5, 10.0, 15.0, 12.5])
+    volume = read_volume(tmp_path / "series")
+    assert volume.data.shape == (4, 6, 7) and volume.data.dtype == np.int16 and volume.modality == "CT"
+    expected = [slices[k].astype(np.int16)[::-1, ::-1] - 1024 for k in (1, 3, 2, 0)]  # LPS rows/columns to RAS
+    np.testing.assert_array_equal(volume.data, np.stack(expected))
+    assert volume.spacing == pytest.approx((2.5, 0.5, 0.8))  # from positions, not SliceThickness (5 mm)
+    assert volume.metadata["orientation_on_disk"] == "LPS"
+    ras = [[-0.8, 0, 0, 10.0], [0, -0.5, 0, -20.0], [0, 0, 2.5, 10.0], [0, 0, 0, 1]]  # x, y negated from LPS
+    np.testing.assert_allclose(volume.affine, ras)
+
+    assert is_supported(tmp_path / "series") and is_supported(tmp_path / "series" / "IM0001")
+    one_file = read_volume(tmp_path / "series" / "IM0002")
+    np.testing.assert_array_equal(one_file.data, volume.data)
+
+    converted = read_volume(write_image(tmp_path / "series.nii.gz", volume))
+    np.testing.assert_array_equal(converted.data, volume.data)
+    np.testing.assert_allclose(converted.affine, volume.affine)
+
+
+def test_sagittal_dicom_reaches_the_same_orientation_as_its_nifti(tmp_path: Path) -> None:
+    folder = tmp_path / "sagittal"
+    folder.mkdir()
+    slices = _slices(3)
+    for k, slices_k in enumerate(slices):  # rows run down (-z), columns run anterior (-y), slices along x
+        _dicom(folder / f"s{k}.dcm", slices_k, (4.0 * k, 0.0, 50.0), orientation=(0, -1, 0, 0, 0, -1))
+    volume = read_volume(folder)
+    lps_to_nifti = nib.Nifti1Image(np.stack(slices).transpose(2, 1, 0).astype(np.int16) - 1024, volume.affine)
+    canonical = nib.as_closest_canonical(lps_to_nifti)
+    np.testing.assert_array_equal(volume.data, np.asanyarray(canonical.dataobj).T)
+    assert volume.spacing == pytest.approx(canonical.header.get_zooms()[::-1])
+    assert nib.aff2axcodes(volume.affine) == ("A", "I", "L")
+
+
+def test_dicom_rescale_to_float_and_modality_from_the_tag(tmp_path: Path) -> None:
+    slices = _axial_series(tmp_path / "ct", [0.0, 1.0], slope=0.5, intercept=-1000.0)
+    volume = read_volume(tmp_path / "ct")
+    assert volume.data.dtype == np.float32
+    np.testing.assert_allclose(volume.data[0], slices[0][::-1, ::-1] * 0.5 - 1000)
+
+    oct_slices = _axial_series(tmp_path / "oct", [0.0, 1.0], modality="OPT", intercept=0.0)
+    oct_volume = read_volume(tmp_path / "oct")  # B-scans are kept as acquired, not turned
+    assert oct_volume.modality == "OCT" and oct_volume.data.dtype == np.uint16
+    np.testing.assert_array_equal(oct_volume.data, np.stack(oct_slices))
+    assert read_volume(_dicom(tmp_path / "mr.dcm", _slices(1)[0], (0, 0, 0), modality="MR")).modality == "unknown"
+
+
+def test_single_dicom_image_is_2d(tmp_path: Path) -> None:
+    volume = read_volume(_dicom(tmp_path / "only.dcm", _slices(1)[0], (0, 0, 0), series="9.9"))
+    assert volume.ndim_on_disk == 2 and volume.data.shape == (1, 6, 7)
+    assert volume.metadata["spacing_known"] == (False, True, True)
+
+
+def test_folder_with_two_dicom_series_names_both(tmp_path: Path) -> None:
+    _axial_series(tmp_path, [0.0, 2.0], series="1.2.3.111")
+    _dicom(tmp_path / "other", _slices(1)[0], (0, 0, 0), series="1.2.3.222")
+    with pytest.raises(InputError, match="2 DICOM series") as caught:
+        read_volume(tmp_path)
+    assert str(tmp_path) in str(caught.value) and "1.2.3.111" in str(caught.value) and "1.2.3.222" in str(caught.value)
+    assert read_volume(tmp_path / "IM0001").data.shape == (2, 6, 7)  # a file picks its own series
+
+
+def test_dicom_file_without_pixel_data(tmp_path: Path) -> None:
+    _assert_input_error(_dicom(tmp_path / "report.dcm", _slices(1)[0], (0, 0, 0), with_pixels=False),
+                        "without pixel data")
+
+
+def test_non_dicom_file_with_dicom_extension(tmp_path: Path) -> None:
+    path = tmp_path / "scan.dcm"
+    path.write_bytes(b"\x00" * 128 + b"NOPE" + b"\x01" * 200)
+    _assert_input_error(path, "cannot be read as DICOM")
+    plain = tmp_path / "IM0001"
+    plain.write_bytes(b"\x00" * 300)
+    assert not is_supported(plain)
+    _assert_input_error(plain, "unsupported file type")
+
+
+def test_dicom_series_with_a_missing_slice(tmp_path: Path) -> None:
+    _axial_series(tmp_path, [0.0, 2.0, 4.0, 8.0, 10.0])
+    with pytest.raises(InputError, match=r"not evenly spaced: IM0003 and IM0002 are 4 mm apart") as caught:
+        read_volume(tmp_path)
+    assert str(tmp_path) in str(caught.value)
+
+
+def test_dicom_series_with_two_volumes(tmp_path: Path) -> None:
+    _axial_series(tmp_path, [0.0, 2.0, 2.0])
+    _assert_input_error(tmp_path, "same slice position")
+
+
+def test_dicom_slices_of_different_sizes(tmp_path: Path) -> None:
+    _dicom(tmp_path / "a.dcm", _slices(1, (6, 7))[0], (0, 0, 0))
+    odd = _dicom(tmp_path / "b.dcm", _slices(1, (6, 8))[0], (0, 0, 1))
+    with pytest.raises(InputError, match="must match") as caught:
+        read_volume(tmp_path)
+    assert odd.name in str(caught.value)
+
+
+def test_multiframe_dicom_frames_are_slices(tmp_path: Path) -> None:
+    """Enhanced files (OCT is stored so) keep geometry in per-frame functional groups, one file per volume."""
+    frames = np.stack(_slices(3))
+    path = _dicom(tmp_path / "enhanced.dcm", frames, (0, 0, 0), modality="OPT", intercept=0.0)
+    dataset = pydicom.dcmread(path)
+    dataset.NumberOfFrames = 3
+    for keyword in ("ImagePositionPatient", "ImageOrientationPatient", "PixelSpacing"):
+        del dataset[keyword]
+    shared, measures, plane = Dataset(), Dataset(), Dataset()
+    measures.PixelSpacing, plane.ImageOrientationPatient = [0.004, 0.012], list(AXIAL)
+    shared.PixelMeasuresSequence, shared.PlaneOrientationSequence = [measures], [plane]
+    dataset.SharedFunctionalGroupsSequence = [shared]
+    per_frame = []
+    for height in (0.24, 0.0, 0.12):  # stored out of spatial order
+        item, position = Dataset(), Dataset()
+        position.ImagePositionPatient = [0.0, 0.0, height]
+        item.PlanePositionSequence = [position]
+        per_frame.append(item)
+    dataset.PerFrameFunctionalGroupsSequence = per_frame
+    dataset.save_as(path, enforce_file_format=True)
+
+    volume = read_volume(path)
+    assert volume.modality == "OCT" and volume.data.shape == (3, 6, 7)
+    np.testing.assert_array_equal(volume.data, frames[[1, 2, 0]])
+    assert volume.spacing == pytest.approx((0.12, 0.004, 0.012))

@@ -113,7 +113,7 @@ def test_replaced_weights_fail_the_sha256_check(tmp_path):
     for suffix in (".json", ".safetensors"):
         shutil.copy(bundled_model_dir() / f"lightreseg-oct{suffix}", tmp_path / f"copy{suffix}")
     state = load_model("lightreseg-oct", device="cpu").network.state_dict()
-    save_file({k: v + 0.01 if v.is_floating_point() else v for k, v in state.items()}, str(tmp_path / "copy.safetensors"))
+    save_file({k: (v + 0.01 if v.is_floating_point() else v).contiguous() for k, v in state.items()}, str(tmp_path / "copy.safetensors"))
     with pytest.raises(CheckpointError, match=r"copy\.safetensors: sha256 .* differs from its card"):
         load_model(tmp_path / "copy.json")
 

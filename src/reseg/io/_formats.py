@@ -1,0 +1,113 @@
+"""Readers for PNG/JPEG/BMP (Pillow), TIFF (tifffile) and NIfTI (nibabel) files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import tifffile
+from PIL import Image
+
+from reseg.io._common import MM_PER_UNIT, check_array, reading, to_canonical, to_volume
+from reseg.io._volume import Volume
+
+PIL_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
+TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
+NIFTI_EXTENSIONS = frozenset({".nii", ".nii.gz"})
+
+# TIFF ResolutionUnit tag values (1 = none) to millimetres.
+_TIFF_RESOLUTION_UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 1e-3}
+# Image editors write these by default: a display setting, not a physical pixel size.
+_SCREEN_DPI = (72.0, 96.0)
+
+
+def read_pil(source: Path) -> Volume:
+    with reading(source, "an image"), Image.open(source) as image:
+        if image.mode == "P":  # palette indices mean nothing as intensities: compare the colours
+            image = image.convert("RGBA")
+        data = np.asarray(image)
+        dpi = image.info.get("dpi")
+    axes = "YX" if data.ndim == 2 else "YXS"
+    spacing, known = _xy_spacing(dpi, MM_PER_UNIT["inch"])
+    return _make_volume(source, data, axes, spacing, known, kind="image")
+
+
+def read_tiff(source: Path) -> Volume:
+    with reading(source, "a TIFF"), tifffile.TiffFile(source) as tif:
+        series = tif.series[0]
+        data = series.asarray()
+        page = series.keyframe
+        resolution, tag_unit = page.resolution, int(page.resolutionunit)
+        imagej = tif.is_imagej
+        if imagej:
+            header = tif.imagej_metadata or {}
+        elif tif.is_shaped:
+            header = tif.shaped_metadata[0]
+        else:
+            header = {}
+    axes = series.axes
+    if imagej and header.get("mode") == "grayscale" and "C" in axes and "Z" not in axes:
+        # A plain 3-D array saved with imagej=True (tifffile's default) is stored as grey "channels": slices.
+        axes = axes.replace("C", "Z")
+    header_unit = _mm_per_unit(header.get("unit"))
+    # ImageJ keeps the unit of the resolution tags in its header; other TIFFs in the ResolutionUnit tag.
+    xy_unit = header_unit if imagej and header_unit else _TIFF_RESOLUTION_UNIT_MM.get(tag_unit)
+    spacing, known = _xy_spacing(resolution, xy_unit)
+    z = header.get("spacing")
+    if header_unit is not None and isinstance(z, (int, float)) and z > 0:
+        spacing[0], known[0] = float(z) * header_unit, True
+    return _make_volume(source, data, axes, spacing, known, kind="tiff")
+
+
+def read_nifti(source: Path) -> Volume:
+    with reading(source, "NIfTI"):
+        image = nib.load(source, mmap=False)  # in memory: the file may be replaced while the volume is open
+        data = np.asanyarray(image.dataobj)
+    header = image.header
+    dtype_on_disk = image.get_data_dtype()
+    if data.dtype == np.float64 and dtype_on_disk != np.float64:
+        data = data.astype(np.float32)  # scaled integers: float32 holds them and halves the memory
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    data = check_array(source, data, "XYZTUVW"[: data.ndim])
+    unit_name = header.get_xyzt_units()[0]
+    unit = MM_PER_UNIT.get(unit_name, 1.0)  # NIfTI's "unknown" unit is taken as mm, as ITK and nibabel do
+    zooms = [float(z) * unit for z in header.get_zooms()[: data.ndim]]
+    metadata = {
+        "format": "nifti", "dtype": str(dtype_on_disk), "axes": "XYZ"[: data.ndim], "spacing_known": (True,) * 3,
+        "nifti_unit": unit_name if unit_name != "unknown" else "mm",
+        "nifti_sform_code": int(header["sform_code"]), "nifti_qform_code": int(header["qform_code"]),
+    }
+    if data.ndim == 3:  # a 2-D image stays as it is: turning it could stand the one slice on its edge
+        data, zooms, orientation = to_canonical(data, image.affine, zooms)
+        metadata.update(orientation)
+    spacing = ([1.0] + zooms[::-1])[-3:]
+    return to_volume(source, np.ascontiguousarray(data.T), spacing, image.affine, metadata)
+
+
+def _make_volume(source: Path, data: np.ndarray, axes: str, spacing: list[float], known: list[bool],
+                 kind: str) -> Volume:
+    """Validate a (Y, X) or (Z, Y, X) array read with `axes` and wrap it with its geometry."""
+    dtype_on_disk = str(data.dtype)
+    data = check_array(source, data, axes)
+    metadata = {"format": kind, "dtype": dtype_on_disk, "axes": axes, "spacing_known": tuple(known)}
+    return to_volume(source, data, spacing, None, metadata)
+
+
+def _xy_spacing(resolution: tuple[float, float] | None, mm_per_unit: float | None
+                ) -> tuple[list[float], list[bool]]:
+    """Pixel size in mm from (x, y) pixels-per-unit; 1.0 and unknown where the file gives no physical unit."""
+    if mm_per_unit is None or resolution is None or not all(r > 0 for r in resolution):
+        return [1.0, 1.0, 1.0], [False, False, False]
+    if mm_per_unit == MM_PER_UNIT["inch"] and float(resolution[0]) in _SCREEN_DPI:
+        return [1.0, 1.0, 1.0], [False, False, False]
+    x, y = (mm_per_unit / float(r) for r in resolution[:2])
+    return [1.0, y, x], [False, True, True]
+
+
+def _mm_per_unit(unit: object) -> float | None:
+    if not isinstance(unit, str):
+        return None
+    unit = unit.strip().lower().replace("\\u00b5", "µ").replace("μ", "µ")
+    return MM_PER_UNIT.get(unit)
