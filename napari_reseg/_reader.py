@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 from napari.utils.notifications import show_error
 
 from reseg.errors import InputError
@@ -32,9 +34,15 @@ def image_layer_data(volume: Volume, name: str | None = None) -> tuple:
         "units": "mm",
         "colormap": "gray",
         "metadata": {"reseg": {"source": str(volume.source), "modality": volume.modality,
-                                "spacing_known": volume.metadata.get("spacing_known")}},
+                                "spacing_known": volume.metadata.get("spacing_known"),
+                                "geometry": geometry_of(volume)}},
     }
     return data, kwargs, "image"
+
+
+def geometry_of(volume: Volume) -> Volume:
+    """The volume without its pixels (a zero-stride view): what a writer needs to put labels back in register."""
+    return dataclasses.replace(volume, data=np.broadcast_to(np.uint8(0), volume.data.shape))
 
 
 def read_scan(path: str | list[str]) -> list[tuple]:

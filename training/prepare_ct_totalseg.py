@@ -4,7 +4,7 @@ Source: ../shared/data/ct_totalseg (TotalSegmentator test files, Apache-2.0). It
 *model output*, not expert annotation, so the model trained on them is a pipeline demonstration only.
 - training: example_ct_sm.nii.gz + example_seg.nii.gz (30 slices, 3 mm isotropic)
 - validation: the 20-slice DICOM series + example_seg_dicom.nii.gz, resampled in-plane to 3 mm
-Both are brought to RAS+ orientation (nibabel's closest canonical) so left and right kidney agree.
+`reseg.io.read_volume` brings both to RAS+ orientation, as it does for every scan the model will see.
 TotalSegmentator ids are mapped to the 8 Synapse organs (reseg.classes.CT_CLASSES); all else is background.
 
     python training/prepare_ct_totalseg.py ../shared/data/ct_totalseg OUT_DIR
@@ -16,16 +16,17 @@ import argparse
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
-import pydicom
 from skimage.transform import resize
 
 from reseg.classes import CT_CLASSES
+from reseg.data.dataset import write_training_set
+from reseg.io import read_volume
 
 # TotalSegmentator "total" ids (class_map_total.json) -> Synapse organ index of CT_CLASSES
 TOTALSEG_TO_SYNAPSE = {"aorta": 1, "gallbladder": 2, "kidney_left": 3, "kidney_right": 4, "liver": 5,
                        "pancreas": 6, "spleen": 7, "stomach": 8}
+SOURCE_NOTE = "TotalSegmentator test data (Apache-2.0); labels are TotalSegmentator model output"
 
 
 def synapse_lookup(class_map: dict[str, str]) -> np.ndarray:
@@ -35,36 +36,19 @@ def synapse_lookup(class_map: dict[str, str]) -> np.ndarray:
     return lookup
 
 
-def dicom_series_as_nifti(folder: Path, affine: np.ndarray) -> nib.Nifti1Image:
-    """HU volume of a single-series DICOM folder in the voxel order of the matching segmentation NIfTI."""
-    slices = sorted((pydicom.dcmread(p) for p in folder.iterdir()), key=lambda d: float(d.ImagePositionPatient[2]))
-    hu = np.stack([d.pixel_array * float(d.RescaleSlope) + float(d.RescaleIntercept) for d in slices])
-    # DICOM rows run anterior->posterior (LPS); the NIfTI's second axis runs the other way.
-    return nib.Nifti1Image(hu[:, ::-1, :].transpose(2, 1, 0).astype(np.int16), affine)
-
-
-def write_pair(out: Path, name: str, image: nib.Nifti1Image, labels: nib.Nifti1Image, lookup: np.ndarray,
-               in_plane_mm: float | None = None) -> None:
-    image, labels = nib.as_closest_canonical(image), nib.as_closest_canonical(labels)
-    hu = np.asarray(image.dataobj).astype(np.int16)
-    organs = lookup[np.asarray(labels.dataobj).astype(np.uint8)]
-    affine = image.affine.copy()
+def organ_scan(image_path: Path, labels_path: Path, lookup: np.ndarray, in_plane_mm: float | None = None):
+    """(image HU, Synapse labels, spacing), optionally resampled in-plane to `in_plane_mm`."""
+    image, labels = read_volume(image_path), read_volume(labels_path)
+    hu, organs, spacing = image.data.astype(np.int16), lookup[labels.data.astype(np.uint8)], image.spacing
     if in_plane_mm is not None:
-        zooms = image.header.get_zooms()
-        shape = (round(hu.shape[0] * zooms[0] / in_plane_mm), round(hu.shape[1] * zooms[1] / in_plane_mm), hu.shape[2])
-        hu = resize(hu.astype(np.float32), shape, order=1, preserve_range=True, anti_aliasing=True).round().astype(np.int16)
+        shape = (hu.shape[0], *(round(n * s / in_plane_mm) for n, s in zip(hu.shape[1:], spacing[1:])))
+        hu = resize(hu.astype(np.float32), shape, order=1, preserve_range=True, anti_aliasing=True)
+        hu = hu.round().astype(np.int16)
         organs = resize(organs, shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
-        affine[:3, 0] *= in_plane_mm / zooms[0]
-        affine[:3, 1] *= in_plane_mm / zooms[1]
-    for sub, data in (("images", hu), ("labels", organs)):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-        nib.save(nib.Nifti1Image(data, affine), out / sub / f"{name}.nii.gz")
-    manifest = {"format": "reseg-dataset", "version": 1, "modality": "CT",
-                "classes": [c.to_dict() for c in CT_CLASSES],
-                "source": "TotalSegmentator test data (Apache-2.0); labels are TotalSegmentator model output"}
-    (out / "dataset.json").write_text(json.dumps(manifest, indent=2))
+        spacing = (spacing[0], in_plane_mm, in_plane_mm)
     present = {CT_CLASSES[k].name: int(n) for k, n in enumerate(np.bincount(organs.ravel(), minlength=9)) if k and n}
-    print(f"{out / 'images' / name}: {hu.shape}, organ voxels {present}")
+    print(f"{image_path.name}: {hu.shape} at {spacing} mm, organ voxels {present}")
+    return hu, organs, spacing
 
 
 def main() -> None:
@@ -73,11 +57,12 @@ def main() -> None:
     parser.add_argument("output", type=Path)
     args = parser.parse_args()
     lookup = synapse_lookup(json.loads((args.source / "class_map_total.json").read_text())["total"])
-    write_pair(args.output / "train", "example_ct_sm", nib.load(args.source / "example_ct_sm.nii.gz"),
-               nib.load(args.source / "example_seg.nii.gz"), lookup)
-    seg = nib.load(args.source / "example_seg_dicom.nii.gz")
-    write_pair(args.output / "validation", "example_ct_dicom", dicom_series_as_nifti(args.source / "example_ct_dicom",
-               seg.affine), seg, lookup, in_plane_mm=3.0)
+    train = organ_scan(args.source / "example_ct_sm.nii.gz", args.source / "example_seg.nii.gz", lookup)
+    validation = organ_scan(args.source / "example_ct_dicom", args.source / "example_seg_dicom.nii.gz", lookup,
+                            in_plane_mm=3.0)
+    write_training_set(args.output / "train", [("example_ct_sm", *train)], modality="CT", source=SOURCE_NOTE)
+    write_training_set(args.output / "validation", [("example_ct_dicom", *validation)], modality="CT",
+                       source=SOURCE_NOTE)
 
 
 if __name__ == "__main__":

@@ -92,9 +92,10 @@ def iter_segment(
 ) -> Iterator[Progress]:
     """Segment the given slices of `image` ((H, W) or (Z, H, W)) into `labels_out` (same shape, uint8).
 
-    Only `slices` (default: all) are computed. With the in-plane `pixel_spacing` (y, x, mm) of the image and
-    a model card that records its training spacing, slices are resampled to that spacing and the logits back. On a CUDA out-of-memory error the batch is retried with half
-    the batch size; the reported `Progress.batch_size` tells the caller what finally worked.
+    Only `slices` (default: all) are computed. On an out-of-memory error (a GPU too small for the batch) the
+    batch is retried at half the size, down to 1. With the in-plane `pixel_spacing` (y, x, mm) of the image and
+    a model card that records its training spacing, slices are resampled to that spacing and the logits back.
+    `Progress.batch_size` tells the caller what batch size finally worked.
     """
     stack = _as_stack(image)
     labels_stack = _as_stack(labels_out)
@@ -112,9 +113,10 @@ def iter_segment(
             try:
                 labels, confidence = _predict_batch(model, stack[chunk], confidence_stack is not None, pixel_spacing)
             except torch.OutOfMemoryError:
-                if batch_size == 1 or model.device.type == "cpu":
+                if batch_size == 1:
                     raise
-                torch.cuda.empty_cache()
+                if model.device.type == "cuda":
+                    torch.cuda.empty_cache()
                 batch_size //= 2
                 continue
             labels_stack[chunk] = labels

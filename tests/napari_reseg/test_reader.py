@@ -77,3 +77,10 @@ def test_real_spectralis_vol_opens_with_oct_aspect(viewer, shared_data, name):
     assert layer.data.shape[-2:] == (496, 768) and layer.metadata["reseg"]["modality"] == "OCT"
     axial, lateral = layer.scale[-2:]
     assert 0.003 < axial < 0.005 and 0.005 < lateral < 0.02
+
+
+def test_real_duke_bscan_and_folder_open(viewer, shared_data):
+    [bscan] = _open(viewer, shared_data("duke_dme", "images", "subject01_bscan05.png"))
+    assert bscan.data.shape == (496, 768) and bscan.data.dtype == np.uint8
+    [stack] = _open(viewer, shared_data("duke_dme", "images"))
+    assert stack.data.shape == (88, 496, 768)

@@ -124,3 +124,29 @@ def test_bundled_ct_model_reproduces_its_training_scan_through_the_reader(shared
     liver_truth, liver_found = truth == 5, result.labels == 5  # TotalSegmentator id 5 and Synapse index 5: liver
     dice = 2 * (liver_truth & liver_found).sum() / (liver_truth.sum() + liver_found.sum())
     assert dice > 0.7, dice
+
+
+class SmallMemoryNetwork(torch.nn.Module):
+    """Raises out-of-memory for batches larger than `fits`, like a GPU too small for the chosen batch."""
+
+    def __init__(self, network, fits: int):
+        super().__init__()
+        self.network, self.fits = network, fits
+
+    def forward(self, x):
+        if len(x) > self.fits:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return self.network(x)
+
+
+def test_out_of_memory_retries_with_smaller_batches(tiny_model):
+    model = LoadedModel(SmallMemoryNetwork(tiny_model.network, fits=2), tiny_model.card, tiny_model.device,
+                        tiny_model.weights_path)
+    stack = np.random.default_rng(3).integers(0, 255, (5, 32, 32), dtype=np.uint8)
+    labels = np.full(stack.shape, 99, dtype=np.uint8)
+    events = list(iter_segment(model, stack, labels, batch_size=8))
+    assert [e.batch_size for e in events] == [2, 2, 2] and events[-1].done == 5
+    assert np.all(labels < 3)
+    model.network.fits = 0
+    with pytest.raises(torch.OutOfMemoryError):
+        list(iter_segment(model, stack, labels, batch_size=4))
