@@ -62,6 +62,7 @@ class SegmentationRun:
     device: str
     batch_size: int
     slices: list[int]
+    slice_confidence: np.ndarray  # (Z,) mean confidence per slice, kept on the labels layer for review
     started: float = field(default_factory=time.perf_counter)
     done: int = 0
     device_used: str = ""
@@ -80,7 +81,8 @@ def _run_inference(run: SegmentationRun, volume: np.ndarray, pixel_spacing) -> I
     if run.confidence is not None:
         confidence = run.confidence.data if run.confidence.data.ndim == 3 else run.confidence.data[None]
     yield 0
-    for progress in iter_segment(model, volume, labels, confidence_out=confidence, batch_size=run.batch_size,
+    for progress in iter_segment(model, volume, labels, confidence_out=confidence,
+                                 slice_confidence_out=run.slice_confidence, batch_size=run.batch_size,
                                  slices=run.slices, pixel_spacing=pixel_spacing):
         run.done, run.batch_size_used = progress.done, progress.batch_size
         yield progress.done
@@ -281,8 +283,11 @@ class SegmentWidget(QWidget):
         if self.has_user_edits(labels, slices) and not self.confirm_overwrite(labels):
             return None
         confidence = self._confidence_for(image) if self.confidence_check.isChecked() else None
+        slice_confidence = labels.metadata["reseg"].get("slice_confidence")
+        if slice_confidence is None or len(slice_confidence) != len(volume):
+            slice_confidence = np.full(len(volume), np.nan, dtype=np.float32)
         self.run = SegmentationRun(image, labels, confidence, model_ref, card, self.device_combo.currentData(),
-                                   self.batch_spin.value(), slices)
+                                   self.batch_spin.value(), slices, slice_confidence)
         batches = -(-len(slices) // self.run.batch_size)
         self.worker = create_worker(
             _run_inference, self.run, volume, _pixel_spacing(image),
@@ -332,8 +337,10 @@ class SegmentWidget(QWidget):
 
     def _finish_layers(self) -> None:
         run = self.run
-        run.labels.metadata["reseg"]["prediction"] = np.array(run.labels.data, copy=True)
-        run.labels.metadata["reseg"]["model"] = run.card.name
+        run.labels.metadata["reseg"].update(
+            prediction=np.array(run.labels.data, copy=True), model=run.card.name, card=run.card,
+            slice_confidence=run.slice_confidence,
+        )
         run.labels.refresh()
         self.update_legend(run.labels, run.card)
 

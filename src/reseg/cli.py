@@ -1,4 +1,4 @@
-"""The `reseg` command line: list models, segment files, make phantom data, train."""
+"""The `reseg` command line: list models, segment files, make phantom data, train, export review sessions."""
 
 from __future__ import annotations
 
@@ -137,6 +137,25 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import export_nnunet, export_training_set
+    from .session import load_session
+
+    if args.format == "nnunet" and (args.dataset_id is None or not args.dataset_name):
+        raise ResegError("--format nnunet needs --dataset-id N and --dataset-name NAME (the folder DatasetNNN_NAME)")
+    if args.format == "reseg" and (args.dataset_id is not None or args.dataset_name is not None):
+        raise ResegError("--dataset-id and --dataset-name apply to --format nnunet only")
+    session = load_session(args.session)
+    options = {"include_unreviewed": args.include_unreviewed, "overwrite": args.overwrite}
+    if args.format == "nnunet":
+        result = export_nnunet(session, args.output, args.dataset_id, args.dataset_name, **options)
+    else:
+        result = export_training_set(session, args.output, **options)
+    print(f"{result.folder}: {len(result.added)} slice(s) added, {len(result.updated)} updated, "
+          f"{result.total} in the dataset")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reseg", description="LightReSeg / L2GNet segmentation of OCT and CT.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -182,6 +201,19 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--description", default="")
     train.add_argument("--terms", default="")
     train.set_defaults(run=_train)
+
+    export = commands.add_parser("export", help="export a review session's reviewed slices as a training set")
+    export.add_argument("session", help="session file (<scan>.reseg-session.npz)")
+    export.add_argument("-o", "--output", required=True,
+                        help="training-set folder (reseg), or the nnU-Net raw folder that gets DatasetNNN_NAME")
+    export.add_argument("--format", choices=("reseg", "nnunet"), default="reseg")
+    export.add_argument("--include-unreviewed", action="store_true",
+                        help="also export unreviewed slices, every label pixel set to the ignore value")
+    export.add_argument("--overwrite", action="store_true",
+                        help="replace an existing export this one clashes with (other classes, other scan's files)")
+    export.add_argument("--dataset-id", type=int, help="nnU-Net dataset id (1..999)")
+    export.add_argument("--dataset-name", help="nnU-Net dataset name")
+    export.set_defaults(run=_export)
     return parser
 
 

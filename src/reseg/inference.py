@@ -86,6 +86,7 @@ def iter_segment(
     labels_out: np.ndarray,
     *,
     confidence_out: np.ndarray | None = None,
+    slice_confidence_out: np.ndarray | None = None,
     batch_size: int = 4,
     slices: Sequence[int] | None = None,
     pixel_spacing: Sequence[float] | None = None,
@@ -95,7 +96,8 @@ def iter_segment(
     Only `slices` (default: all) are computed. On an out-of-memory error (a GPU too small for the batch) the
     batch is retried at half the size, down to 1. With the in-plane `pixel_spacing` (y, x, mm) of the image and
     a model card that records its training spacing, slices are resampled to that spacing and the logits back.
-    `Progress.batch_size` tells the caller what batch size finally worked.
+    `Progress.batch_size` tells the caller what batch size finally worked. `slice_confidence_out` (one value
+    per slice) receives each slice's mean confidence, which review uses to find the most doubtful slices.
     """
     stack = _as_stack(image)
     labels_stack = _as_stack(labels_out)
@@ -111,7 +113,8 @@ def iter_segment(
         while done < len(order):
             chunk = order[done : done + batch_size]
             try:
-                labels, confidence = _predict_batch(model, stack[chunk], confidence_stack is not None, pixel_spacing)
+                want_confidence = confidence_stack is not None or slice_confidence_out is not None
+                labels, confidence = _predict_batch(model, stack[chunk], want_confidence, pixel_spacing)
             except torch.OutOfMemoryError:
                 if batch_size == 1:
                     raise
@@ -122,6 +125,8 @@ def iter_segment(
             labels_stack[chunk] = labels
             if confidence_stack is not None:
                 confidence_stack[chunk] = confidence
+            if slice_confidence_out is not None:
+                slice_confidence_out[chunk] = confidence.reshape(len(chunk), -1).mean(axis=1)
             done += len(chunk)
             yield Progress(done=done, total=len(order), slices=tuple(chunk), batch_size=batch_size)
 

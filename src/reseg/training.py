@@ -22,6 +22,7 @@ from .cards import ModelCard
 from .classes import CT_CLASSES, OCT_CLASSES, SegmentationClass
 from .data.dataset import Scan, TrainingSet, split_by_scan
 from .devices import resolve_device
+from .errors import ResegError
 from .losses import DiceCrossEntropyLoss
 from .metrics import per_class_scores, summarize
 from .models import SegmentationNetwork, build_network
@@ -171,7 +172,10 @@ def iter_train(
     else:
         train_scans, validation_scans = split_by_scan(training_set.scans, config.validation_fraction, config.seed)
     if not validation_scans:
-        raise ValueError("validation needs at least two scans (or a validation_fraction > 0)")
+        raise ResegError(
+            f"validation needs a scan of its own: the training data has {len(training_set.scans)} scan(s); "
+            "give --validation-data or more scans (and a validation fraction > 0)"
+        )
     train_images, train_labels = _slices(train_scans, normalization)
     validation_images, validation_labels = _slices(validation_scans, normalization)
     flip = config.lateral_flip if config.lateral_flip is not None else modality == "OCT"

@@ -150,3 +150,12 @@ def test_out_of_memory_retries_with_smaller_batches(tiny_model):
     model.network.fits = 0
     with pytest.raises(torch.OutOfMemoryError):
         list(iter_segment(model, stack, labels, batch_size=4))
+
+
+def test_per_slice_confidence_is_the_mean_of_the_pixel_confidence(tiny_model):
+    stack = np.random.default_rng(4).integers(0, 255, (3, 32, 40), dtype=np.uint8)
+    labels = np.zeros(stack.shape, np.uint8)
+    pixels = np.zeros(stack.shape, np.float32)
+    per_slice = np.full(3, np.nan, np.float32)
+    list(iter_segment(tiny_model, stack, labels, confidence_out=pixels, slice_confidence_out=per_slice))
+    np.testing.assert_allclose(per_slice, pixels.mean(axis=(1, 2)), rtol=1e-5)

@@ -1,7 +1,9 @@
 """Training sets on disk: a folder with `images/`, `labels/` (same file names) and an optional `dataset.json`.
 
 Files may be single slices (PNG/TIFF) or volumes (TIFF stacks, NIfTI); every slice of a volume is a sample.
-Scans are kept whole so that train/validation splits are made by scan, never by slice.
+Scans are kept whole so that train/validation splits are made by scan, never by slice: dataset.json items
+that name the same "scan" (the slices `reseg export` writes one file each) are stacked into one scan.
+Each folder's "ignore_index" is mapped to IGNORE_INDEX, so folders with different conventions mix.
 """
 
 from __future__ import annotations
@@ -45,11 +47,17 @@ class TrainingSet:
         return sum(len(scan.image) for scan in self.scans)
 
 
-def _pairs_from_manifest(folder: Path, manifest: dict[str, Any]) -> list[tuple[Path, Path]]:
-    return [(folder / item["image"], folder / item["label"]) for item in manifest.get("items", [])]
+def _file_stem(path: Path) -> str:
+    return path.name.removesuffix(".gz").rsplit(".", 1)[0]
 
 
-def _pairs_by_name(folder: Path) -> list[tuple[Path, Path]]:
+def _pairs_from_manifest(folder: Path, manifest: dict[str, Any]) -> list[tuple[Path, Path, str]]:
+    """(image, label, scan name) per item; an item without a "scan" is a scan of its own."""
+    return [(folder / item["image"], folder / item["label"], item.get("scan") or _file_stem(Path(item["image"])))
+            for item in manifest.get("items", [])]
+
+
+def _pairs_by_name(folder: Path) -> list[tuple[Path, Path, str]]:
     images_dir, labels_dir = folder / "images", folder / "labels"
     if not images_dir.is_dir() or not labels_dir.is_dir():
         raise InputError(folder, "is not a training set: expected the sub-folders images/ and labels/")
@@ -58,7 +66,7 @@ def _pairs_by_name(folder: Path) -> list[tuple[Path, Path]]:
         label = labels_dir / image.name
         if not label.exists():
             raise InputError(image, f"has no label file {label.relative_to(folder)}")
-        pairs.append((image, label))
+        pairs.append((image, label, _file_stem(image)))
     return pairs
 
 
@@ -76,7 +84,7 @@ def load_training_set(folders: Sequence[str | Path]) -> TrainingSet:
     """Read one or more training-set folders into memory; their classes and modality must agree."""
     scans: list[Scan] = []
     classes: list[SegmentationClass] | None = None
-    modality, ignore_index = "unknown", IGNORE_INDEX
+    modality = "unknown"
     sources = []
     for folder in map(Path, folders):
         manifest = read_manifest(folder)
@@ -90,16 +98,32 @@ def load_training_set(folders: Sequence[str | Path]) -> TrainingSet:
                 raise InputError(folder, "its classes differ from those of the other training sets")
             classes = folder_classes
         modality = manifest.get("modality", modality)
-        ignore_index = int(manifest.get("ignore_index", ignore_index))
-        for image_path, label_path in pairs:
+        ignore_index = int(manifest.get("ignore_index", IGNORE_INDEX))
+        pieces: dict[str, list[Scan]] = {}
+        for image_path, label_path, scan_name in pairs:
             image, labels = read_volume(image_path), read_volume(label_path)
             if image.data.shape != labels.data.shape:
                 raise InputError(
                     label_path, f"has shape {labels.data.shape} but its image {image_path.name} has {image.data.shape}"
                 )
-            scan_name = image_path.name.removesuffix(".gz").rsplit(".", 1)[0]
-            scans.append(Scan(f"{folder.name}/{scan_name}", image.data, labels.data.astype(np.uint8), image.spacing))
-    return TrainingSet(scans, classes, modality, ignore_index, sources)
+            label_data = labels.data.astype(np.uint8)
+            if ignore_index != IGNORE_INDEX:
+                label_data[labels.data == ignore_index] = IGNORE_INDEX
+            name = f"{folder.name}/{scan_name}"
+            pieces.setdefault(name, []).append(Scan(name, image.data, label_data, image.spacing))
+        scans.extend(_stack(folder, parts) for parts in pieces.values())
+    return TrainingSet(scans, classes, modality, IGNORE_INDEX, sources)
+
+
+def _stack(folder: Path, parts: list[Scan]) -> Scan:
+    """One scan from the files that hold its slices, which must share their size."""
+    if len(parts) == 1:
+        return parts[0]
+    sizes = {part.image.shape[1:] for part in parts}
+    if len(sizes) > 1:
+        raise InputError(folder, f"the slices of scan {parts[0].name} differ in size ({sorted(sizes)})")
+    return Scan(parts[0].name, np.concatenate([p.image for p in parts]), np.concatenate([p.labels for p in parts]),
+                parts[0].spacing)
 
 
 def split_by_scan(scans: list[Scan], validation_fraction: float, seed: int = 0) -> tuple[list[Scan], list[Scan]]:

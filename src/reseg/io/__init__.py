@@ -8,8 +8,12 @@ the file and what is wrong; writers never leave a half-written file behind. pydi
 only when a DICOM or .vol file is read.
 """
 
+from reseg.io._common import extension, reading
 from reseg.io._read import is_supported, read_volume
 from reseg.io._volume import MODALITIES, Volume
-from reseg.io._write import write_image, write_labels
+from reseg.io._write import replace_atomically, write_image, write_labels
 
-__all__ = ["MODALITIES", "Volume", "is_supported", "read_volume", "write_image", "write_labels"]
+__all__ = [
+    "MODALITIES", "Volume", "extension", "is_supported", "read_volume", "reading", "replace_atomically",
+    "write_image", "write_labels",
+]

@@ -52,11 +52,11 @@ def _write(target: Path, data: np.ndarray, like: Volume) -> Path:
     on_disk = data[0] if like.ndim_on_disk == 2 else data
     writer = _write_nifti if suffix in NIFTI_EXTENSIONS else _write_tiff
     target.parent.mkdir(parents=True, exist_ok=True)
-    _replace_atomically(target, lambda temporary: writer(temporary, on_disk, like))
+    replace_atomically(target, lambda temporary: writer(temporary, on_disk, like))
     return target
 
 
-def _replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
+def replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
     """Write to a temporary file beside the target, then rename: readers never see a half-written target.
 
     The temporary name ends with the target's name so that libraries choose the same format.
