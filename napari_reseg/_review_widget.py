@@ -92,6 +92,7 @@ class ReviewWidget(QWidget):
         self.reviewer_edit = QLineEdit()
         self.progress_label = QLabel("no labels layer to review yet: run Segment first")
         self.slice_list = QListWidget()
+        self.slice_list.setMinimumHeight(160)
         self.buttons = {
             "reviewed": QPushButton(f"Reviewed, next ({KEYS['reviewed']})"),
             "skip": QPushButton(f"Skip ({KEYS['skip']})"),
@@ -149,6 +150,7 @@ class ReviewWidget(QWidget):
         self.reviewer_edit.editingFinished.connect(self._set_reviewer)
         self.viewer.layers.events.inserted.connect(self._on_layer_inserted)
         self.viewer.layers.events.removed.connect(self._on_layer_removed)
+        self.viewer.layers.selection.events.active.connect(lambda _: self._fill_labels())
         self._bind_keys()
         self._fill_labels()
         self._set_enabled(False)
@@ -174,6 +176,13 @@ class ReviewWidget(QWidget):
         if name and (self.labels is None or self.labels.name != name):
             self.attach(self.viewer.layers[name])
 
+    def _attached(self) -> bool:
+        """True when a layer is under review; a layer that became reviewable since (a finished Segment run)
+        is picked up here, so the keys work without touching the widget first."""
+        if self.session is None:
+            self._fill_labels()
+        return self.session is not None
+
     def _set_enabled(self, enabled: bool) -> None:
         for widget in (*self.buttons.values(), self.check_button, self.export_button, self.reviewer_edit):
             widget.setEnabled(enabled)
@@ -192,7 +201,11 @@ class ReviewWidget(QWidget):
                 self.edit_stats[z] = slice_edit_statistics(self.session.prediction[z], self.session.labels[z],
                                                            self.session.num_classes)
         labels.events.paint.connect(self._on_paint)
-        self.reviewer_edit.setText(self.session.review.reviewer)
+        typed = self.reviewer_edit.text().strip()
+        if typed:
+            self.session.review.reviewer = typed
+        else:
+            self.reviewer_edit.setText(self.session.review.reviewer)
         self.labels_combo.setCurrentText(labels.name)
         self.fix_button.setEnabled(False)
         self.topology_label.setText("")
@@ -233,7 +246,7 @@ class ReviewWidget(QWidget):
         self.slice_list.setCurrentRow(index)
 
     def _mark(self, status: SliceStatus) -> None:
-        if self.session is None:
+        if not self._attached():
             return
         index = self.current_slice()
         self.session.review.mark(index, status, reviewer=self.reviewer_edit.text().strip() or None)
@@ -248,9 +261,11 @@ class ReviewWidget(QWidget):
         self._mark(SliceStatus.SKIPPED)
 
     def go_to_least_confident(self) -> None:
-        if self.session is None or self.session.confidence is None:
+        if not self._attached():
+            return
+        if self.session.confidence is None:
             show_info("napari-reseg: no model confidence for this layer; going to the next unreviewed slice")
-            self.go_to(self.session.review.next_unreviewed(self.current_slice()) if self.session else None)
+            self.go_to(self.session.review.next_unreviewed(self.current_slice()))
             return
         self.go_to(self.session.review.least_confident_unreviewed(self.session.confidence))
 
@@ -267,16 +282,18 @@ class ReviewWidget(QWidget):
         self.progress_label.setText(review.progress_text(unit))
         self.slice_list.clear()
         for index, entry in enumerate(review.slices):
-            text = f"{index:3d}  {entry.status.value}"
+            parts = [f"{index:3d}", entry.status.value]
             if entry.reviewer:
-                text += f"  {entry.reviewer} {entry.timestamp or ''}"
+                parts.append(f"{entry.reviewer} {(entry.timestamp or '')[11:16]}")
             if index in self.edit_stats:
                 stats = self.edit_stats[index]
-                text += f"  edited {stats['pixels_changed']:,} px (Dice {stats['mean_dice']:.3f})"
+                parts.append(f"edited {stats['pixels_changed']:,} px, Dice {stats['mean_dice']:.3f}")
             if self.session.confidence is not None and np.isfinite(self.session.confidence[index]):
-                text += f"  conf {self.session.confidence[index]:.2f}"
-            item = QListWidgetItem(text)
+                parts.append(f"conf {self.session.confidence[index]:.3f}")
+            item = QListWidgetItem("  ".join(parts))
             item.setForeground(STATUS_COLOURS[entry.status])
+            item.setToolTip(f"{entry.status.value} by {entry.reviewer} at {entry.timestamp}" if entry.reviewer
+                            else "not reviewed yet")
             self.slice_list.addItem(item)
         self.slice_list.setCurrentRow(self.current_slice())
 
@@ -362,6 +379,8 @@ class ReviewWidget(QWidget):
     # --- topology --------------------------------------------------------------------------------------
 
     def check_topology(self) -> None:
+        if not self._attached():
+            return
         report = check_oct_topology(self.session.labels)
         if report.ok:
             self.topology_label.setText("layers are in order in every A-scan; no fluid outside the retina")

@@ -139,6 +139,7 @@ class SegmentWidget(QWidget):
         self.legend.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
         self.legend.setEditTriggers(QTableWidget.NoEditTriggers)
         self.legend.setColumnWidth(0, 18)
+        self.legend.setMinimumHeight(140)
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
