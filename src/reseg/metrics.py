@@ -1,16 +1,25 @@
-"""Segmentation metrics on label maps (MONAI), reduced per class over a set of slices."""
+"""Segmentation metrics on label maps (MONAI), reduced per class over a set of slices.
+
+torch and MONAI are imported on first use: the review widget imports this module, and MONAI alone takes
+seconds to import, which a grader would otherwise wait for when opening the widget.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from monai.metrics import compute_dice, compute_iou
-from monai.networks.utils import one_hot
 
 from .classes import IGNORE_INDEX
 
+if TYPE_CHECKING:
+    import torch
 
-def _one_hot(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+
+def _one_hot(labels: np.ndarray, num_classes: int) -> "torch.Tensor":
+    import torch
+    from monai.networks.utils import one_hot
+
     tensor = torch.from_numpy(np.ascontiguousarray(labels, dtype=np.int64))[:, None]
     return one_hot(tensor, num_classes=num_classes, dim=1)
 
@@ -21,6 +30,9 @@ def per_class_scores(
     """Dice and IoU per class (mean over slices where the class is present in the target; NaN if never)
     and pixel accuracy per class, for (N, H, W) label maps. Pixels whose target is `ignore_index` are skipped.
     """
+    import torch
+    from monai.metrics import compute_dice, compute_iou
+
     prediction = np.asarray(prediction).reshape(-1, *prediction.shape[-2:])
     target = np.asarray(target).reshape(-1, *target.shape[-2:])
     known = target != ignore_index
