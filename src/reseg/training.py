@@ -131,7 +131,9 @@ def _validate(network: SegmentationNetwork, images: list[np.ndarray], labels: li
             logits = network(torch.from_numpy(image)[None, None].to(device))
             predictions.append(logits.argmax(1)[0].to(torch.uint8).cpu().numpy())
     network.train()
-    return per_class_scores(np.stack(predictions), np.stack(labels), num_classes, ignore_index)
+    truth = np.stack(labels)
+    truth = np.where(truth < num_classes, truth, ignore_index)  # partial labels name no single class: skipped
+    return per_class_scores(np.stack(predictions), truth, num_classes, ignore_index)
 
 
 def _initial_network(config: TrainingConfig, num_classes: int) -> tuple[SegmentationNetwork, dict[str, Any]]:
@@ -192,7 +194,7 @@ def iter_train(
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps, pct_start=0.1
     )
-    loss_function = DiceCrossEntropyLoss(ignore_index=training_set.ignore_index)
+    loss_function = DiceCrossEntropyLoss(ignore_index=training_set.ignore_index, label_sets=training_set.label_sets)
     card = ModelCard(
         name=name, **build, classes=classes, modality=modality, normalization=normalization,
         input_spacing=_training_spacing(train_scans) if modality == "CT" else None,
@@ -204,6 +206,7 @@ def iter_train(
             "validation_scans": [s.name for s in validation_scans],
             "train_slices": len(train_images),
             "validation_slices": len(validation_images),
+            "label_sets": {str(value): classes for value, classes in training_set.label_sets.items()},
             "config": {**asdict(config), "crop_size": list(crop)},
         },
     )

@@ -72,3 +72,51 @@ def test_training_on_a_folder_without_labels_names_the_problem(tmp_path, capsys)
     (tmp_path / "images").mkdir()
     assert main(["train", str(tmp_path), "--name", "x"]) == 1
     assert "expected the sub-folders images/ and labels/" in capsys.readouterr().err
+
+
+def test_marginal_likelihood_reduces_to_cross_entropy_on_fully_labelled_data():
+    torch.manual_seed(1)
+    logits = torch.randn(2, 5, 12, 12)
+    target = torch.randint(0, 5, (2, 12, 12))
+    partial = DiceCrossEntropyLoss(label_sets={254: [0, 1, 2, 3]})
+    plain_ce = torch.nn.functional.cross_entropy(logits, target)
+    assert torch.allclose(partial(logits, target) - partial.dice(logits, target[:, None], mask=torch.ones_like(target[:, None]).float()), plain_ce, atol=1e-5)
+    singleton = target.clone()
+    singleton[target == 3] = 250  # the value 250 means "class 3" exactly
+    one_class = DiceCrossEntropyLoss(dice_weight=0, label_sets={250: [3]})
+    assert torch.allclose(one_class(logits, singleton), plain_ce, atol=1e-5)
+
+
+def test_partial_labels_only_ask_for_the_candidate_set():
+    """A pixel labelled "one of {0, 1, 2}" costs nothing more when the mass moves among those classes."""
+    target = torch.full((1, 4, 4), 254)
+    loss = DiceCrossEntropyLoss(label_sets={254: [0, 1, 2]})
+    inside_a = torch.tensor([5.0, -5, -5, -5])[None, :, None, None].expand(1, 4, 4, 4)
+    inside_b = torch.tensor([-5.0, -5, 5, -5])[None, :, None, None].expand(1, 4, 4, 4)
+    outside = torch.tensor([-5.0, -5, -5, 5])[None, :, None, None].expand(1, 4, 4, 4)
+    assert torch.allclose(loss(inside_a, target), loss(inside_b, target))
+    assert loss(outside, target) > loss(inside_a, target) + 5
+    logits = torch.zeros(1, 4, 4, 4, requires_grad=True)
+    loss(logits, target).backward()
+    assert logits.grad[0, 3].gt(0).all() and logits.grad[0, :3].lt(0).all()  # push mass into the set
+
+
+def test_training_set_with_partial_labels_trains_and_validates(tmp_path, capsys):
+    data = tmp_path / "partial"
+    assert main(["phantom", str(data), "--volumes", "2", "--bscans", "2", "--height", "224", "--width", "128"]) == 0
+    manifest = json.loads((data / "dataset.json").read_text())
+    manifest["label_sets"] = {"254": list(range(9))}  # "some class other than fluid", as in the Duke DME data
+    (data / "dataset.json").write_text(json.dumps(manifest))
+    import tifffile
+
+    for item in manifest["items"]:
+        labels = tifffile.imread(data / item["label"])
+        tifffile.imwrite(data / item["label"], np.where(labels == 9, 9, 254).astype(np.uint8))
+    training_set = load_training_set([data])
+    assert training_set.label_sets == {254: list(range(9))}
+    assert main(["train", str(data), "--name", "partial", "-o", str(tmp_path / "out"), "--epochs", "1",
+                 "--steps-per-epoch", "1", "--batch-size", "2", "--crop", "64", "64",
+                 "--validation-fraction", "0.5"]) == 0
+    card = load_model(tmp_path / "out" / "partial.json", device="cpu").card
+    assert card.training["label_sets"] == {"254": list(range(9))}
+    assert card.metrics["validation"]["per_class_dice"]["RNFL"] is None  # no exact layer labels to score

@@ -41,6 +41,8 @@ class TrainingSet:
     modality: str = "unknown"
     ignore_index: int = IGNORE_INDEX
     sources: list[dict[str, str]] = field(default_factory=list)  # folder + its dataset.json "source", per folder
+    # Partial labels: label value -> the classes it allows (dataset.json "label_sets"), e.g. "not fluid".
+    label_sets: dict[int, list[int]] = field(default_factory=dict)
 
     @property
     def num_slices(self) -> int:
@@ -86,6 +88,7 @@ def load_training_set(folders: Sequence[str | Path]) -> TrainingSet:
     classes: list[SegmentationClass] | None = None
     modality = "unknown"
     sources = []
+    label_sets: dict[int, list[int]] = {}
     for folder in map(Path, folders):
         manifest = read_manifest(folder)
         sources.append({"folder": str(folder.resolve()), "source": str(manifest.get("source", "unknown"))})
@@ -99,6 +102,11 @@ def load_training_set(folders: Sequence[str | Path]) -> TrainingSet:
             classes = folder_classes
         modality = manifest.get("modality", modality)
         ignore_index = int(manifest.get("ignore_index", IGNORE_INDEX))
+        for value, allowed in manifest.get("label_sets", {}).items():
+            if label_sets.get(int(value), allowed) != allowed:
+                raise InputError(folder / DATASET_FILE, f"label value {value} means {allowed} here but "
+                                 f"{label_sets[int(value)]} in another training set")
+            label_sets[int(value)] = [int(k) for k in allowed]
         pieces: dict[str, list[Scan]] = {}
         for image_path, label_path, scan_name in pairs:
             image, labels = read_volume(image_path), read_volume(label_path)
@@ -112,7 +120,7 @@ def load_training_set(folders: Sequence[str | Path]) -> TrainingSet:
             name = f"{folder.name}/{scan_name}"
             pieces.setdefault(name, []).append(Scan(name, image.data, label_data, image.spacing))
         scans.extend(_stack(folder, parts) for parts in pieces.values())
-    return TrainingSet(scans, classes, modality, IGNORE_INDEX, sources)
+    return TrainingSet(scans, classes, modality, IGNORE_INDEX, sources, label_sets)
 
 
 def _stack(folder: Path, parts: list[Scan]) -> Scan:
