@@ -156,6 +156,19 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from .evaluate import evaluate
+    from .io import replace_atomically
+
+    report = evaluate(args.prediction, args.dataset, device=args.device, batch_size=args.batch_size)
+    print(report.table())
+    if args.output:
+        text = json.dumps(report.to_dict(), indent=2) + "\n"
+        replace_atomically(Path(args.output), lambda temporary: temporary.write_text(text, encoding="utf-8"))
+        print(f"wrote {args.output}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reseg", description="LightReSeg / L2GNet segmentation of OCT and CT.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -181,6 +194,14 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--no-fluid", action="store_true", help="no intraretinal fluid pockets")
     phantom.set_defaults(run=_phantom)
+
+    evaluate = commands.add_parser("evaluate", help="score a model or saved predictions on a labelled dataset")
+    evaluate.add_argument("prediction", help="model name or checkpoint, or a folder of predicted <scan>.tif label files")
+    evaluate.add_argument("dataset", help="training-set folder (images/ + labels/ [+ dataset.json])")
+    evaluate.add_argument("-o", "--output", help="also write the report as JSON here")
+    evaluate.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    evaluate.add_argument("--batch-size", type=int, default=4)
+    evaluate.set_defaults(run=_evaluate)
 
     train = commands.add_parser("train", help="train a model on training-set folders (images/ + labels/)")
     train.add_argument("data", nargs="+", help="training-set folder(s)")

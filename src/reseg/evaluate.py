@@ -1,0 +1,150 @@
+"""Evaluate a model (or saved predictions) on a labelled training-set folder.
+
+Per class: Dice, IoU and pixel accuracy (their means: mean Dice, mIoU, mPA) and HD95 in mm (MONAI). For OCT
+also the mean absolute error of each layer boundary per A-scan, in pixels and micrometres, where a boundary
+is the first row (top to bottom) whose non-fluid label is at least the class below it: ILM = top of RNFL,
+BM = top of choroid (bottom of OS+RPE).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .classes import IGNORE_INDEX, OCT_FLUID
+from .data.dataset import TrainingSet, load_training_set
+from .io import read_volume
+from .metrics import per_class_scores, summarize
+
+OCT_BOUNDARIES = ("ILM", "RNFL-GCL", "IPL-INL", "INL-OPL", "OPL-ONL", "ONL-EZ", "EZ-RPE", "BM")
+
+
+def boundary_rows(labels: np.ndarray) -> np.ndarray:
+    """(8, Z, W) float row of each OCT boundary per A-scan; NaN where the column has no such class."""
+    stack = labels if labels.ndim == 3 else labels[None]
+    rows = np.full((len(OCT_BOUNDARIES), stack.shape[0], stack.shape[2]), np.nan)
+    layered = (stack != OCT_FLUID) & (stack != IGNORE_INDEX) & (stack < OCT_FLUID)
+    for k in range(1, len(OCT_BOUNDARIES) + 1):
+        below = layered & (stack >= k)
+        found = below.any(axis=1)
+        rows[k - 1][found] = below.argmax(axis=1)[found]
+    return rows
+
+
+def boundary_errors(predictions: list[np.ndarray], truths: list[np.ndarray],
+                    axial_mm: float | None) -> dict[str, dict[str, float]]:
+    """Mean absolute boundary error per OCT boundary over all A-scans (of all scans) where both maps have it."""
+    report = {}
+    pairs = [(boundary_rows(p), boundary_rows(t)) for p, t in zip(predictions, truths)]
+    for index, name in enumerate(OCT_BOUNDARIES):
+        errors = np.concatenate([np.abs(p[index] - t[index])[np.isfinite(p[index]) & np.isfinite(t[index])]
+                                 for p, t in pairs])
+        if errors.size:
+            error = float(errors.mean())
+            report[name] = {"mae_px": error, "mae_um": error * axial_mm * 1000 if axial_mm else None,
+                            "a_scans": int(errors.size)}
+    return report
+
+
+def hd95_per_class(prediction: np.ndarray, truth: np.ndarray, num_classes: int,
+                   spacing: tuple[float, float]) -> list[float]:
+    """95th-percentile Hausdorff distance (mm) per class, averaged over slices where both maps have it."""
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    known = truth != IGNORE_INDEX
+    pred = torch.from_numpy(np.where(known, prediction, 0).astype(np.int64))
+    true = torch.from_numpy(np.where(known, truth, 0).astype(np.int64))
+    hot = lambda x: torch.nn.functional.one_hot(x, num_classes).permute(0, 3, 1, 2)  # noqa: E731
+    with warnings.catch_warnings():  # MONAI warns per absent class; absent classes are skipped below anyway
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        distances = compute_hausdorff_distance(hot(pred), hot(true), include_background=True, percentile=95,
+                                               spacing=list(spacing))
+    finite = torch.where(torch.isfinite(distances), distances, torch.nan)
+    return torch.nanmean(finite, dim=0).tolist()
+
+
+@dataclass
+class Evaluation:
+    num_classes: int
+    class_names: list[str]
+    scores: dict[str, list[float]]
+    summary: dict[str, float]
+    hd95_mm: list[float]
+    boundaries: dict[str, dict[str, float]] = field(default_factory=dict)
+    slices: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(value: float) -> float | None:
+            return None if value is None or not np.isfinite(value) else round(float(value), 4)
+
+        return {
+            "slices": self.slices,
+            **{key: clean(value) for key, value in self.summary.items()},
+            "per_class": {name: {"dice": clean(self.scores["dice"][k]), "iou": clean(self.scores["iou"][k]),
+                                 "pixel_accuracy": clean(self.scores["pixel_accuracy"][k]),
+                                 "hd95_mm": clean(self.hd95_mm[k])}
+                          for k, name in enumerate(self.class_names)},
+            "boundaries": {name: {key: clean(value) if key != "a_scans" else value for key, value in entry.items()}
+                           for name, entry in self.boundaries.items()},
+        }
+
+    def table(self) -> str:
+        lines = [f"{'class':<22}{'Dice':>8}{'IoU':>8}{'PA':>8}{'HD95 mm':>10}"]
+        for k, name in enumerate(self.class_names):
+            values = [self.scores["dice"][k], self.scores["iou"][k], self.scores["pixel_accuracy"][k], self.hd95_mm[k]]
+            lines.append(f"{name:<22}" + "".join(f"{v:>8.3f}" if i < 3 else f"{v:>10.3f}"
+                                                  for i, v in enumerate(values)))
+        lines.append(f"mean Dice {self.summary['mean_dice']:.3f}, mIoU {self.summary['miou']:.3f}, "
+                     f"mPA {self.summary['mpa']:.3f} (classes 1..{self.num_classes - 1}; {self.slices} slices)")
+        for name, entry in self.boundaries.items():
+            um = f" = {entry['mae_um']:.1f} um" if entry.get("mae_um") else ""
+            lines.append(f"boundary {name:<9} MAE {entry['mae_px']:.2f} px{um} over {entry['a_scans']} A-scans")
+        return "\n".join(lines)
+
+
+def evaluate(prediction_source: str | Path, dataset: str | Path, device: str = "auto",
+             batch_size: int = 4) -> Evaluation:
+    """Score a model name / checkpoint, or a folder of predicted label files named as the dataset's labels."""
+    training_set: TrainingSet = load_training_set([dataset])
+    source = Path(prediction_source)
+    model = None
+    if not source.is_dir():
+        from .inference import segment
+        from .zoo import load_model
+
+        model = load_model(prediction_source, device=device)
+    names = model.card.class_names if model else [c.name for c in training_set.classes or []]
+    num_classes = len(names)
+    predictions, truths, per_scan, hd95, weights = [], [], [], [], []
+    for scan in training_set.scans:
+        if model is not None:
+            predicted = segment(model, scan.image, batch_size=batch_size, pixel_spacing=scan.spacing[1:]).labels
+        else:
+            predicted = read_volume(source / f"{scan.name.split('/', 1)[1]}.tif").data
+        truth = np.where(scan.labels < num_classes, scan.labels, IGNORE_INDEX)  # partial labels: not scored
+        predictions.append(predicted)
+        truths.append(truth)
+        per_scan.append(per_class_scores(predicted, truth, num_classes))
+        hd95.append(hd95_per_class(predicted, truth, num_classes, scan.spacing[1:]))
+        weights.append(len(predicted))
+    scores = {key: _weighted_nanmean([s[key] for s in per_scan], weights) for key in per_scan[0]}
+    boundaries = {}
+    if training_set.modality == "OCT":
+        axial = training_set.scans[0].spacing[1]
+        boundaries = boundary_errors(predictions, truths, axial if axial != 1.0 else None)
+    return Evaluation(num_classes, names, scores, summarize(scores, skip_classes=(0,)),
+                      _weighted_nanmean(hd95, weights), boundaries, sum(weights))
+
+
+def _weighted_nanmean(rows: list[list[float]], weights: list[int]) -> list[float]:
+    """Per-class mean over scans weighted by their slice count, skipping scans where a class is NaN."""
+    values = np.array(rows, dtype=float)
+    w = np.where(np.isfinite(values), np.array(weights, dtype=float)[:, None], 0.0)
+    with np.errstate(invalid="ignore"):
+        return list(np.where(w.sum(0) > 0, np.nansum(values * w, axis=0) / w.sum(0), np.nan))
