@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
 
 from reseg.edits import slice_edit_statistics
 from reseg.errors import ResegError
-from reseg.io import Volume
+from reseg.io import Volume, as_stack
 from reseg.review import ReviewState, SliceStatus
 from reseg.session import Session, find_session, load_session, save_session, scan_sha256, session_path_for
 from reseg.topology import check_oct_topology, fix_oct_topology
@@ -61,7 +61,7 @@ def _image_of(labels: Labels) -> Image | None:
 def _scan_volume(image: Image) -> Volume:
     """The scan as the engine's Volume: the reader's geometry with the layer's pixels (a single B-scan: Z = 1)."""
     data = np.asarray(image.data)
-    stack = data if data.ndim == 3 else data[None]
+    stack = as_stack(data)
     geometry = image.metadata.get("reseg", {}).get("geometry")
     if isinstance(geometry, Volume) and geometry.data.shape == stack.shape:
         return dataclasses.replace(geometry, data=stack)
@@ -217,12 +217,12 @@ class ReviewWidget(QWidget):
         reseg = labels.metadata["reseg"]
         image, card = _image_of(labels), reseg.get("card")
         volume = _scan_volume(image) if image is not None else None
-        stack = labels.data if labels.data.ndim == 3 else labels.data[None]
+        stack = as_stack(labels.data)
         prediction = reseg["prediction"]
         source = volume.source if volume is not None else Path(labels.name)
         self.session_path = session_path_for(source) if source.exists() else None
         return Session(
-            labels=stack, prediction=prediction if prediction.ndim == 3 else prediction[None],
+            labels=stack, prediction=as_stack(prediction),
             review=ReviewState.new(len(stack)), classes=list(card.classes) if card else [],
             spacing=volume.spacing if volume is not None else (1.0, 1.0, 1.0), source=source.resolve(),
             source_sha256=scan_sha256(source) if source.exists() else "", modality=card.modality if card else "unknown",
@@ -369,7 +369,7 @@ class ReviewWidget(QWidget):
         kwargs["metadata"] = {"reseg": {"image": image, "model": session.model_name, "session": session,
                                         "prediction": session.prediction, "slice_confidence": session.confidence}}
         data = session.labels if image.ndim == 3 else session.labels[0]
-        session.labels = data if data.ndim == 3 else data[None]
+        session.labels = as_stack(data)  # a view of the layer's array: autosave sees every edit
         labels = self.viewer.add_labels(data, **kwargs)
         self.session_path = path
         self.attach(labels)

@@ -39,6 +39,7 @@ from qtpy.QtWidgets import (
 from reseg.cards import ModelCard
 from reseg.devices import available_devices
 from reseg.errors import ResegError
+from reseg.io import as_stack
 from reseg.zoo import model_paths, resolve_card
 
 from ._layers import labels_layer_kwargs
@@ -76,10 +77,8 @@ def _run_inference(run: SegmentationRun, volume: np.ndarray, pixel_spacing) -> I
 
     model = load_model(run.model_ref, device=run.device)
     run.device_used = str(model.device)
-    labels = run.labels.data if run.labels.data.ndim == 3 else run.labels.data[None]
-    confidence = None
-    if run.confidence is not None:
-        confidence = run.confidence.data if run.confidence.data.ndim == 3 else run.confidence.data[None]
+    labels = as_stack(run.labels.data)
+    confidence = as_stack(run.confidence.data) if run.confidence is not None else None
     yield 0
     for progress in iter_segment(model, volume, labels, confidence_out=confidence,
                                  slice_confidence_out=run.slice_confidence, batch_size=run.batch_size,
@@ -96,7 +95,7 @@ def _image_stack(layer: Image) -> np.ndarray:
     array = np.asarray(data)
     if array.ndim not in (2, 3):
         raise ResegError(f"layer {layer.name!r} is {array.ndim}-D; expected a 2-D image or a 3-D stack")
-    return array if array.ndim == 3 else array[None]
+    return as_stack(array)
 
 
 def _pixel_spacing(layer: Image) -> tuple[float, float] | None:
@@ -251,8 +250,7 @@ class SegmentWidget(QWidget):
         prediction = labels.metadata.get("reseg", {}).get("prediction")
         if prediction is None:
             return False
-        data = labels.data if labels.data.ndim == 3 else labels.data[None]
-        predicted = prediction if prediction.ndim == 3 else prediction[None]
+        data, predicted = as_stack(labels.data), as_stack(prediction)
         return any(not np.array_equal(data[z], predicted[z]) for z in slices)
 
     def _ask_overwrite(self, labels: Labels) -> bool:

@@ -9,14 +9,14 @@ import numpy as np
 from napari.utils.notifications import show_error
 
 from reseg.errors import ResegError
-from reseg.io import Volume, write_labels
+from reseg.io import Volume, as_stack, write_labels
 
 
 def _geometry(data: np.ndarray, meta: dict[str, Any]) -> Volume:
     """The source scan's geometry when the labels came from one of our readers, else the layer's own scale."""
     image = meta.get("metadata", {}).get("reseg", {}).get("image")
     geometry = getattr(image, "metadata", {}).get("reseg", {}).get("geometry") if image is not None else None
-    stack = data if data.ndim == 3 else data[None]
+    stack = as_stack(data)
     if isinstance(geometry, Volume) and geometry.data.shape == stack.shape:
         return dataclasses.replace(geometry, data=stack)
     scale = tuple(float(s) for s in meta.get("scale", (1.0,) * data.ndim))

@@ -17,7 +17,7 @@ import numpy as np
 
 from .classes import IGNORE_INDEX, OCT_FLUID
 from .data.dataset import TrainingSet, load_training_set
-from .io import read_volume
+from .io import as_stack, read_volume
 from .metrics import per_class_scores, summarize
 
 OCT_BOUNDARIES = ("ILM", "RNFL-GCL", "IPL-INL", "INL-OPL", "OPL-ONL", "ONL-EZ", "EZ-RPE", "BM")
@@ -25,7 +25,7 @@ OCT_BOUNDARIES = ("ILM", "RNFL-GCL", "IPL-INL", "INL-OPL", "OPL-ONL", "ONL-EZ", 
 
 def boundary_rows(labels: np.ndarray) -> np.ndarray:
     """(8, Z, W) float row of each OCT boundary per A-scan; NaN where the column has no such class."""
-    stack = labels if labels.ndim == 3 else labels[None]
+    stack = as_stack(labels)
     rows = np.full((len(OCT_BOUNDARIES), stack.shape[0], stack.shape[2]), np.nan)
     layered = (stack != OCT_FLUID) & (stack != IGNORE_INDEX) & (stack < OCT_FLUID)
     for k in range(1, len(OCT_BOUNDARIES) + 1):

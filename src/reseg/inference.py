@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .io import as_stack
 from .normalization import normalize_slices
 from .zoo import LoadedModel
 
@@ -42,14 +43,6 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
-
-
-def _as_stack(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return image[None]
-    if image.ndim != 3:
-        raise ValueError(f"expected a 2-D image or a 3-D stack of slices, got an array of shape {image.shape}")
-    return image
 
 
 def _model_grid(model: LoadedModel, shape: tuple[int, int], pixel_spacing: Sequence[float] | None) -> tuple[int, int]:
@@ -99,9 +92,9 @@ def iter_segment(
     `Progress.batch_size` tells the caller what batch size finally worked. `slice_confidence_out` (one value
     per slice) receives each slice's mean confidence, which review uses to find the most doubtful slices.
     """
-    stack = _as_stack(image)
-    labels_stack = _as_stack(labels_out)
-    confidence_stack = _as_stack(confidence_out) if confidence_out is not None else None
+    stack = as_stack(image)
+    labels_stack = as_stack(labels_out)
+    confidence_stack = as_stack(confidence_out) if confidence_out is not None else None
     if labels_stack.shape != stack.shape:
         raise ValueError(f"labels_out has shape {labels_out.shape}, image has {image.shape}")
     order = list(range(len(stack))) if slices is None else [int(s) for s in slices]

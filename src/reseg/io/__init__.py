@@ -10,10 +10,10 @@ only when a DICOM or .vol file is read.
 
 from reseg.io._common import extension, reading
 from reseg.io._read import is_supported, read_volume
-from reseg.io._volume import MODALITIES, Volume
+from reseg.io._volume import MODALITIES, Volume, as_stack
 from reseg.io._write import replace_atomically, write_image, write_labels
 
 __all__ = [
-    "MODALITIES", "Volume", "extension", "is_supported", "read_volume", "reading", "replace_atomically",
+    "MODALITIES", "Volume", "as_stack", "extension", "is_supported", "read_volume", "reading", "replace_atomically",
     "write_image", "write_labels",
 ]

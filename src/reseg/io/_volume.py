@@ -62,3 +62,12 @@ def normalize_modality(value: str) -> str:
         if value.lower() == name.lower():
             return name
     raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {value!r}")
+
+
+def as_stack(array: np.ndarray) -> np.ndarray:
+    """A (Z, Y, X) view of a 2-D image (Z = 1) or 3-D stack: the one shape the engine works on."""
+    if array.ndim == 2:
+        return array[None]
+    if array.ndim != 3:
+        raise ValueError(f"expected a 2-D image or a 3-D stack of slices, got an array of shape {array.shape}")
+    return array
