@@ -1,21 +1,35 @@
-"""Draw docs/segment_widget.png: the Segment widget docked beside the OCT sample it has just segmented.
+"""Draw the README's widget screenshots.
+
+- docs/segment_widget.png: the Segment widget docked beside the OCT sample it has just segmented;
+- docs/finetune_widget.png: the Fine-tune widget after a short run on phantom "corrections" (a temporary
+  user model folder, so nothing is kept).
 
     xvfb-run -a python docs/make_screenshot.py
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import napari
 from qtpy.QtWidgets import QApplication
 
+from napari_reseg._finetune_widget import FinetuneWidget
 from napari_reseg._segment_widget import SegmentWidget
+from reseg.cli import main as reseg
 
-OUT = Path(__file__).resolve().parent / "segment_widget.png"
+DOCS = Path(__file__).resolve().parent
+OUT = DOCS / "segment_widget.png"
 
 
-def main() -> None:
+def _wait(widget) -> None:
+    while widget.worker is not None:
+        QApplication.processEvents()
+
+
+def segment_screenshot() -> None:
     viewer = napari.Viewer(show=True)
     viewer.window._qt_window.resize(1600, 950)
     viewer.open_sample("napari-reseg", "oct-phantom")
@@ -26,8 +40,7 @@ def main() -> None:
     widget.model_combo.setCurrentText("lightreseg-oct")
     widget.confidence_check.setChecked(True)
     widget.start()
-    while widget.worker is not None:
-        QApplication.processEvents()
+    _wait(widget)
     viewer.layers["OCT phantom confidence"].visible = False
     viewer.layers.selection.active = viewer.layers["OCT phantom labels"]
     viewer.dims.set_current_step(0, 8)
@@ -40,5 +53,29 @@ def main() -> None:
     viewer.close()
 
 
+def finetune_screenshot() -> None:
+    with tempfile.TemporaryDirectory() as scratch:
+        os.environ["RESEG_MODEL_DIR"] = str(Path(scratch) / "models")
+        export = Path(scratch) / "review-export"
+        reseg(["phantom", str(export), "--volumes", "5", "--bscans", "4", "--seed", "500"])
+        viewer = napari.Viewer(show=True)
+        viewer.window._qt_window.resize(1600, 1100)
+        viewer.open_sample("napari-reseg", "oct-phantom")
+        widget = FinetuneWidget(viewer)
+        viewer.window.add_dock_widget(widget, name="Fine-tune", area="right")
+        widget.add_data_folder(export)
+        widget.set_frozen(["encoder"])
+        widget.epochs_spin.setValue(4)
+        widget.start()
+        _wait(widget)
+        for _ in range(10):
+            QApplication.processEvents()
+        viewer.screenshot(str(DOCS / "finetune_widget.png"), canvas_only=False, flash=False)
+        print(f"wrote {DOCS / 'finetune_widget.png'}: {widget.status.text()}")
+        widget.discard()
+        viewer.close()
+
+
 if __name__ == "__main__":
-    main()
+    segment_screenshot()
+    finetune_screenshot()

@@ -43,6 +43,7 @@ from reseg.io import as_stack
 from reseg.zoo import model_paths, resolve_card
 
 from ._layers import labels_layer_kwargs
+from ._model_events import model_registry_events
 
 if TYPE_CHECKING:
     import napari
@@ -161,6 +162,7 @@ class SegmentWidget(QWidget):
         self._fill_devices()
         self._fill_images()
         self.model_combo.activated.connect(self._on_model_chosen)
+        model_registry_events().changed.connect(self._fill_models)  # a model kept or removed elsewhere
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed,
@@ -188,11 +190,15 @@ class SegmentWidget(QWidget):
             self.image_combo.setCurrentText(active.name)
 
     def _fill_models(self) -> None:
+        """List the registry's models (as they are now), loaded checkpoints, and the load entry; keep the choice."""
+        chosen = self.model_combo.currentText()
         self.model_combo.clear()
         self.model_combo.addItems(sorted(model_paths()))
         for label in self.checkpoints:
             self.model_combo.addItem(label)
         self.model_combo.addItem(LOAD_CHECKPOINT)
+        if self.model_combo.findText(chosen) >= 0 and chosen != LOAD_CHECKPOINT:
+            self.model_combo.setCurrentText(chosen)
 
     def _fill_devices(self) -> None:
         devices = available_devices()

@@ -29,3 +29,14 @@ def user_models(tmp_path, monkeypatch) -> Path:
     folder = tmp_path / "user-models"
     monkeypatch.setenv("RESEG_MODEL_DIR", str(folder))
     return folder
+
+
+@pytest.fixture
+def corrections(tmp_path) -> Path:
+    """Five small reviewed scans (phantoms of two B-scans each), as a user would export them for fine-tuning."""
+    from reseg.cli import main
+
+    folder = tmp_path / "corrections"
+    assert main(["phantom", str(folder), "--volumes", "5", "--bscans", "2", "--height", "224", "--width", "128",
+                 "--seed", "40"]) == 0
+    return folder

@@ -34,6 +34,8 @@ class ModelCard:
     terms: str = ""
     deviations: list[str] = field(default_factory=list)
     parent: str | None = None
+    # Steps applied to the labels after the argmax (reseg.postprocessing), e.g. ["confine_to_retina"].
+    postprocessing: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -65,6 +67,9 @@ class ModelCard:
             raise CheckpointError(
                 source, f"model card lists {card.num_classes} classes but its arguments say num_classes={declared}"
             )
+        from .postprocessing import check_postprocessing  # topology, numpy only; imported late against cycles
+
+        check_postprocessing(card.postprocessing, source)
         return card
 
 

@@ -7,13 +7,16 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 from tqdm import tqdm
 
 from .devices import DEVICE_CHOICES
 from .errors import InputError, ResegError
+
+if TYPE_CHECKING:
+    from .training import TrainingConfig
 
 OUTPUT_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
 DEFAULT_MODEL = {"OCT": "lightreseg-oct", "CT": "l2gnet-ct"}
@@ -31,8 +34,12 @@ def _check_output(path: Path, what: str) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .zoo import bundled_model_dir, list_models, model_paths
+    from .zoo import bundled_model_dir, list_models, model_paths, remove_model
 
+    if args.remove:
+        remove_model(args.remove)
+        print(f"removed model {args.remove!r}")
+        return 0
     paths = model_paths()
     rows = [("name", "architecture", "modality", "classes", "parameters", "val. mean Dice", "source")]
     for card in list_models():
@@ -67,7 +74,7 @@ def _segment(args: argparse.Namespace) -> int:
                disable=None if len(volume.data) > 1 else True, file=sys.stderr)
     with bar:
         for progress in iter_segment(model, volume.data, labels, confidence_out=confidence,
-                                     batch_size=args.batch_size, pixel_spacing=volume.pixel_spacing):
+                                     batch_size=args.batch_size, pixel_spacing=volume.pixel_spacing, raw=args.raw):
             bar.update(len(progress.slices))
     write_labels(output, labels, like=volume)
     if confidence_path is not None:
@@ -105,35 +112,81 @@ def _parse_arguments(pairs: Sequence[str]) -> dict:
     return arguments
 
 
-def _train(args: argparse.Namespace) -> int:
-    from .data.dataset import load_training_set
-    from .training import EpochReport, TrainingConfig, iter_train
+def _training_config(args: argparse.Namespace, **fixed) -> "TrainingConfig":
+    from .training import TrainingConfig
 
-    config = TrainingConfig(
-        architecture=args.architecture, arguments=_parse_arguments(args.arg), epochs=args.epochs,
-        batch_size=args.batch_size, learning_rate=args.lr, crop_size=tuple(args.crop),
-        steps_per_epoch=args.steps_per_epoch, validation_fraction=args.validation_fraction, seed=args.seed,
-        device=args.device, base_model=args.base,
+    return TrainingConfig(
+        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, crop_size=tuple(args.crop),
+        steps_per_epoch=args.steps_per_epoch, seed=args.seed, device=args.device, freeze=tuple(args.freeze),
+        **fixed,
     )
-    training_set = load_training_set(args.data)
-    validation_set = load_training_set(args.validation_data) if args.validation_data else None
-    print(f"{training_set.num_slices} slices in {len(training_set.scans)} scans ({training_set.modality})")
-    bar = None
-    events = iter_train(training_set, args.name, args.output_dir, config, args.description, args.terms, validation_set)
+
+
+def _report_training(events) -> object:
+    """Print a progress bar per epoch and a line per validation; pass through any other event (the last)."""
+    from .training import EpochReport, StepReport
+
+    bar, last = None, None
     for event in events:
         if isinstance(event, EpochReport):
             bar.close()
             bar = None
-            marker = " (best, saved)" if event.is_best else ""
+            marker = " (saved)" if event.is_best else ""
             print(f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.4f}, validation mean Dice "
                   f"{event.validation['mean_dice']:.4f}, mIoU {event.validation['miou']:.4f} "
                   f"[{event.seconds:.0f} s]{marker}", flush=True)
-            continue
-        if bar is None:
-            bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}", unit="step", leave=False, file=sys.stderr)
-        bar.update(1)
-        bar.set_postfix(loss=f"{event.loss:.4f}")
-    print(f"saved {Path(args.output_dir) / (args.name + '.safetensors')}")
+        elif isinstance(event, StepReport):
+            if bar is None:
+                bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}", unit="step", leave=False, file=sys.stderr)
+            bar.update(1)
+            bar.set_postfix(loss=f"{event.loss:.4f}")
+        else:
+            last = event
+    return last
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .data.dataset import load_training_set
+    from .distributed import is_main_process
+    from .training import iter_train
+
+    config = _training_config(args, architecture=args.architecture, arguments=_parse_arguments(args.arg),
+                              validation_fraction=args.validation_fraction, base_model=args.base)
+    training_set = load_training_set(args.data)
+    validation_set = load_training_set(args.validation_data) if args.validation_data else None
+    if is_main_process():
+        print(f"{training_set.num_slices} slices in {len(training_set.scans)} scans ({training_set.modality})")
+    _report_training(iter_train(training_set, args.name, args.output_dir, config, args.description, args.terms,
+                                validation_set))
+    if is_main_process():
+        print(f"saved {Path(args.output_dir) / (args.name + '.safetensors')}")
+    return 0
+
+
+def _finetune(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from .distributed import is_main_process
+    from .finetune import iter_finetune
+    from .zoo import keep_model, model_paths, user_model_dir
+
+    if args.output in model_paths() and not args.replace:
+        raise ResegError(f"a model named {args.output!r} exists already ({model_paths()[args.output]}); "
+                         "choose another name (or --replace a model of your own)")
+    user_model_dir().mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".finetune-", dir=user_model_dir()) as staging:
+        result = _report_training(iter_finetune(args.base, args.data, args.output, staging,
+                                                _training_config(args), held_out_fraction=args.held_out))
+        if not is_main_process():
+            return 0
+        print(result.comparison.table())
+        gain = result.comparison.new.summary["mean_dice"] - result.comparison.base.summary["mean_dice"]
+        if args.keep_if_better and not gain > 0:
+            print(f"not kept: mean Dice changed by {gain:+.3f} on the held-out scans")
+            return 0
+        card_path = keep_model(result.weights.with_suffix(".json"), replace=args.replace)
+    print(f"kept {args.output!r} in {card_path.parent} (see `reseg models`; remove with `reseg models --remove "
+          f"{args.output}`)")
     return 0
 
 
@@ -160,7 +213,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .io import replace_atomically
 
-    report = evaluate(args.prediction, args.dataset, device=args.device, batch_size=args.batch_size)
+    report = evaluate(args.prediction, args.dataset, device=args.device, batch_size=args.batch_size, raw=args.raw)
     print(report.table())
     if args.output:
         text = json.dumps(report.to_dict(), indent=2) + "\n"
@@ -169,11 +222,25 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_training_options(parser: argparse.ArgumentParser, epochs: int, lr: float, batch_size: int) -> None:
+    parser.add_argument("--epochs", type=int, default=epochs)
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="per process under torchrun")
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--crop", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
+    parser.add_argument("--steps-per-epoch", type=int)
+    parser.add_argument("--freeze", nargs="+", default=[], metavar="PART",
+                        help="network parts not to train (e.g. encoder); a wrong name lists the parts")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reseg", description="LightReSeg / L2GNet segmentation of OCT and CT.")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    commands.add_parser("models", help="list bundled and user models").set_defaults(run=_models)
+    models = commands.add_parser("models", help="list bundled and user models")
+    models.add_argument("--remove", metavar="NAME", help="delete one of your own models (bundled ones stay)")
+    models.set_defaults(run=_models)
 
     segment = commands.add_parser("segment", help="segment an image, stack, NIfTI file or folder of slices")
     segment.add_argument("input", help="PNG/TIFF image, TIFF stack, NIfTI file or folder of PNG/TIFF slices")
@@ -183,6 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     segment.add_argument("--batch-size", type=int, default=4)
     segment.add_argument("--confidence", help="also write the per-pixel confidence (max softmax) here")
+    segment.add_argument("--raw", action="store_true",
+                         help="the network's argmax without the post-processing its card lists")
     segment.set_defaults(run=_segment)
 
     phantom = commands.add_parser("phantom", help="write a training set of synthetic OCT volumes with exact labels")
@@ -197,10 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="score a model or saved predictions on a labelled dataset")
     evaluate.add_argument("prediction", help="model name or checkpoint, or a folder of predicted <scan>.tif label files")
-    evaluate.add_argument("dataset", help="training-set folder (images/ + labels/ [+ dataset.json])")
+    evaluate.add_argument("dataset", help="training-set folder (images/ + labels/ [+ dataset.json]), or an OCT file "
+                          "with device boundaries (Spectralis .vol): then ILM and BM errors only")
     evaluate.add_argument("-o", "--output", help="also write the report as JSON here")
     evaluate.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     evaluate.add_argument("--batch-size", type=int, default=4)
+    evaluate.add_argument("--raw", action="store_true", help="score a model's argmax without its card's post-processing")
     evaluate.set_defaults(run=_evaluate)
 
     train = commands.add_parser("train", help="train a model on training-set folders (images/ + labels/)")
@@ -209,19 +280,27 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("-o", "--output-dir", default=".", help="where to write NAME.safetensors and NAME.json")
     train.add_argument("--architecture", default="lightreseg")
     train.add_argument("--arg", action="append", default=[], metavar="KEY=JSON", help="architecture argument")
-    train.add_argument("--base", help="start from this model's weights (fine-tuning)")
-    train.add_argument("--epochs", type=int, default=20)
-    train.add_argument("--batch-size", type=int, default=8)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--crop", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
-    train.add_argument("--steps-per-epoch", type=int)
+    train.add_argument("--base", help="start from this model's weights")
     train.add_argument("--validation-data", nargs="+", help="validation folder(s); default: hold out scans of DATA")
     train.add_argument("--validation-fraction", type=float, default=0.2)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     train.add_argument("--description", default="")
     train.add_argument("--terms", default="")
+    _add_training_options(train, epochs=20, lr=1e-3, batch_size=8)
     train.set_defaults(run=_train)
+
+    finetune = commands.add_parser(
+        "finetune", help="fine-tune a model on exported corrections, compare old and new on held-out scans, keep it"
+    )
+    finetune.add_argument("--base", required=True, help="the model to start from (see `reseg models`)")
+    finetune.add_argument("--data", nargs="+", required=True, help="exported training-set folder(s)")
+    finetune.add_argument("-o", "--output", required=True, metavar="NEW_NAME", help="name of the new model")
+    finetune.add_argument("--held-out", type=float, default=0.2,
+                          help="share of the scans (whole scans) kept out of training to compare the models on")
+    finetune.add_argument("--keep-if-better", action="store_true",
+                          help="keep the new model only if its held-out mean Dice beats the base model's")
+    finetune.add_argument("--replace", action="store_true", help="replace an own model of the same name")
+    _add_training_options(finetune, epochs=10, lr=2e-4, batch_size=4)
+    finetune.set_defaults(run=_finetune)
 
     export = commands.add_parser("export", help="export a review session's reviewed slices as a training set")
     export.add_argument("session", help="session file (<scan>.reseg-session.npz)")

@@ -11,16 +11,23 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from .classes import IGNORE_INDEX, OCT_FLUID
-from .data.dataset import TrainingSet, load_training_set
-from .io import as_stack, read_volume
+from .data.dataset import Scan, TrainingSet, load_training_set
+from .errors import InputError
+from .io import Volume, as_stack, read_volume
 from .metrics import per_class_scores, summarize
 
+if TYPE_CHECKING:
+    from .zoo import LoadedModel
+
 OCT_BOUNDARIES = ("ILM", "RNFL-GCL", "IPL-INL", "INL-OPL", "OPL-ONL", "ONL-EZ", "EZ-RPE", "BM")
+# Device boundaries (reseg.io metadata "boundaries") that mean the same surface as ours. Spectralis also
+# stores inner-layer lines, but which side of a layer each marks is not documented, so they are not scored.
+DEVICE_BOUNDARIES = ("ILM", "BM")
 
 
 def boundary_rows(labels: np.ndarray) -> np.ndarray:
@@ -86,22 +93,25 @@ class Evaluation:
         return {
             "slices": self.slices,
             **{key: clean(value) for key, value in self.summary.items()},
-            "per_class": {name: {"dice": clean(self.scores["dice"][k]), "iou": clean(self.scores["iou"][k]),
+            "per_class": {name: {"dice": clean(self.scores["dice"][k]),
+                                 "dice_pooled": clean(self.scores["dice_pooled"][k]),
+                                 "iou": clean(self.scores["iou"][k]),
                                  "pixel_accuracy": clean(self.scores["pixel_accuracy"][k]),
                                  "hd95_mm": clean(self.hd95_mm[k])}
-                          for k, name in enumerate(self.class_names)},
+                          for k, name in enumerate(self.class_names if self.scores else [])},
             "boundaries": {name: {key: clean(value) if key != "a_scans" else value for key, value in entry.items()}
                            for name, entry in self.boundaries.items()},
         }
 
     def table(self) -> str:
-        lines = [f"{'class':<22}{'Dice':>8}{'IoU':>8}{'PA':>8}{'HD95 mm':>10}"]
-        for k, name in enumerate(self.class_names):
-            values = [self.scores["dice"][k], self.scores["iou"][k], self.scores["pixel_accuracy"][k], self.hd95_mm[k]]
-            lines.append(f"{name:<22}" + "".join(f"{v:>8.3f}" if i < 3 else f"{v:>10.3f}"
-                                                  for i, v in enumerate(values)))
-        lines.append(f"mean Dice {self.summary['mean_dice']:.3f}, mIoU {self.summary['miou']:.3f}, "
-                     f"mPA {self.summary['mpa']:.3f} (classes 1..{self.num_classes - 1}; {self.slices} slices)")
+        columns = ("dice", "dice_pooled", "iou", "pixel_accuracy")
+        lines = [f"{'class':<22}{'Dice':>8}{'Dice all':>10}{'IoU':>8}{'PA':>8}{'HD95 mm':>10}"] if self.scores else []
+        for k, name in enumerate(self.class_names if self.scores else []):
+            dice, pooled, iou, accuracy = (self.scores[key][k] for key in columns)
+            lines.append(f"{name:<22}{dice:>8.3f}{pooled:>10.3f}{iou:>8.3f}{accuracy:>8.3f}{self.hd95_mm[k]:>10.3f}")
+        if self.scores:
+            lines.append(f"mean Dice {self.summary['mean_dice']:.3f}, mIoU {self.summary['miou']:.3f}, "
+                         f"mPA {self.summary['mpa']:.3f} (classes 1..{self.num_classes - 1}; {self.slices} slices)")
         for name, entry in self.boundaries.items():
             um = f" = {entry['mae_um']:.1f} um" if entry.get("mae_um") else ""
             lines.append(f"boundary {name:<9} MAE {entry['mae_px']:.2f} px{um} over {entry['a_scans']} A-scans")
@@ -109,28 +119,50 @@ class Evaluation:
 
 
 def evaluate(prediction_source: str | Path, dataset: str | Path, device: str = "auto",
-             batch_size: int = 4) -> Evaluation:
-    """Score a model name / checkpoint, or a folder of predicted label files named as the dataset's labels."""
-    training_set: TrainingSet = load_training_set([dataset])
+             batch_size: int = 4, raw: bool = False) -> Evaluation:
+    """Score a model name / checkpoint, or a folder of predicted label files named as the dataset's labels.
+
+    `dataset` is a training-set folder, or an OCT file whose reader found device boundaries (a Spectralis
+    .vol): then only the boundary errors against those are measured. `raw` scores a model's argmax without
+    the post-processing its card lists.
+    """
     source = Path(prediction_source)
     model = None
     if not source.is_dir():
-        from .inference import segment
         from .zoo import load_model
 
         model = load_model(prediction_source, device=device)
-    names = model.card.class_names if model else [c.name for c in training_set.classes or []]
+    if Path(dataset).is_file():
+        if model is None:
+            raise InputError(dataset, "a file with device boundaries is scored against a model, not a folder")
+        return evaluate_device_boundaries(model, read_volume(dataset), batch_size, raw)
+    training_set = load_training_set([dataset])
+    if model is not None:
+        return evaluate_model(model, training_set, batch_size, raw)
+    names = [c.name for c in training_set.classes or []]
+    return score(training_set, lambda scan: read_volume(source / f"{scan.name.split('/', 1)[1]}.tif").data, names)
+
+
+def evaluate_model(model: "LoadedModel", training_set: TrainingSet, batch_size: int = 4,
+                   raw: bool = False) -> Evaluation:
+    """Score a loaded model on the scans of a training set held in memory."""
+    from .inference import segment
+
+    return score(training_set, lambda scan: segment(model, scan.image, batch_size=batch_size, raw=raw,
+                                                    pixel_spacing=scan.spacing[1:]).labels, model.card.class_names)
+
+
+def score(training_set: TrainingSet, predict: Callable[[Scan], np.ndarray], names: list[str]) -> Evaluation:
+    """Per-class region metrics (and OCT boundary errors) of `predict(scan)` against every scan's labels."""
     num_classes = len(names)
     predictions, truths, per_scan, hd95, weights = [], [], [], [], []
     for scan in training_set.scans:
-        if model is not None:
-            predicted = segment(model, scan.image, batch_size=batch_size, pixel_spacing=scan.spacing[1:]).labels
-        else:
-            predicted = read_volume(source / f"{scan.name.split('/', 1)[1]}.tif").data
-        truth = np.where(scan.labels < num_classes, scan.labels, IGNORE_INDEX)  # partial labels: not scored
+        predicted = predict(scan)
+        truth = np.where(scan.labels < num_classes, scan.labels, IGNORE_INDEX)  # the pixels of one known class
         predictions.append(predicted)
         truths.append(truth)
-        per_scan.append(per_class_scores(predicted, truth, num_classes))
+        per_scan.append(per_class_scores(predicted, scan.labels, num_classes, training_set.ignore_index,
+                                         training_set.label_sets))
         hd95.append(hd95_per_class(predicted, truth, num_classes, scan.spacing[1:]))
         weights.append(len(predicted))
     scores = {key: _weighted_nanmean([s[key] for s in per_scan], weights) for key in per_scan[0]}
@@ -140,6 +172,27 @@ def evaluate(prediction_source: str | Path, dataset: str | Path, device: str = "
         boundaries = boundary_errors(predictions, truths, axial if axial != 1.0 else None)
     return Evaluation(num_classes, names, scores, summarize(scores, skip_classes=(0,)),
                       _weighted_nanmean(hd95, weights), boundaries, sum(weights))
+
+
+def evaluate_device_boundaries(model: "LoadedModel", volume: Volume, batch_size: int = 4,
+                               raw: bool = False) -> Evaluation:
+    """ILM and BM errors of a model's labels against the boundary heights an OCT device stored in the file."""
+    from .inference import segment
+
+    device = volume.metadata.get("boundaries", {})
+    known = {name: device[name] for name in DEVICE_BOUNDARIES if name in device}
+    if not known:
+        raise InputError(volume.source, f"holds no device boundaries ({', '.join(DEVICE_BOUNDARIES)}) to score against")
+    labels = segment(model, volume.data, batch_size=batch_size, pixel_spacing=volume.pixel_spacing, raw=raw).labels
+    rows = boundary_rows(labels)
+    report = {}
+    for name, heights in known.items():
+        predicted = rows[OCT_BOUNDARIES.index(name)]
+        both = np.isfinite(predicted) & np.isfinite(heights)
+        if both.any():
+            error = float(np.abs(predicted - heights)[both].mean())
+            report[name] = {"mae_px": error, "mae_um": error * volume.spacing[1] * 1000, "a_scans": int(both.sum())}
+    return Evaluation(model.card.num_classes, model.card.class_names, {}, {}, [], report, len(volume.data))
 
 
 def _weighted_nanmean(rows: list[list[float]], weights: list[int]) -> list[float]:

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .io import as_stack
 from .normalization import normalize_slices
+from .postprocessing import postprocess
 from .zoo import LoadedModel
 
 
@@ -83,6 +84,7 @@ def iter_segment(
     batch_size: int = 4,
     slices: Sequence[int] | None = None,
     pixel_spacing: Sequence[float] | None = None,
+    raw: bool = False,
 ) -> Iterator[Progress]:
     """Segment the given slices of `image` ((H, W) or (Z, H, W)) into `labels_out` (same shape, uint8).
 
@@ -115,7 +117,7 @@ def iter_segment(
                     torch.cuda.empty_cache()
                 batch_size //= 2
                 continue
-            labels_stack[chunk] = labels
+            labels_stack[chunk] = labels if raw else postprocess(model.card.postprocessing, labels)
             if confidence_stack is not None:
                 confidence_stack[chunk] = confidence
             if slice_confidence_out is not None:
@@ -132,12 +134,15 @@ def segment(
     with_confidence: bool = False,
     pixel_spacing: Sequence[float] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    raw: bool = False,
 ) -> SegmentationResult:
-    """Segment a whole image or stack and return labels (uint8) and, if asked, max-softmax confidence."""
+    """Segment a whole image or stack and return labels (uint8, post-processed as the card says unless
+    `raw`) and, if asked, max-softmax confidence."""
     labels = np.zeros(image.shape, dtype=np.uint8)
     confidence = np.zeros(image.shape, dtype=np.float32) if with_confidence else None
     for progress in iter_segment(
-        model, image, labels, confidence_out=confidence, batch_size=batch_size, pixel_spacing=pixel_spacing
+        model, image, labels, confidence_out=confidence, batch_size=batch_size, pixel_spacing=pixel_spacing,
+        raw=raw,
     ):
         if on_progress is not None:
             on_progress(progress)

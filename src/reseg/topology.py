@@ -26,6 +26,7 @@ from .classes import IGNORE_INDEX, OCT_CLASSES, OCT_FLUID, OCT_RETINAL_LAYERS
 
 _FIRST_LAYER, _LAST_LAYER = OCT_RETINAL_LAYERS[0], OCT_RETINAL_LAYERS[-1]
 _VITREOUS = 0
+_CHOROID = _LAST_LAYER + 1
 
 
 @dataclass(eq=False)
@@ -151,3 +152,34 @@ def fix_oct_topology(labels: np.ndarray) -> np.ndarray:
     fixed = np.array(labels, copy=True)
     fixed.reshape(volume.shape)[z, :, x] = columns
     return fixed
+
+
+def confine_to_retina(labels: np.ndarray, keep_fraction: float = 0.25) -> np.ndarray:
+    """A copy of predicted ``labels`` with everything outside the retina's envelope set to vitreous or choroid.
+
+    A model that meets a device or a noise floor it has not seen can label specks of the vitreous as fluid or
+    as a layer, far from any retina. Per slice, the retina is the largest connected region of retinal-layer
+    pixels (classes 1..7), plus any other region at least ``keep_fraction`` of its size (a retina cut in
+    pieces by vessel shadows); per A-scan, every pixel above the retina's first pixel becomes vitreous and
+    every pixel below its last pixel choroid/sclera. A-scans without retina and ``IGNORE_INDEX`` pixels are
+    left alone. Fluid above the ILM or below the BM goes too: the check above counts it misplaced anyway.
+    """
+    from scipy import ndimage
+
+    volume = _as_volume(labels)
+    confined = volume.copy()
+    rows = np.arange(volume.shape[1])[:, None]
+    for index, labels_2d in enumerate(volume):
+        regions, count = ndimage.label((labels_2d >= _FIRST_LAYER) & (labels_2d <= _LAST_LAYER))
+        if count == 0:
+            continue
+        sizes = np.bincount(regions.ravel())[1:]
+        kept = np.flatnonzero(sizes >= keep_fraction * sizes.max()) + 1
+        retina = np.isin(regions, kept)
+        has_retina = retina.any(axis=0)
+        top = np.argmax(retina, axis=0)
+        bottom = len(rows) - 1 - np.argmax(retina[::-1], axis=0)
+        known = labels_2d != IGNORE_INDEX
+        confined[index][(rows < top) & has_retina & known] = _VITREOUS
+        confined[index][(rows > bottom) & has_retina & known] = _CHOROID
+    return confined.reshape(np.shape(labels))

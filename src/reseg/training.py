@@ -8,20 +8,22 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Generator, Sequence
 
 import numpy as np
 import torch
 from monai import transforms as mt
 from monai.data import set_track_meta
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from . import distributed
 from .cards import ModelCard
 from .classes import CT_CLASSES, OCT_CLASSES, SegmentationClass
 from .data.dataset import Scan, TrainingSet, split_by_scan
-from .devices import resolve_device
 from .errors import ResegError
 from .losses import DiceCrossEntropyLoss
 from .metrics import per_class_scores, summarize
@@ -51,6 +53,10 @@ class TrainingConfig:
     device: str = "auto"
     lateral_flip: bool | None = None  # None: on for OCT (mirror-symmetric), off for CT (left/right organs)
     base_model: str | None = None
+    # True: keep the epoch that scores best on validation. False: keep the last epoch, for when the validation
+    # scans are also the test of the result (fine-tuning compares old and new on them) and must not select it.
+    keep_best: bool = True
+    freeze: tuple[str, ...] = ()  # top-level parts of the network not to train, e.g. ("encoder",)
 
 
 @dataclass(frozen=True)
@@ -75,7 +81,8 @@ class EpochReport:
 class _RandomCrops(Dataset):
     """Normalised training slices, augmented and cropped to a fixed size on every access."""
 
-    def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], crop: tuple[int, int], flip: bool):
+    def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], crop: tuple[int, int], flip: bool,
+                 appearance: bool):
         self.images, self.labels = images, labels
         keys = ("image", "label")
         steps = [
@@ -83,9 +90,17 @@ class _RandomCrops(Dataset):
             mt.RandAffined(keys, prob=0.5, rotate_range=0.12, scale_range=(0.15, 0.15), mode=("bilinear", "nearest"),
                            padding_mode="border"),
             mt.RandScaleIntensityd("image", factors=0.2, prob=0.5),
-            mt.RandAdjustContrastd("image", gamma=(0.7, 1.5), prob=0.5),
+            mt.RandAdjustContrastd("image", gamma=(0.5, 2.0) if appearance else (0.7, 1.5), prob=0.5),
             mt.RandGaussianNoised("image", std=0.05, prob=0.3),
         ]
+        if appearance:
+            # Devices, exports and eyes differ in gain across the frame, depth fall-off, speckle averaging and
+            # grey-level mapping; randomising these keeps a model from learning one source's look as anatomy.
+            steps[3:3] = [
+                mt.RandBiasFieldd("image", degree=3, coeff_range=(0.0, 0.3), prob=0.5),
+                mt.RandGaussianSmoothd("image", sigma_x=(0.25, 1.5), sigma_y=(0.25, 1.5), prob=0.3),
+                mt.RandHistogramShiftd("image", num_control_points=(5, 10), prob=0.3),
+            ]
         if flip:
             steps.insert(1, mt.RandFlipd(keys, prob=0.5, spatial_axis=1))
         self.transform = mt.Compose(steps)
@@ -106,6 +121,17 @@ def _slices(scans: list[Scan], normalization: dict[str, Any]) -> tuple[list[np.n
     return images, labels
 
 
+def _folder_balanced_weights(scans: list[Scan]) -> list[float]:
+    """Per-slice sampling weights that give every training folder the same share of the batches.
+
+    A few dozen corrected slices next to a large base set (or a real set next to a synthetic one) would
+    otherwise be drawn too rarely to matter.
+    """
+    folders = [scan.name.split("/", 1)[0] for scan in scans for _ in range(len(scan.image))]
+    counts = Counter(folders)
+    return [1.0 / counts[folder] for folder in folders]
+
+
 def _crop_size(images: list[np.ndarray], wanted: tuple[int, int]) -> tuple[int, int]:
     smallest = np.min([image.shape for image in images], axis=0)
     return int(min(wanted[0], smallest[0])), int(min(wanted[1], smallest[1]))
@@ -123,29 +149,78 @@ def _training_spacing(scans: list[Scan]) -> list[float] | None:
 
 
 def _validate(network: SegmentationNetwork, images: list[np.ndarray], labels: list[np.ndarray],
-              num_classes: int, ignore_index: int, device: torch.device) -> dict[str, list[float]]:
+              num_classes: int, ignore_index: int, label_sets: dict[int, list[int]],
+              device: torch.device) -> dict[str, list[float]]:
     network.eval()
     predictions = []
     with torch.inference_mode():
         for image in images:
             logits = network(torch.from_numpy(image)[None, None].to(device))
             predictions.append(logits.argmax(1)[0].to(torch.uint8).cpu().numpy())
+    return per_class_scores(np.stack(predictions), np.stack(labels), num_classes, ignore_index, label_sets)
+
+
+def network_parts(network: SegmentationNetwork) -> dict[str, int]:
+    """The parts a user may freeze (the network's top-level modules) and their parameter counts."""
+    return {name: sum(p.numel() for p in part.parameters()) for name, part in network.named_children()
+            if any(True for _ in part.parameters())}
+
+
+def freeze(network: SegmentationNetwork, parts: Sequence[str]) -> list[nn.Module]:
+    """Stop training the named parts: no gradient, and their normalisation statistics stay as they are."""
+    available = network_parts(network)
+    unknown = [part for part in parts if part not in available]
+    if unknown:
+        raise ResegError(f"cannot freeze {', '.join(unknown)}: {type(network).__name__} has the parts "
+                         f"{', '.join(available)}")
+    if set(parts) == set(available):
+        raise ResegError("freezing every part leaves nothing to train")
+    modules = [getattr(network, part) for part in parts]
+    for module in modules:
+        module.requires_grad_(False)
+    return modules
+
+
+def _set_training_mode(network: SegmentationNetwork, frozen: list[nn.Module]) -> None:
     network.train()
-    truth = np.stack(labels)
-    truth = np.where(truth < num_classes, truth, ignore_index)  # partial labels name no single class: skipped
-    return per_class_scores(np.stack(predictions), truth, num_classes, ignore_index)
+    for module in frozen:
+        module.eval()
 
 
-def _initial_network(config: TrainingConfig, num_classes: int) -> tuple[SegmentationNetwork, dict[str, Any]]:
-    if config.base_model:
-        base = load_model(config.base_model, device="cpu")
-        if base.card.num_classes != num_classes:
-            raise ValueError(
-                f"base model {config.base_model!r} has {base.card.num_classes} classes, the data has {num_classes}"
-            )
-        return base.network, {"architecture": base.card.architecture, "arguments": base.card.arguments}
-    arguments = {**config.arguments, "num_classes": num_classes}
-    return build_network(config.architecture, arguments), {"architecture": config.architecture, "arguments": arguments}
+@dataclass
+class _Start:
+    """What training starts from: a new network, or a base model whose classes and input handling it keeps."""
+
+    network: SegmentationNetwork
+    build: dict[str, Any]
+    classes: list[SegmentationClass]
+    modality: str
+    normalization: dict[str, Any]
+    input_spacing: list[float] | None = None
+
+
+def _start(config: TrainingConfig, training_set: TrainingSet) -> _Start:
+    modality = training_set.modality if training_set.modality in DEFAULT_NORMALIZATION else "OCT"
+    classes = list(training_set.classes or DEFAULT_CLASSES[modality])
+    if not config.base_model:
+        arguments = {**config.arguments, "num_classes": len(classes)}
+        return _Start(build_network(config.architecture, arguments),
+                      {"architecture": config.architecture, "arguments": arguments},
+                      classes, modality, DEFAULT_NORMALIZATION[modality])
+    base = load_model(config.base_model, device="cpu")
+    if training_set.classes and [c.name for c in training_set.classes] != base.card.class_names:
+        raise ResegError(
+            f"base model {config.base_model!r} has the classes {', '.join(base.card.class_names)}; the training "
+            f"data has {', '.join(c.name for c in training_set.classes)}"
+        )
+    if base.card.num_classes != len(classes):
+        raise ResegError(
+            f"base model {config.base_model!r} has {base.card.num_classes} classes, the data has {len(classes)}"
+        )
+    build = {"architecture": base.card.architecture, "arguments": base.card.arguments,
+             "postprocessing": list(base.card.postprocessing)}
+    return _Start(base.network, build,
+                  list(base.card.classes), base.card.modality, base.card.normalization, base.card.input_spacing)
 
 
 def iter_train(
@@ -156,19 +231,35 @@ def iter_train(
     description: str = "",
     terms: str = "",
     validation_set: TrainingSet | None = None,
-) -> Iterator[StepReport | EpochReport]:
-    """Train, validate after every epoch and save the best epoch as `<output_dir>/<name>.safetensors` + card.
+) -> Generator[StepReport | EpochReport, None, SegmentationNetwork]:
+    """Train, validate after every epoch and save the kept epoch as `<output_dir>/<name>.safetensors` + card.
 
     The card is complete (classes, normalisation, training data and settings, validation metrics) after the
-    first epoch and rewritten whenever validation improves, so a run that is stopped early keeps its best.
+    first epoch and rewritten whenever the kept epoch changes (validation improved, or every epoch when
+    `config.keep_best` is False), so a run that is stopped early keeps what it has.
     Validation uses `validation_set` if given, else a share of `training_set` held out by scan.
+    Under torchrun every process trains (see `reseg.distributed`); only rank 0 validates, writes and reports.
+    Returns the network as it is after the last step.
     """
+    process = distributed.join(config.device)
+    try:
+        network = yield from _train(process, training_set, name, output_dir, config, description, terms,
+                                    validation_set)
+        if process.distributed:
+            torch.distributed.barrier()  # the files are written before any rank goes on to use them
+        return network
+    finally:
+        process.leave()
+
+
+def _train(process: distributed.ProcessGroup, training_set: TrainingSet, name: str, output_dir: str | Path,
+           config: TrainingConfig, description: str, terms: str, validation_set: TrainingSet | None
+           ) -> Generator[StepReport | EpochReport, None, SegmentationNetwork]:
     torch.manual_seed(config.seed)
-    np.random.seed(config.seed)
+    np.random.seed(config.seed + process.rank)
     set_track_meta(False)
-    modality = training_set.modality if training_set.modality in DEFAULT_NORMALIZATION else "OCT"
-    classes: list[SegmentationClass] = list(training_set.classes or DEFAULT_CLASSES[modality])
-    normalization = DEFAULT_NORMALIZATION[modality]
+    start = _start(config, training_set)
+    modality, classes, normalization = start.modality, start.classes, start.normalization
     if validation_set is not None:
         train_scans, validation_scans = training_set.scans, validation_set.scans
     else:
@@ -182,22 +273,30 @@ def iter_train(
     validation_images, validation_labels = _slices(validation_scans, normalization)
     flip = config.lateral_flip if config.lateral_flip is not None else modality == "OCT"
     crop = _crop_size(train_images, config.crop_size)
-    crops = _RandomCrops(train_images, train_labels, crop, flip)
+    crops = _RandomCrops(train_images, train_labels, crop, flip, appearance=modality == "OCT")
     steps = config.steps_per_epoch or max(1, len(crops) // config.batch_size)
-    sampler = torch.utils.data.RandomSampler(crops, replacement=True, num_samples=steps * config.batch_size)
+    sampler = torch.utils.data.WeightedRandomSampler(  # each rank draws batches of its own
+        _folder_balanced_weights(train_scans), replacement=True, num_samples=steps * config.batch_size,
+        generator=torch.Generator().manual_seed(config.seed + process.rank),
+    )
     loader = DataLoader(crops, batch_size=config.batch_size, sampler=sampler, drop_last=True)
 
-    device = resolve_device(config.device)
-    network, build = _initial_network(config, len(classes))
-    network.to(device, memory_format=torch.channels_last).train()  # ~25 % faster convolutions on CPU
-    optimizer = torch.optim.AdamW(network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    device = process.device(config.device)
+    network = start.network
+    frozen = freeze(network, config.freeze)
+    network.to(device, memory_format=torch.channels_last)  # ~25 % faster convolutions on CPU
+    _set_training_mode(network, frozen)
+    trained = process.wrap(network, device)
+    optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=config.learning_rate,
+                                  weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps, pct_start=0.1
     )
     loss_function = DiceCrossEntropyLoss(ignore_index=training_set.ignore_index, label_sets=training_set.label_sets)
+    validation_label_sets = (validation_set or training_set).label_sets
     card = ModelCard(
-        name=name, **build, classes=classes, modality=modality, normalization=normalization,
-        input_spacing=_training_spacing(train_scans) if modality == "CT" else None,
+        name=name, **start.build, classes=classes, modality=modality, normalization=normalization,
+        input_spacing=start.input_spacing or (_training_spacing(train_scans) if modality == "CT" else None),
         description=description, terms=terms, parent=config.base_model, deviations=list(network.card_notes),
         training={
             "data": training_set.sources,
@@ -208,6 +307,7 @@ def iter_train(
             "validation_slices": len(validation_images),
             "label_sets": {str(value): classes for value, classes in training_set.label_sets.items()},
             "config": {**asdict(config), "crop_size": list(crop)},
+            "processes": process.world_size,
         },
     )
     best_score = -math.inf
@@ -215,20 +315,25 @@ def iter_train(
         started, losses = time.perf_counter(), []
         for step, (images, labels) in enumerate(loader, start=1):
             images, labels = images.to(device, memory_format=torch.channels_last), labels.to(device)
-            loss = loss_function(network(images), labels) + network.auxiliary_loss()
+            loss = loss_function(trained(images), labels) + network.auxiliary_loss()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             scheduler.step()
             losses.append(loss.item())
-            yield StepReport(epoch, step, steps, losses[-1])
+            if process.is_main:
+                yield StepReport(epoch, step, steps, losses[-1])
+        process.synchronize_buffers(network)
+        if not process.is_main:
+            continue
         scores = _validate(network, validation_images, validation_labels, len(classes),
-                           training_set.ignore_index, device)
+                           training_set.ignore_index, validation_label_sets, device)
+        _set_training_mode(network, frozen)
         summary = summarize(scores, skip_classes=(0,))
         is_best = summary["mean_dice"] > best_score or not math.isfinite(best_score)
-        if is_best:
-            best_score = summary["mean_dice"]
-            card.training["best_epoch"] = epoch
+        if is_best or not config.keep_best:
+            best_score = max(best_score, summary["mean_dice"])
+            card.training["best_epoch" if config.keep_best else "last_epoch"] = epoch
             card.metrics = {
                 "validation": {
                     **{key: _json_number(value) for key, value in summary.items()},
@@ -241,3 +346,4 @@ def iter_train(
             save_model(network, card, output_dir)
         yield EpochReport(epoch, config.epochs, float(np.mean(losses)), summary, scores["dice"], is_best,
                           time.perf_counter() - started)
+    return network

@@ -7,6 +7,7 @@ foreign ``.pt`` / ``.pth`` state dicts.
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from .cards import ModelCard, read_card, sha256_of, write_card
 from .devices import resolve_device
-from .errors import CheckpointError
+from .errors import CheckpointError, ResegError
 from .models import SegmentationNetwork, build_network, count_parameters
 
 USER_MODEL_DIR_ENV = "RESEG_MODEL_DIR"
@@ -198,3 +199,32 @@ def save_model(network: SegmentationNetwork, card: ModelCard, folder: str | Path
         temporary_weights.unlink(missing_ok=True)
         temporary_card.unlink(missing_ok=True)
     return weights
+
+
+def keep_model(card_path: str | Path, replace: bool = False) -> Path:
+    """Move a model (card + weights written by training) into the user model folder; returns the new card path.
+
+    Refuses a name that is already a model unless `replace` (a user model only: bundled ones never change).
+    """
+    card_path = Path(card_path)
+    name = card_path.stem
+    known = model_paths()
+    if name in known and (not replace or known[name].parent == bundled_model_dir()):
+        raise ResegError(f"a model named {name!r} exists already ({known[name]}); choose another name")
+    target = user_model_dir()
+    target.mkdir(parents=True, exist_ok=True)
+    # Weights first: a card without weights is not listed, so the model appears complete or not at all.
+    shutil.move(card_path.with_suffix(".safetensors"), target / f"{name}.safetensors")
+    shutil.move(card_path, target / card_path.name)
+    return target / card_path.name
+
+
+def remove_model(name: str) -> None:
+    """Delete a model from the user model folder; bundled models cannot be removed."""
+    path = model_paths().get(name)
+    if path is None:
+        raise ResegError(f"no model named {name!r}")
+    if path.parent != user_model_dir():
+        raise ResegError(f"{name!r} is bundled with napari-reseg ({path}) and cannot be removed")
+    path.with_suffix(".safetensors").unlink()
+    path.unlink()

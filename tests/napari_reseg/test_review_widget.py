@@ -10,7 +10,6 @@ import tifffile
 
 from napari_reseg._review_widget import ReviewWidget
 from reseg.data.phantom import make_oct_phantom
-from reseg.session import load_session
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import pytest
 
 from reseg.classes import IGNORE_INDEX, OCT_FLUID
 from reseg.data.phantom import OCTPhantom, make_oct_phantom
-from reseg.topology import check_oct_topology, fix_oct_topology
+from reseg.topology import check_oct_topology, confine_to_retina, fix_oct_topology
 
 INL, ONL, CHOROID = 3, 5, 8
 BAND = slice(100, 260)  # columns of the planted INL/ONL swap
@@ -187,3 +187,30 @@ def test_check_and_fix_a_full_size_volume(phantom: OCTPhantom) -> None:
     report = check_oct_topology(labels)
     fixed = fix_oct_topology(labels)
     assert report.problem_slices == list(range(0, 49, 5)) and check_oct_topology(fixed).ok
+
+
+def test_confine_to_retina_clears_specks_outside_the_retina_and_nothing_inside(phantom: OCTPhantom) -> None:
+    truth = phantom.labels
+    specked = truth.copy()
+    specked[0, 5:25, 100:400] = OCT_FLUID  # "fluid" in the vitreous, as a model meeting a new device makes
+    specked[1, 10:14, 300:320] = 6  # a small bright speck called ellipsoid zone
+    specked[2, -40:-20, 50:90] = OCT_FLUID  # fluid deep in the sclera
+    specked[3, :8, :] = IGNORE_INDEX  # not reviewed: stays as it is
+    confined = confine_to_retina(specked)
+    expected = truth.copy()
+    expected[3, :8, :] = IGNORE_INDEX
+    np.testing.assert_array_equal(confined, expected)
+    assert check_oct_topology(confined[:3]).ok
+    np.testing.assert_array_equal(confine_to_retina(truth[0]), truth[0])  # a 2-D B-scan, already clean
+
+
+def test_confine_to_retina_keeps_a_retina_cut_in_two_and_leaves_empty_columns() -> None:
+    labels = np.zeros((1, 60, 40), np.uint8)
+    labels[0, 20:30, :] = 4
+    labels[0, 30:, :] = CHOROID
+    labels[0, :, 18:22] = 0  # a shadow cuts the retina (and all else) in two
+    labels[0, 2:4, 5:9] = 2  # a small layer speck in the vitreous
+    confined = confine_to_retina(labels)
+    assert (confined[0, 20:30, :18] == 4).all() and (confined[0, 20:30, 22:] == 4).all()
+    assert (confined[0, 2:4, 5:9] == 0).all()
+    np.testing.assert_array_equal(confined[0, :, 18:22], 0)  # no retina in those columns: untouched

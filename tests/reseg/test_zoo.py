@@ -127,6 +127,16 @@ def test_card_with_inconsistent_class_count_is_rejected(tmp_path):
         read_card(path)
 
 
+def test_card_with_unknown_postprocessing_is_rejected(tmp_path):
+    data = json.loads((bundled_model_dir() / "lightreseg-oct.json").read_text())
+    data["postprocessing"] = ["confine_to_retina", "smooth-everything"]
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=r"odd\.json: names unknown post-processing 'smooth-everything'; known: "
+                                              r"confine_to_retina"):
+        read_card(path)
+
+
 def test_unknown_model_name_lists_the_known_ones():
     with pytest.raises(CheckpointError, match=r"no-such-model: no such model or file \(known models: .*lightreseg-oct"):
         load_model("no-such-model")

@@ -152,8 +152,12 @@ def write_training_set(
     modality: str,
     source: str,
     classes: Sequence[SegmentationClass] | None = None,
+    label_sets: dict[int, list[int]] | None = None,
 ) -> Path:
-    """Write (name, image, labels, spacing) scans as TIFF stacks under images/ and labels/ plus dataset.json."""
+    """Write (name, image, labels, spacing) scans as TIFF stacks under images/ and labels/ plus dataset.json.
+
+    `label_sets` declares partial label values (value -> the classes it allows), see `TrainingSet`.
+    """
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise InputError(folder, "already exists and is not empty; choose a new folder")
@@ -166,5 +170,7 @@ def write_training_set(
         items.append({"image": f"images/{name}.tif", "label": f"labels/{name}.tif", "spacing": list(spacing)})
     manifest = {"format": DATASET_FORMAT, "version": 1, "modality": modality, "source": source,
                 "classes": [c.to_dict() for c in classes], "ignore_index": IGNORE_INDEX, "items": items}
+    if label_sets:
+        manifest["label_sets"] = {str(value): sorted(allowed) for value, allowed in label_sets.items()}
     (folder / DATASET_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return folder

@@ -111,6 +111,10 @@ class VectorQuantizer(nn.Module):
         else:
             chosen = torch.randint(len(vectors), (len(dead),), device=vectors.device)
         self.codebook[dead] = vectors[chosen].to(self.codebook.dtype)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Under DDP every rank reaches this point at the same step (the buffers deciding it are rank 0's),
+            # but drew from its own batch: rank 0's new codes win, so the ranks' codebooks stay identical.
+            torch.distributed.broadcast(self.codebook.data, src=0)
 
     def usage(self) -> dict[str, float]:
         """Perplexity of the recent code distribution (0 before any training forward), the fraction of codes

@@ -1,0 +1,20 @@
+"""One signal for "the set of models changed" (a model was kept or removed), so every picker refreshes at once."""
+
+from __future__ import annotations
+
+from qtpy.QtCore import QObject, Signal
+
+
+class ModelRegistryEvents(QObject):
+    changed = Signal()
+
+
+_events: ModelRegistryEvents | None = None
+
+
+def model_registry_events() -> ModelRegistryEvents:
+    """The process-wide instance, made on first use (after napari has created the Qt application)."""
+    global _events
+    if _events is None:
+        _events = ModelRegistryEvents()
+    return _events
