@@ -69,7 +69,7 @@ class ModelCard:
             )
         from .postprocessing import check_postprocessing  # topology, numpy only; imported late against cycles
 
-        check_postprocessing(card.postprocessing, source)
+        check_postprocessing(card.postprocessing, card.class_names, source)
         return card
 
 

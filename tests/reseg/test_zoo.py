@@ -48,6 +48,7 @@ def _user_checkpoint(folder, num_classes=3):
     card = read_card(bundled_model_dir() / "lightreseg-oct.json")
     card.name, card.classes = "mine", card.classes[:num_classes]
     card.arguments = {**card.arguments, "num_classes": num_classes}
+    card.postprocessing = []  # written for the 10 OCT classes
     network = build_network(card.architecture, card.arguments)
     return save_model(network, card, folder), network
 
@@ -134,6 +135,12 @@ def test_card_with_unknown_postprocessing_is_rejected(tmp_path):
     path.write_text(json.dumps(data))
     with pytest.raises(CheckpointError, match=r"odd\.json: names unknown post-processing 'smooth-everything'; known: "
                                               r"confine_to_retina"):
+        read_card(path)
+    data["postprocessing"] = ["confine_to_retina"]
+    data["classes"], data["arguments"]["num_classes"] = data["classes"][:3], 3
+    path.write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match=r"odd\.json: post-processing 'confine_to_retina' works on the classes "
+                                              r"vitreous, RNFL, .* not on this card's vitreous, RNFL, GCL\+IPL"):
         read_card(path)
 
 
