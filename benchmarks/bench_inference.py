@@ -78,7 +78,7 @@ def main() -> None:
     print(f"machine: {machine_name()}")
     print(f"fp32 matmul rate (2048^3, best of 10): {peak:.1f} GFLOP/s")
     print(f"input: batch of {args.batch} B-scans of {HEIGHT}x{WIDTH}, median of {args.repeats} runs\n")
-    header = f"| model | parameters | GFLOPs / B-scan | ms / B-scan | GFLOP/s | fraction of matmul rate |"
+    header = "| model | parameters | GFLOPs / B-scan | ms / B-scan | GFLOP/s | fraction of matmul rate |"
     print(header)
     print("|---|---|---|---|---|---|")
     for name in args.models:

@@ -24,6 +24,15 @@ DOCS = Path(__file__).resolve().parent
 OUT = DOCS / "segment_widget.png"
 
 
+def _hide_toasts(viewer) -> None:
+    """Close napari's notification pop-ups (e.g. its PyQt5 deprecation notice): they are not the widget."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
+
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
+    QApplication.processEvents()
+
+
 def _wait(widget) -> None:
     while widget.worker is not None:
         QApplication.processEvents()
@@ -48,6 +57,7 @@ def segment_screenshot() -> None:
     viewer.camera.zoom *= 1.6
     for _ in range(10):
         QApplication.processEvents()
+    _hide_toasts(viewer)
     viewer.screenshot(str(OUT), canvas_only=False, flash=False)
     print(f"wrote {OUT}: {widget.status.text()}")
     viewer.close()
@@ -70,6 +80,7 @@ def finetune_screenshot() -> None:
         _wait(widget)
         for _ in range(10):
             QApplication.processEvents()
+        _hide_toasts(viewer)
         viewer.screenshot(str(DOCS / "finetune_widget.png"), canvas_only=False, flash=False)
         print(f"wrote {DOCS / 'finetune_widget.png'}: {widget.status.text()}")
         widget.discard()

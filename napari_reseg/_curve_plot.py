@@ -1,9 +1,11 @@
-"""A small live plot of training: loss per step (left axis) and held-out mean Dice per epoch (right, 0..1).
+"""A small live plot of training: loss per step (left axis) and held-out mean Dice per epoch (right).
 
 Drawn with QPainter so the plugin needs no plotting library; it only has to show whether training converges.
 """
 
 from __future__ import annotations
+
+import math
 
 from qtpy.QtCore import QPointF, QRectF, Qt
 from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
@@ -44,9 +46,12 @@ class CurvePlot(QWidget):
         top_loss = max(self.losses, default=1.0) or 1.0
         steps = max(len(self.losses), self.steps_per_epoch * max((e for e, _ in self.dice), default=1), 1)
 
-        def point(step: float, value: float, top: float) -> QPointF:
+        # The Dice axis starts at the tenth below the lowest value, so that late small gains stay visible.
+        dice_low = min(math.floor(min((d for _, d in self.dice), default=0.0) * 10) / 10, 0.9)
+
+        def point(step: float, value: float, top: float, low: float = 0.0) -> QPointF:
             return QPointF(frame.left() + frame.width() * step / steps,
-                           frame.bottom() - frame.height() * min(max(value / top, 0.0), 1.0))
+                           frame.bottom() - frame.height() * min(max((value - low) / (top - low), 0.0), 1.0))
 
         if len(self.losses) > 1:
             path = QPainterPath(point(1, self.losses[0], top_loss))
@@ -55,7 +60,7 @@ class CurvePlot(QWidget):
             painter.setPen(QPen(LOSS_COLOUR, 1.2))
             painter.drawPath(path)
         painter.setPen(QPen(DICE_COLOUR, 2))
-        points = [point(epoch * self.steps_per_epoch, dice, 1.0) for epoch, dice in self.dice]
+        points = [point(epoch * self.steps_per_epoch, dice, 1.0, dice_low) for epoch, dice in self.dice]
         for a, b in zip(points, points[1:]):
             painter.drawLine(a, b)
         for p in points:
@@ -67,7 +72,7 @@ class CurvePlot(QWidget):
         painter.drawText(QRectF(frame.left(), frame.bottom() + 2, 120, 16), Qt.AlignLeft, "loss / step")
         painter.setPen(DICE_COLOUR)
         painter.drawText(QRectF(frame.right() + 2, frame.top() - 4, 32, 16), Qt.AlignLeft, "1")
-        painter.drawText(QRectF(frame.right() + 2, frame.bottom() - 12, 32, 16), Qt.AlignLeft, "0")
+        painter.drawText(QRectF(frame.right() + 2, frame.bottom() - 12, 32, 16), Qt.AlignLeft, f"{dice_low:g}")
         painter.drawText(QRectF(frame.right() - 200, frame.bottom() + 2, 200, 16), Qt.AlignRight,
                          "held-out mean Dice / epoch")
         painter.end()

@@ -115,7 +115,9 @@ class FinetuneWidget(QWidget):
         self.comparison_table = QTableWidget(0, 4)
         self.comparison_table.setHorizontalHeaderLabels(["class", "base Dice", "new Dice", "change"])
         self.comparison_table.verticalHeader().setVisible(False)
-        self.comparison_table.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        header = self.comparison_table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeToContents)  # numbers take what they need,
+        header.setSectionResizeMode(0, QHeaderView.Stretch)  # the class names the rest
         self.comparison_table.setEditTriggers(QTableWidget.NoEditTriggers)
         self.keep_button = QPushButton("Keep new model")
         self.discard_button = QPushButton("Discard")
