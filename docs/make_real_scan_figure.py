@@ -2,9 +2,12 @@
 
 Row 1: the Spectralis line scan Willis_B_716_0.vol (HSF-OCT-103) with the device's own ILM and BM heights
 drawn over each model's labels. Row 2: a Duke DME B-scan of a validation subject with the grader's fluid
-outline. One column per model, so the phantom-only model and its successor can be set side by side:
+outline. One column per model, so the phantom-only version 1 and the bundled model can be set side by side
+(the README's figure):
 
-    python docs/make_real_scan_figure.py --models old=/tmp/v0/lightreseg-oct.json lightreseg-oct
+    mkdir -p /tmp/v1 && for f in json safetensors; do git show 74a1ccb:models/lightreseg-oct.$f > /tmp/v1/lightreseg-oct.$f; done
+    python docs/make_real_scan_figure.py --models "phantom only (version 1)=/tmp/v1/lightreseg-oct.json" \
+        "bundled (version 2)=lightreseg-oct"
 
 The real images are read from ../shared/data beside the project and only drawn into the figure, never copied
 into the repository. Needs matplotlib (a documentation-only dependency).
@@ -19,6 +22,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
+LINE_SCAN_ROWS, DUKE_ROWS = slice(0, 300), slice(60, 360)  # the retina and what lies around it
 
 
 def _labelled_models(entries: list[str]) -> list[tuple[str, str]]:
@@ -52,23 +56,25 @@ def main() -> None:
     fluid = read_volume(DATA / "duke_dme" / "fluid" / duke_image.name).data[0] > 0
     heights = line_scan.metadata["boundaries"]
     models = _labelled_models(args.models)
-    fig, axes = plt.subplots(2, len(models), figsize=(7.7 * len(models), 7.0), dpi=80, squeeze=False)
+    fig, axes = plt.subplots(2, len(models), figsize=(8.5 * len(models), 7.4), dpi=80, squeeze=False)
     for column, (title, name) in enumerate(models):
         model = load_model(name, device="cpu")
         colours = np.array([c.color for c in model.card.classes], dtype=np.float32)
-        for row, (volume, scan_title) in enumerate(((line_scan, vol_path.name), (duke, f"Duke DME {args.duke}"))):
+        scans = ((line_scan, vol_path.name, LINE_SCAN_ROWS), (duke, f"Duke DME {args.duke}", DUKE_ROWS))
+        for row, (volume, scan_title, rows) in enumerate(scans):
             image = volume.data[0].astype(np.float32)
             labels = segment(model, volume.data, pixel_spacing=volume.pixel_spacing).labels[0]
-            overlay = (0.5 * image[..., None] + 0.5 * colours[labels]).astype(np.uint8)
+            overlay = (0.4 * image[..., None] + 0.6 * colours[labels]).astype(np.uint8)
             ax = axes[row, column]
-            ax.imshow(overlay, interpolation="nearest")
+            ax.imshow(overlay[rows], interpolation="nearest", extent=(0, image.shape[1], rows.stop, rows.start))
             if row == 0:
                 columns = np.arange(image.shape[1])
                 for boundary, style in (("ILM", "w--"), ("BM", "c--")):
                     ax.plot(columns, heights[boundary][0], style, linewidth=0.9, label=f"device {boundary}")
                 ax.legend(fontsize=8, loc="lower right")
             else:
-                ax.contour(find_boundaries(fluid, mode="inner"), levels=[0.5], colors="white", linewidths=0.8)
+                ax.contour(np.arange(image.shape[1]), np.arange(rows.start, rows.stop),
+                           find_boundaries(fluid, mode="inner")[rows], levels=[0.5], colors="white", linewidths=0.8)
             ax.set_title(f"{title}: {scan_title}", fontsize=10)
             ax.axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(c.color) / 255) for c in model.card.classes]
