@@ -149,7 +149,7 @@ def evaluate_model(model: "LoadedModel", training_set: TrainingSet, batch_size: 
     from .inference import segment
 
     return score(training_set, lambda scan: segment(model, scan.image, batch_size=batch_size, raw=raw,
-                                                    pixel_spacing=scan.spacing[1:]).labels, model.card.class_names)
+                                                    pixel_spacing=scan.pixel_spacing).labels, model.card.class_names)
 
 
 def score(training_set: TrainingSet, predict: Callable[[Scan], np.ndarray], names: list[str]) -> Evaluation:

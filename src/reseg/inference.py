@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from .io import as_stack
 from .normalization import normalize_slices
 from .postprocessing import postprocess
+from .resampling import spacing_grid
 from .zoo import LoadedModel
 
 
@@ -46,22 +47,13 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     return contextlib.nullcontext()
 
 
-def _model_grid(model: LoadedModel, shape: tuple[int, int], pixel_spacing: Sequence[float] | None) -> tuple[int, int]:
-    """Slice size at the model's training spacing (cards with `input_spacing` [y, x] in mm), else unchanged."""
-    wanted = model.card.input_spacing
-    if not wanted or pixel_spacing is None:
-        return shape
-    size = tuple(max(16, round(n * have / want)) for n, have, want in zip(shape, pixel_spacing, wanted[-2:]))
-    return shape if all(abs(a - b) <= 0.1 * b for a, b in zip(size, shape)) else size
-
-
 def _predict_batch(
     model: LoadedModel, raw: np.ndarray, want_confidence: bool, pixel_spacing: Sequence[float] | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     batch = torch.from_numpy(normalize_slices(raw, model.card.normalization))[:, None]
     batch = batch.to(model.device, memory_format=torch.channels_last)
     shape = tuple(batch.shape[-2:])
-    grid = _model_grid(model, shape, pixel_spacing)
+    grid = spacing_grid(shape, pixel_spacing, model.card.input_spacing)
     if grid != shape:
         batch = F.interpolate(batch, size=grid, mode="bilinear", align_corners=False)
     with _autocast(model.device):

@@ -29,6 +29,7 @@ from .losses import DiceCrossEntropyLoss
 from .metrics import per_class_scores, summarize
 from .models import SegmentationNetwork, build_network
 from .normalization import normalize_slices
+from .resampling import resample_image, resample_labels, spacing_grid
 from .zoo import load_model, save_model
 
 DEFAULT_NORMALIZATION = {
@@ -113,11 +114,15 @@ class _RandomCrops(Dataset):
         return torch.as_tensor(sample["image"]).float(), torch.as_tensor(sample["label"])[0].long()
 
 
-def _slices(scans: list[Scan], normalization: dict[str, Any]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def _slices(scans: list[Scan], normalization: dict[str, Any],
+            input_spacing: list[float] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Normalised image slices and their labels; with `input_spacing` (a base model's), resampled to it as
+    inference will resample the scans this model meets (scans of unknown spacing stay as they are)."""
     images, labels = [], []
     for scan in scans:
-        images.extend(normalize_slices(scan.image, normalization))
-        labels.extend(scan.labels)
+        grid = spacing_grid(scan.image.shape[1:], scan.pixel_spacing, input_spacing)
+        images.extend(resample_image(image, grid) for image in normalize_slices(scan.image, normalization))
+        labels.extend(resample_labels(label, grid) for label in scan.labels)
     return images, labels
 
 
@@ -144,8 +149,9 @@ def _json_number(value: float) -> float | None:
 
 def _training_spacing(scans: list[Scan]) -> list[float] | None:
     """The in-plane spacing all training scans share (CT models resample inputs to it), else None."""
-    spacings = {tuple(round(s, 3) for s in scan.spacing[1:]) for scan in scans}
-    return list(spacings.pop()) if len(spacings) == 1 else None
+    spacings = {tuple(round(s, 3) for s in scan.pixel_spacing) if scan.pixel_spacing else None for scan in scans}
+    common = spacings.pop() if len(spacings) == 1 else None
+    return list(common) if common else None
 
 
 def _validate(network: SegmentationNetwork, images: list[np.ndarray], labels: list[np.ndarray],
@@ -269,8 +275,8 @@ def _train(process: distributed.ProcessGroup, training_set: TrainingSet, name: s
             f"validation needs a scan of its own: the training data has {len(training_set.scans)} scan(s); "
             "give --validation-data or more scans (and a validation fraction > 0)"
         )
-    train_images, train_labels = _slices(train_scans, normalization)
-    validation_images, validation_labels = _slices(validation_scans, normalization)
+    train_images, train_labels = _slices(train_scans, normalization, start.input_spacing)
+    validation_images, validation_labels = _slices(validation_scans, normalization, start.input_spacing)
     flip = config.lateral_flip if config.lateral_flip is not None else modality == "OCT"
     crop = _crop_size(train_images, config.crop_size)
     crops = _RandomCrops(train_images, train_labels, crop, flip, appearance=modality == "OCT")

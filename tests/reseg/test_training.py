@@ -120,3 +120,35 @@ def test_training_set_with_partial_labels_trains_and_validates(tmp_path, capsys)
     card = load_model(tmp_path / "out" / "partial.json", device="cpu").card
     assert card.training["label_sets"] == {"254": list(range(9))}
     assert card.metrics["validation"]["per_class_dice"]["RNFL"] is None  # no exact layer labels to score
+
+
+def test_training_from_a_ct_model_sees_slices_at_its_spacing(tmp_path):
+    """l2gnet-ct was trained on 3 mm pixels and inference resamples every scan to them; training it further
+    on 1.5 mm corrections must do the same, or it learns organs at twice the size it will meet them."""
+    from reseg.data.ct_phantom import make_ct_phantom
+    from reseg.data.dataset import write_training_set
+    from reseg.training import TrainingConfig, iter_train
+
+    fine = [make_ct_phantom(n_slices=3, size=128, spacing_mm=1.5, seed=seed) for seed in (1, 2)]
+    data = write_training_set(tmp_path / "fine", [(f"ct{i}", p.image, p.labels, p.spacing) for i, p in enumerate(fine)],
+                              "CT", "CT phantoms at 1.5 mm")
+    config = TrainingConfig(base_model="l2gnet-ct", epochs=1, steps_per_epoch=1, batch_size=2, crop_size=(96, 96),
+                            device="cpu")
+    for _ in iter_train(load_training_set([data]), "ct-fine", tmp_path / "out", config):
+        pass
+    card = json.loads((tmp_path / "out" / "ct-fine.json").read_text())
+    assert card["input_spacing"] == [3.0, 3.0]
+    assert card["training"]["config"]["crop_size"] == [64, 64]  # 128 px at 1.5 mm are 64 px at 3 mm
+
+
+def test_slices_of_unknown_spacing_are_not_resampled():
+    from reseg.training import _slices
+
+    labels = np.full((1, 40, 40), 254, np.uint8)
+    labels[0, :5] = IGNORE_INDEX
+    known = Scan("a/known", np.zeros((1, 40, 40), np.float32), labels, (1.0, 1.5, 1.5))
+    unknown = Scan("a/unknown", np.zeros((1, 40, 40), np.float32), labels, (1.0, 1.0, 1.0), spacing_known=False)
+    normalization = {"method": "percentile", "lower": 1.0, "upper": 99.0}
+    images, resampled = _slices([known, unknown], normalization, [3.0, 3.0])
+    assert [image.shape for image in images] == [(20, 20), (40, 40)]
+    assert set(np.unique(resampled[0])) == {254, IGNORE_INDEX}  # nearest neighbour keeps label values

@@ -32,6 +32,12 @@ class Scan:
     image: np.ndarray
     labels: np.ndarray
     spacing: tuple[float, float, float]
+    spacing_known: bool = True  # False when the files did not record the in-plane spacing
+
+    @property
+    def pixel_spacing(self) -> tuple[float, float] | None:
+        """In-plane (y, x) spacing in mm, None when unknown (then no resampling may rely on it)."""
+        return (self.spacing[1], self.spacing[2]) if self.spacing_known else None
 
 
 @dataclass
@@ -118,7 +124,8 @@ def load_training_set(folders: Sequence[str | Path]) -> TrainingSet:
             if ignore_index != IGNORE_INDEX:
                 label_data[labels.data == ignore_index] = IGNORE_INDEX
             name = f"{folder.name}/{scan_name}"
-            pieces.setdefault(name, []).append(Scan(name, image.data, label_data, image.spacing))
+            pieces.setdefault(name, []).append(
+                Scan(name, image.data, label_data, image.spacing, image.pixel_spacing is not None))
         scans.extend(_stack(folder, parts) for parts in pieces.values())
     return TrainingSet(scans, classes, modality, IGNORE_INDEX, sources, label_sets)
 
@@ -131,7 +138,7 @@ def _stack(folder: Path, parts: list[Scan]) -> Scan:
     if len(sizes) > 1:
         raise InputError(folder, f"the slices of scan {parts[0].name} differ in size ({sorted(sizes)})")
     return Scan(parts[0].name, np.concatenate([p.image for p in parts]), np.concatenate([p.labels for p in parts]),
-                parts[0].spacing)
+                parts[0].spacing, parts[0].spacing_known)
 
 
 def split_by_scan(scans: list[Scan], validation_fraction: float, seed: int = 0) -> tuple[list[Scan], list[Scan]]:
