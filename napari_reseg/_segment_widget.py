@@ -65,6 +65,7 @@ class SegmentationRun:
     batch_size: int
     slices: list[int]
     slice_confidence: np.ndarray  # (Z,) mean confidence per slice, kept on the labels layer for review
+    raw: bool = False  # the network's argmax without the card's post-processing
     started: float = field(default_factory=time.perf_counter)
     done: int = 0
     device_used: str = ""
@@ -83,7 +84,7 @@ def _run_inference(run: SegmentationRun, volume: np.ndarray, pixel_spacing) -> I
     yield 0
     for progress in iter_segment(model, volume, labels, confidence_out=confidence,
                                  slice_confidence_out=run.slice_confidence, batch_size=run.batch_size,
-                                 slices=run.slices, pixel_spacing=pixel_spacing):
+                                 slices=run.slices, pixel_spacing=pixel_spacing, raw=run.raw):
         run.done, run.batch_size_used = progress.done, progress.batch_size
         yield progress.done
 
@@ -127,6 +128,8 @@ class SegmentWidget(QWidget):
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([WHOLE_VOLUME, CURRENT_SLICE])
         self.confidence_check = QCheckBox("add a confidence layer (dark = doubtful)")
+        self.postprocess_check = QCheckBox("apply the model's post-processing")
+        self.postprocess_check.setChecked(True)
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -153,6 +156,7 @@ class SegmentWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.confidence_check)
+        layout.addWidget(self.postprocess_check)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status)
@@ -162,6 +166,8 @@ class SegmentWidget(QWidget):
         self._fill_devices()
         self._fill_images()
         self.model_combo.activated.connect(self._on_model_chosen)
+        self.model_combo.currentIndexChanged.connect(self._show_postprocessing)
+        self._show_postprocessing()
         model_registry_events().changed.connect(self._fill_models)  # a model kept or removed elsewhere
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
@@ -205,6 +211,17 @@ class SegmentWidget(QWidget):
         self.device_combo.addItem(f"auto ({devices[0]})", "auto")
         for name in devices:
             self.device_combo.addItem(name, name)
+
+    def _show_postprocessing(self) -> None:
+        """Offer the post-processing switch only for models whose card lists steps, and say what they do."""
+        try:
+            steps = self._selected_model()[1].postprocessing
+        except ResegError:
+            steps = []
+        self.postprocess_check.setVisible(bool(steps))
+        self.postprocess_check.setToolTip(
+            f"{', '.join(steps)}: applied to the labels after the network (see the model card); untick to see "
+            "the network's own output" if steps else "")
 
     def _on_model_chosen(self, index: int) -> None:
         if self.model_combo.itemText(index) != LOAD_CHECKPOINT:
@@ -292,7 +309,8 @@ class SegmentWidget(QWidget):
         if slice_confidence is None or len(slice_confidence) != len(volume):
             slice_confidence = np.full(len(volume), np.nan, dtype=np.float32)
         self.run = SegmentationRun(image, labels, confidence, model_ref, card, self.device_combo.currentData(),
-                                   self.batch_spin.value(), slices, slice_confidence)
+                                   self.batch_spin.value(), slices, slice_confidence,
+                                   raw=not self.postprocess_check.isChecked())
         batches = -(-len(slices) // self.run.batch_size)
         self.worker = create_worker(
             _run_inference, self.run, volume, _pixel_spacing(image),

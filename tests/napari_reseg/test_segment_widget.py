@@ -140,3 +140,37 @@ def test_model_error_in_the_worker_becomes_a_notification(viewer, widget, small_
 def test_rgb_layer_is_not_offered(viewer, widget):
     viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="photo", rgb=True)
     assert widget.image_combo.findText("photo") == -1
+
+
+def test_post_processing_can_be_switched_off_on_a_real_scan(viewer, widget, shared_data, wait_for_run):
+    """On the Spectralis line scan the network alone calls part of the vitreous noise fluid; the card's
+    confine_to_retina clears it, and unticking the box shows the network's own output for comparison."""
+    from reseg.inference import segment
+    from reseg.io import read_volume
+    from reseg.zoo import load_model
+
+    path = shared_data("spectralis_vol", "Willis_B_716_0.vol")
+    [image] = viewer.open(str(path), plugin="napari-reseg")
+    _choose(widget, image=image.name)
+    assert widget.postprocess_check.isVisibleTo(widget) and widget.postprocess_check.isChecked()
+    assert "confine_to_retina" in widget.postprocess_check.toolTip()
+
+    widget.start()
+    wait_for_run(widget)
+    cleaned = np.array(viewer.layers[f"{image.name} labels"].data).reshape(-1, *image.data.shape[-2:])
+    widget.postprocess_check.setChecked(False)
+    widget.start()
+    wait_for_run(widget)
+    raw = np.array(viewer.layers[f"{image.name} labels"].data).reshape(cleaned.shape)
+
+    volume = read_volume(path)
+    expected = segment(load_model("lightreseg-oct", device="cpu"), volume.data, raw=True,
+                       pixel_spacing=volume.pixel_spacing).labels
+    np.testing.assert_array_equal(raw, expected)
+    ilm = volume.metadata["boundaries"]["ILM"][0]
+    above_ilm = np.arange(raw.shape[1])[:, None] < np.nan_to_num(ilm, nan=0)[None, :] - 5
+    assert (raw[0][above_ilm] == 9).sum() > 1000  # "fluid" in the vitreous
+    assert (cleaned[0][above_ilm] == 9).sum() == 0
+
+    widget.model_combo.setCurrentText("l2gnet-ct")  # a card without post-processing: no switch
+    assert not widget.postprocess_check.isVisibleTo(widget)
