@@ -94,10 +94,13 @@ def _phantom(args: argparse.Namespace) -> int:
                                                   seed=args.seed + index, fluid=not args.no_fluid))
         for index in range(args.volumes)
     )
-    folder = write_training_set(
-        args.output, ((name, p.image, p.labels, p.spacing) for name, p in scans), modality="OCT",
-        source=f"reseg phantom (seeds {args.seed}..{args.seed + args.volumes - 1})",
-    )
+    try:  # a size the retina cannot fit; nothing is left behind
+        folder = write_training_set(
+            args.output, ((name, p.image, p.labels, p.spacing) for name, p in scans), modality="OCT",
+            source=f"reseg phantom (seeds {args.seed}..{args.seed + args.volumes - 1})",
+        )
+    except ValueError as error:
+        raise ResegError(f"reseg phantom: {error}") from None
     print(f"{folder}: {args.volumes} phantom volume(s) of {args.bscans} B-scans")
     return 0
 

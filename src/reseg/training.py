@@ -132,7 +132,7 @@ def _folder_balanced_weights(scans: list[Scan]) -> list[float]:
     A few dozen corrected slices next to a large base set (or a real set next to a synthetic one) would
     otherwise be drawn too rarely to matter.
     """
-    folders = [scan.name.split("/", 1)[0] for scan in scans for _ in range(len(scan.image))]
+    folders = [scan.folder for scan in scans for _ in range(len(scan.image))]
     counts = Counter(folders)
     return [1.0 / counts[folder] for folder in folders]
 

@@ -104,3 +104,13 @@ def test_bad_output_or_model_is_refused_before_any_work(oct_stack, tmp_path, cap
     assert main(["segment", str(oct_stack), "-o", str(tmp_path / "labels.tif"), "--model", "nope"]) == 1
     assert "nope: no such model or file" in capsys.readouterr().err
     assert not (tmp_path / "labels.tif").exists()
+
+
+def test_a_phantom_that_cannot_be_made_leaves_no_folder(tmp_path):
+    """The retina's thickness is drawn per seed, so a size can fail on a later volume: nothing half-written
+    may remain, or the next try would be refused for a non-empty folder."""
+    result = run("phantom", str(tmp_path / "sample"), "--volumes", "3", "--height", "90")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "height=90" in lines[0] and "use a larger height" in lines[0], lines
+    assert list(tmp_path.iterdir()) == []

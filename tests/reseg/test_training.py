@@ -152,3 +152,17 @@ def test_slices_of_unknown_spacing_are_not_resampled():
     images, resampled = _slices([known, unknown], normalization, [3.0, 3.0])
     assert [image.shape for image in images] == [(20, 20), (40, 40)]
     assert set(np.unique(resampled[0])) == {254, IGNORE_INDEX}  # nearest neighbour keeps label values
+
+
+def test_every_training_folder_gets_an_equal_share_of_the_batches(tmp_path):
+    """A handful of corrections beside a large set must not drown; folders of the same name stay apart."""
+    from reseg.training import _folder_balanced_weights
+
+    for parent, volumes in (("big", 6), ("small", 1)):
+        assert main(["phantom", str(tmp_path / parent / "export"), "--volumes", str(volumes), "--bscans", "2",
+                     "--height", "224", "--width", "64"]) == 0
+    training_set = load_training_set([tmp_path / "big" / "export", tmp_path / "small" / "export"])
+    weights = np.array(_folder_balanced_weights(training_set.scans))
+    slices_big = 6 * 2
+    assert len(weights) == slices_big + 2
+    assert weights[:slices_big].sum() == pytest.approx(weights[slices_big:].sum())

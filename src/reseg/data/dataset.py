@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..classes import IGNORE_INDEX, OCT_CLASSES, CT_CLASSES, SegmentationClass
+from ..classes import CT_CLASSES, IGNORE_INDEX, OCT_CLASSES, SegmentationClass
 from ..errors import InputError
 from ..io import Volume, read_volume, write_image, write_labels
 
@@ -33,6 +35,7 @@ class Scan:
     labels: np.ndarray
     spacing: tuple[float, float, float]
     spacing_known: bool = True  # False when the files did not record the in-plane spacing
+    folder: str = ""  # the training-set folder it was read from
 
     @property
     def pixel_spacing(self) -> tuple[float, float] | None:
@@ -125,7 +128,7 @@ def load_training_set(folders: Sequence[str | Path]) -> TrainingSet:
                 label_data[labels.data == ignore_index] = IGNORE_INDEX
             name = f"{folder.name}/{scan_name}"
             pieces.setdefault(name, []).append(
-                Scan(name, image.data, label_data, image.spacing, image.pixel_spacing is not None))
+                Scan(name, image.data, label_data, image.spacing, image.pixel_spacing is not None, str(folder)))
         scans.extend(_stack(folder, parts) for parts in pieces.values())
     return TrainingSet(scans, classes, modality, IGNORE_INDEX, sources, label_sets)
 
@@ -138,7 +141,7 @@ def _stack(folder: Path, parts: list[Scan]) -> Scan:
     if len(sizes) > 1:
         raise InputError(folder, f"the slices of scan {parts[0].name} differ in size ({sorted(sizes)})")
     return Scan(parts[0].name, np.concatenate([p.image for p in parts]), np.concatenate([p.labels for p in parts]),
-                parts[0].spacing, parts[0].spacing_known)
+                parts[0].spacing, parts[0].spacing_known, parts[0].folder)
 
 
 def split_by_scan(scans: list[Scan], validation_fraction: float, seed: int = 0) -> tuple[list[Scan], list[Scan]]:
@@ -169,15 +172,27 @@ def write_training_set(
     if folder.exists() and any(folder.iterdir()):
         raise InputError(folder, "already exists and is not empty; choose a new folder")
     classes = list(classes or (CT_CLASSES if modality == "CT" else OCT_CLASSES))
-    items = []
-    for name, image, labels, spacing in scans:
-        volume = Volume(np.asarray(image), spacing=spacing, modality=modality, metadata={"spacing_known": (True,) * 3})
-        write_image(folder / "images" / f"{name}.tif", volume)
-        write_labels(folder / "labels" / f"{name}.tif", labels, like=volume)
-        items.append({"image": f"images/{name}.tif", "label": f"labels/{name}.tif", "spacing": list(spacing)})
-    manifest = {"format": DATASET_FORMAT, "version": 1, "modality": modality, "source": source,
-                "classes": [c.to_dict() for c in classes], "ignore_index": IGNORE_INDEX, "items": items}
-    if label_sets:
-        manifest["label_sets"] = {str(value): sorted(allowed) for value, allowed in label_sets.items()}
-    (folder / DATASET_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside the target and renamed at the end: a failure (a scan that cannot be made, a full disk)
+    # leaves no half-written training set behind.
+    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    try:
+        items = []
+        for name, image, labels, spacing in scans:
+            volume = Volume(np.asarray(image), spacing=spacing, modality=modality,
+                            metadata={"spacing_known": (True,) * 3})
+            write_image(partial / "images" / f"{name}.tif", volume)
+            write_labels(partial / "labels" / f"{name}.tif", labels, like=volume)
+            items.append({"image": f"images/{name}.tif", "label": f"labels/{name}.tif", "spacing": list(spacing)})
+        manifest = {"format": DATASET_FORMAT, "version": 1, "modality": modality, "source": source,
+                    "classes": [c.to_dict() for c in classes], "ignore_index": IGNORE_INDEX, "items": items}
+        if label_sets:
+            manifest["label_sets"] = {str(value): sorted(allowed) for value, allowed in label_sets.items()}
+        (partial / DATASET_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            folder.rmdir()  # empty, checked above
+        partial.rename(folder)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return folder
