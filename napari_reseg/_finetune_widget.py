@@ -215,11 +215,10 @@ class FinetuneWidget(QWidget):
         self.freeze_list.clear()
         if not name:
             return
-        from reseg.models import build_network
-        from reseg.training import network_parts
+        from reseg.models import build_network  # torch, not MONAI: the widget opens without a stall
 
         card = resolve_card(name)[0]
-        for part, count in network_parts(build_network(card.architecture, card.arguments)).items():
+        for part, count in build_network(card.architecture, card.arguments).parts().items():
             item = QListWidgetItem(f"{part} ({count / 1e6:.2f} M)")
             item.setData(Qt.UserRole, part)
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
@@ -321,7 +320,7 @@ class FinetuneWidget(QWidget):
                 if column == 3 and abs(new - old) >= 0.0005:
                     item.setForeground(BETTER if new > old else WORSE)
                 self.comparison_table.setItem(row, column, item)
-        gain = summary[0][2] - summary[0][1]
+        gain = comparison.mean_dice_change
         verdict = "better" if gain > 0 else "not better"
         self.status.setText(f"{comparison.new_name} is {verdict} than {comparison.base_name} on "
                             f"{len(comparison.held_out_scans)} held-out scan(s) (mean Dice {gain:+.3f}). "

@@ -183,7 +183,7 @@ def _finetune(args: argparse.Namespace) -> int:
         if not is_main_process():
             return 0
         print(result.comparison.table())
-        gain = result.comparison.new.summary["mean_dice"] - result.comparison.base.summary["mean_dice"]
+        gain = result.comparison.mean_dice_change
         if args.keep_if_better and not gain > 0:
             print(f"not kept: mean Dice changed by {gain:+.3f} on the held-out scans")
             return 0

@@ -42,18 +42,25 @@ def boundary_rows(labels: np.ndarray) -> np.ndarray:
     return rows
 
 
+def _absolute_errors(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """|predicted - reference| boundary rows at the A-scans where both have the boundary."""
+    return np.abs(predicted - reference)[np.isfinite(predicted) & np.isfinite(reference)]
+
+
+def _boundary_entry(errors: np.ndarray, axial_mm: float | None) -> dict[str, float]:
+    error = float(errors.mean())
+    return {"mae_px": error, "mae_um": error * axial_mm * 1000 if axial_mm else None, "a_scans": int(errors.size)}
+
+
 def boundary_errors(predictions: list[np.ndarray], truths: list[np.ndarray],
                     axial_mm: float | None) -> dict[str, dict[str, float]]:
     """Mean absolute boundary error per OCT boundary over all A-scans (of all scans) where both maps have it."""
     report = {}
     pairs = [(boundary_rows(p), boundary_rows(t)) for p, t in zip(predictions, truths)]
     for index, name in enumerate(OCT_BOUNDARIES):
-        errors = np.concatenate([np.abs(p[index] - t[index])[np.isfinite(p[index]) & np.isfinite(t[index])]
-                                 for p, t in pairs])
+        errors = np.concatenate([_absolute_errors(p[index], t[index]) for p, t in pairs])
         if errors.size:
-            error = float(errors.mean())
-            report[name] = {"mae_px": error, "mae_um": error * axial_mm * 1000 if axial_mm else None,
-                            "a_scans": int(errors.size)}
+            report[name] = _boundary_entry(errors, axial_mm)
     return report
 
 
@@ -187,11 +194,9 @@ def evaluate_device_boundaries(model: "LoadedModel", volume: Volume, batch_size:
     rows = boundary_rows(labels)
     report = {}
     for name, heights in known.items():
-        predicted = rows[OCT_BOUNDARIES.index(name)]
-        both = np.isfinite(predicted) & np.isfinite(heights)
-        if both.any():
-            error = float(np.abs(predicted - heights)[both].mean())
-            report[name] = {"mae_px": error, "mae_um": error * volume.spacing[1] * 1000, "a_scans": int(both.sum())}
+        errors = _absolute_errors(rows[OCT_BOUNDARIES.index(name)], heights)
+        if errors.size:
+            report[name] = _boundary_entry(errors, volume.spacing[1])
     return Evaluation(model.card.num_classes, model.card.class_names, {}, {}, [], report, len(volume.data))
 
 

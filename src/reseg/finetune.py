@@ -40,6 +40,11 @@ class Comparison:
         return [(name, self.base.scores["dice"][k], self.new.scores["dice"][k]) for k, name in enumerate(names)
                 if not math.isnan(self.new.scores["dice"][k])]
 
+    @property
+    def mean_dice_change(self) -> float:
+        """New minus base mean Dice on the held-out scans: what keeping the new model is decided on."""
+        return self.new.summary["mean_dice"] - self.base.summary["mean_dice"]
+
     def table(self) -> str:
         width = max(len(self.base_name), len(self.new_name), 8) + 2
         lines = [f"Dice on {len(self.held_out_scans)} held-out scan(s), {self.new.slices} slice(s):",

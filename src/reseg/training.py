@@ -166,15 +166,9 @@ def _validate(network: SegmentationNetwork, images: list[np.ndarray], labels: li
     return per_class_scores(np.stack(predictions), np.stack(labels), num_classes, ignore_index, label_sets)
 
 
-def network_parts(network: SegmentationNetwork) -> dict[str, int]:
-    """The parts a user may freeze (the network's top-level modules) and their parameter counts."""
-    return {name: sum(p.numel() for p in part.parameters()) for name, part in network.named_children()
-            if any(True for _ in part.parameters())}
-
-
 def freeze(network: SegmentationNetwork, parts: Sequence[str]) -> list[nn.Module]:
     """Stop training the named parts: no gradient, and their normalisation statistics stay as they are."""
-    available = network_parts(network)
+    available = network.parts()
     unknown = [part for part in parts if part not in available]
     if unknown:
         raise ResegError(f"cannot freeze {', '.join(unknown)}: {type(network).__name__} has the parts "

@@ -41,6 +41,12 @@ class SegmentationNetwork(nn.Module):
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def parts(self) -> dict[str, int]:
+        """The parts a user may freeze when training (the top-level modules with parameters) and their
+        parameter counts."""
+        return {name: sum(p.numel() for p in part.parameters()) for name, part in self.named_children()
+                if any(True for _ in part.parameters())}
+
     def auxiliary_loss(self) -> torch.Tensor:
         """Extra training loss from the last forward pass (e.g. vector-quantisation losses); zero by default."""
         return torch.zeros((), device=next(self.parameters()).device)
