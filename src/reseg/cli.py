@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from .training import TrainingConfig
 
 OUTPUT_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
-DEFAULT_MODEL = {"OCT": "lightreseg-oct", "CT": "l2gnet-ct"}
 
 
 def _suffix(path: Path) -> str:
@@ -34,7 +33,7 @@ def _check_output(path: Path, what: str) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .zoo import bundled_model_dir, list_models, model_paths, remove_model
+    from .catalogue import bundled_model_dir, list_models, model_paths, remove_model
 
     if args.remove:
         remove_model(args.remove)
@@ -54,6 +53,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _segment(args: argparse.Namespace) -> int:
+    from .catalogue import DEFAULT_MODEL, modality_warning, resolve_card
     from .inference import iter_segment
     from .io import read_volume, write_image, write_labels
     from .zoo import load_model
@@ -63,11 +63,14 @@ def _segment(args: argparse.Namespace) -> int:
     if confidence_path is not None:
         _check_output(confidence_path, "confidence output")
     volume = read_volume(args.input)
-    model_name = args.model or DEFAULT_MODEL.get(volume.modality, "lightreseg-oct")
+    if volume.label_classes is not None:
+        raise InputError(volume.source, "is a label map written by napari-reseg (it records its classes), not a "
+                                        "scan to segment")
+    model_name = args.model or DEFAULT_MODEL[volume.modality]
+    warning = modality_warning(resolve_card(model_name, args.card)[0], volume.modality, volume.source.name)
+    if warning:
+        print(f"reseg: warning: {warning}", file=sys.stderr)
     model = load_model(model_name, device=args.device, card=args.card)
-    if volume.modality in DEFAULT_MODEL and model.card.modality != volume.modality:
-        print(f"reseg: warning: {volume.source.name} looks like {volume.modality} but model {model.card.name!r} "
-              f"was trained on {model.card.modality}", file=sys.stderr)
     labels = np.zeros(volume.data.shape, dtype=np.uint8)
     confidence = np.zeros(volume.data.shape, dtype=np.float32) if confidence_path else None
     bar = tqdm(total=len(volume.data), unit="slice", desc=f"{model.card.name} on {model.device.type}",
@@ -171,7 +174,7 @@ def _finetune(args: argparse.Namespace) -> int:
 
     from .distributed import is_main_process
     from .finetune import iter_finetune
-    from .zoo import keep_model, model_paths, user_model_dir
+    from .catalogue import keep_model, model_paths, user_model_dir
 
     if args.output in model_paths() and not args.replace:
         raise ResegError(f"a model named {args.output!r} exists already ({model_paths()[args.output]}); "

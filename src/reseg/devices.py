@@ -1,16 +1,25 @@
-"""Which compute device runs a model: CUDA > MPS > CPU unless the user names one."""
+"""Which compute device runs a model: CUDA > MPS > CPU unless the user names one.
+
+torch is imported inside the functions that need it: a command-line parser or a user interface that only
+lists the choices must not pay torch's start-up (about two CPU-seconds).
+"""
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import ResegError
+
+if TYPE_CHECKING:
+    import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
 
 
 def available_devices() -> list[str]:
     """Device names usable on this machine, best first (always ends with "cpu")."""
+    import torch
+
     names = []
     if torch.cuda.is_available():
         names.append("cuda")
@@ -21,8 +30,10 @@ def available_devices() -> list[str]:
     return names
 
 
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
+def resolve_device(name: "str | torch.device" = "auto") -> "torch.device":
     """Turn "auto" into the best available device; refuse a named device this machine lacks."""
+    import torch
+
     if isinstance(name, torch.device):
         return name
     requested = name.lower()

@@ -38,9 +38,9 @@ from typing import Any
 import numpy as np
 
 from .classes import IGNORE_INDEX
-from .data.dataset import DATASET_FILE, DATASET_FORMAT, read_manifest
+from .data.manifest import DATASET_FILE, DATASET_FORMAT, read_manifest
 from .edits import slice_edit_statistics
-from .errors import InputError, ResegError
+from .errors import ExportClash, InputError, ResegError
 from .io import Volume, extension, read_volume, replace_atomically, write_image, write_labels
 from .review import SliceStatus, now_iso
 from .session import Session, scan_sha256
@@ -194,7 +194,7 @@ def _previous_manifest(folder: Path, mismatch: Callable[[dict[str, Any]], str | 
         return manifest
     if overwrite:
         return {}
-    raise InputError(folder, f"{problem}; choose another folder, or overwrite (--overwrite) to replace it")
+    raise ExportClash(folder, f"{problem}; choose another folder, or overwrite (--overwrite) to replace it")
 
 
 def _plan(folder: Path, existing: list[dict[str, Any]], session: Session, include_unreviewed: bool,
@@ -221,7 +221,7 @@ def _plan(folder: Path, existing: list[dict[str, Any]], session: Session, includ
                 if other is None:
                     continue
                 if not overwrite:
-                    raise InputError(folder / name, f"already holds slice {other.get('slice')} of "
+                    raise ExportClash(folder / name, f"already holds slice {other.get('slice')} of "
                                                     f"{other.get('source', 'another scan')}; overwrite "
                                                     "(--overwrite) to replace it")
                 replaced.add(id(other))

@@ -19,7 +19,8 @@ from .data.dataset import TrainingSet, load_training_set, split_by_scan
 from .errors import ResegError
 from .evaluate import Evaluation, evaluate_model
 from .training import EpochReport, StepReport, TrainingConfig, iter_train
-from .zoo import load_model, resolve_card
+from .catalogue import resolve_card
+from .zoo import load_model
 
 DEFAULT_HELD_OUT = 0.2
 

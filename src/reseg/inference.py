@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import DeviceMemoryError
 from .io import as_stack
 from .normalization import normalize_slices
 from .postprocessing import postprocess
@@ -81,7 +82,7 @@ def iter_segment(
     """Segment the given slices of `image` ((H, W) or (Z, H, W)) into `labels_out` (same shape, uint8).
 
     Only `slices` (default: all) are computed. On an out-of-memory error (a GPU too small for the batch) the
-    batch is retried at half the size, down to 1. With the in-plane `pixel_spacing` (y, x, mm) of the image and
+    batch is retried at half the size, down to 1, then DeviceMemoryError is raised. With the in-plane `pixel_spacing` (y, x, mm) of the image and
     a model card that records its training spacing, slices are resampled to that spacing and the logits back.
     `Progress.batch_size` tells the caller what batch size finally worked. `slice_confidence_out` (one value
     per slice) receives each slice's mean confidence, which review uses to find the most doubtful slices.
@@ -102,9 +103,9 @@ def iter_segment(
             try:
                 want_confidence = confidence_stack is not None or slice_confidence_out is not None
                 labels, confidence = _predict_batch(model, stack[chunk], want_confidence, pixel_spacing)
-            except torch.OutOfMemoryError:
+            except torch.OutOfMemoryError as error:
                 if batch_size == 1:
-                    raise
+                    raise DeviceMemoryError(str(model.device)) from error
                 if model.device.type == "cuda":
                     torch.cuda.empty_cache()
                 batch_size //= 2

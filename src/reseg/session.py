@@ -35,7 +35,7 @@ from .classes import SegmentationClass
 from .errors import InputError
 from .io import Volume
 from .io import reading, replace_atomically
-from .review import ReviewState, now_iso
+from .review import ReviewState, SliceStatus, now_iso
 
 SESSION_SUFFIX = ".reseg-session.npz"
 SESSION_FORMAT = "reseg-session"
@@ -65,6 +65,17 @@ class Session:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def model_rerun(self, slices: list[int], prediction: np.ndarray, model_name: str,
+                    weights_sha256: str | None, confidence: np.ndarray | None = None) -> None:
+        """A model ran again over `slices` (the labels already hold its output): their prediction becomes the
+        new output and their review marks are cleared, since what was reviewed is no longer there."""
+        for z in slices:
+            self.prediction[z] = prediction[z]
+            self.review.mark(z, SliceStatus.UNREVIEWED)
+        self.model_name, self.weights_sha256 = model_name, weights_sha256
+        if confidence is not None:
+            self.confidence = np.asarray(confidence, dtype=np.float32)
 
 
 def scan_sha256(path: str | Path) -> str:
@@ -186,17 +197,24 @@ def _array_problem(labels: np.ndarray, prediction: np.ndarray, confidence: np.nd
     return None
 
 
-def _session_candidates(scan_path: str | Path) -> tuple[Path, Path]:
-    """Beside the scan, and in the user data folder keyed by the scan's absolute path."""
+def _session_candidates(scan_path: str | Path, folder: Path | None = None) -> tuple[Path, ...]:
+    """Where a scan's session may be: in `folder` (the user's choice) if given, beside the scan, and in the
+    user data folder; outside the scan's folder the name carries a key of the scan's absolute path."""
     scan = Path(scan_path).resolve()
     key = hashlib.sha256(str(scan).encode()).hexdigest()[:16]
+    keyed = f"{scan.name}-{key}{SESSION_SUFFIX}"
     user_folder = Path(platformdirs.user_data_dir("napari-reseg")) / "sessions"
-    return scan.parent / f"{scan.name}{SESSION_SUFFIX}", user_folder / f"{scan.name}-{key}{SESSION_SUFFIX}"
+    chosen = (Path(folder).expanduser() / keyed,) if folder is not None else ()
+    return (*chosen, scan.parent / f"{scan.name}{SESSION_SUFFIX}", user_folder / keyed)
 
 
-def session_path_for(scan_path: str | Path) -> Path:
-    """Where a scan's session is saved: beside the scan if that folder is writable, else in the user data folder."""
-    beside, in_user_folder = _session_candidates(scan_path)
+def session_path_for(scan_path: str | Path, folder: Path | None = None) -> Path:
+    """Where a scan's session is saved: in `folder` if given, else beside the scan if that folder is writable,
+    else in the user data folder."""
+    candidates = _session_candidates(scan_path, folder)
+    if folder is not None:
+        return candidates[0]
+    beside, in_user_folder = candidates
     return beside if os.access(beside.parent, os.W_OK | os.X_OK) else in_user_folder
 
 
@@ -212,15 +230,16 @@ class SessionLookup:
         return self.path is not None
 
 
-def find_session(scan_path: str | Path) -> SessionLookup:
-    """Look for a saved session of a scan, beside it or in the user data folder.
+def find_session(scan_path: str | Path, folder: Path | None = None) -> SessionLookup:
+    """Look for a saved session of a scan: in `folder` (the user's session folder) if given, beside the scan,
+    or in the user data folder.
 
     A session is offered only if the scan's sha256 still equals the one it was saved for: labels corrected
     on an earlier version of a file must not be laid over a changed one. A corrupt session file raises
     InputError naming it, so that the caller can tell the user instead of silently starting afresh.
     """
     scan = Path(scan_path)
-    existing = [path for path in _session_candidates(scan) if path.is_file()]
+    existing = [path for path in _session_candidates(scan, folder) if path.is_file()]
     if not existing:
         return SessionLookup(None, None, f"no saved session for {scan.name}")
     digest = scan_sha256(scan)

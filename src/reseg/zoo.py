@@ -1,41 +1,23 @@
-"""The model registry: bundled models (the `reseg_zoo` package data), the user's own models, and checkpoints.
-
-Weights are only ever loaded without executing code: safetensors, or ``torch.load(weights_only=True)`` for
-foreign ``.pt`` / ``.pth`` state dicts.
+"""Loading and saving model weights: a network built from its card, weights read without executing code
+(safetensors, or ``torch.load(weights_only=True)`` for foreign ``.pt`` / ``.pth`` state dicts) and checked
+against the card. Which models exist is `reseg.catalogue`'s job (no torch there).
 """
 
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
-import platformdirs
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .cards import ModelCard, read_card, sha256_of, write_card
+from .cards import ModelCard, sha256_of, write_card
+from .catalogue import FOREIGN_SUFFIXES, resolve_card
 from .devices import resolve_device
-from .errors import CheckpointError, ResegError
+from .errors import CheckpointError
 from .models import SegmentationNetwork, build_network, count_parameters
-
-USER_MODEL_DIR_ENV = "RESEG_MODEL_DIR"
-FOREIGN_SUFFIXES = (".pt", ".pth")
-
-
-def bundled_model_dir() -> Path:
-    """The folder of models shipped inside the wheel (the repository's `models/`)."""
-    return Path(str(resources.files("reseg_zoo")))
-
-
-def user_model_dir() -> Path:
-    """Where models the user trained or kept live; `RESEG_MODEL_DIR` overrides the platform default."""
-    override = os.environ.get(USER_MODEL_DIR_ENV)
-    return Path(override) if override else Path(platformdirs.user_data_dir("napari-reseg")) / "models"
-
 
 @dataclass
 class LoadedModel:
@@ -45,22 +27,6 @@ class LoadedModel:
     card: ModelCard
     device: torch.device
     weights_path: Path
-
-
-def _cards_in(folder: Path) -> dict[str, Path]:
-    if not folder.is_dir():
-        return {}
-    return {card.stem: card for card in sorted(folder.glob("*.json")) if card.with_suffix(".safetensors").exists()}
-
-
-def model_paths() -> dict[str, Path]:
-    """Card path of every known model by name; a user model shadows a bundled one of the same name."""
-    return {**_cards_in(bundled_model_dir()), **_cards_in(user_model_dir())}
-
-
-def list_models() -> list[ModelCard]:
-    """Cards of all bundled and user models, sorted by name."""
-    return [read_card(path) for _, path in sorted(model_paths().items())]
 
 
 def _unwrap_state_dict(loaded: object, source: Path) -> dict[str, torch.Tensor]:
@@ -117,37 +83,6 @@ def _check_state_dict(network: SegmentationNetwork, state: dict[str, torch.Tenso
         raise CheckpointError(path, f"tensor {key} has shape {got}, architecture expects {want}")
 
 
-def resolve_card(
-    name_or_path: str | Path, card: ModelCard | str | Path | None = None
-) -> tuple[ModelCard, Path]:
-    """Find (card, weights path) for a registry name, a .json card, or a weights file with a card.
-
-    Cheap (reads JSON only), so a user interface can show classes before the weights are loaded.
-    """
-    known = model_paths()
-    if card is None and str(name_or_path) in known:
-        card_path = known[str(name_or_path)]
-        return read_card(card_path), card_path.with_suffix(".safetensors")
-    path = Path(name_or_path)
-    if path.suffix == ".json":
-        return read_card(path), path.with_suffix(".safetensors")
-    if path.suffix not in (".safetensors", *FOREIGN_SUFFIXES):
-        if not path.exists():
-            raise CheckpointError(path, f"no such model or file (known models: {', '.join(sorted(known)) or 'none'})")
-        raise CheckpointError(path, "unsupported model file (use a model name, a .json card, .safetensors, .pt or .pth)")
-    if card is None:
-        card_path = path.with_suffix(".json")
-        if not card_path.exists():
-            raise CheckpointError(
-                path, f"has no model card beside it ({card_path.name}); pass the card of the model it was trained "
-                "from (e.g. --card lightreseg-oct) so its classes and normalisation are known"
-            )
-        return read_card(card_path), path
-    if isinstance(card, ModelCard):
-        return card, path
-    return resolve_card(card, None)[0], path
-
-
 def load_model(
     name_or_path: str | Path,
     device: str | torch.device = "auto",
@@ -199,32 +134,3 @@ def save_model(network: SegmentationNetwork, card: ModelCard, folder: str | Path
         temporary_weights.unlink(missing_ok=True)
         temporary_card.unlink(missing_ok=True)
     return weights
-
-
-def keep_model(card_path: str | Path, replace: bool = False) -> Path:
-    """Move a model (card + weights written by training) into the user model folder; returns the new card path.
-
-    Refuses a name that is already a model unless `replace` (a user model only: bundled ones never change).
-    """
-    card_path = Path(card_path)
-    name = card_path.stem
-    known = model_paths()
-    if name in known and (not replace or known[name].parent == bundled_model_dir()):
-        raise ResegError(f"a model named {name!r} exists already ({known[name]}); choose another name")
-    target = user_model_dir()
-    target.mkdir(parents=True, exist_ok=True)
-    # Weights first: a card without weights is not listed, so the model appears complete or not at all.
-    shutil.move(card_path.with_suffix(".safetensors"), target / f"{name}.safetensors")
-    shutil.move(card_path, target / card_path.name)
-    return target / card_path.name
-
-
-def remove_model(name: str) -> None:
-    """Delete a model from the user model folder; bundled models cannot be removed."""
-    path = model_paths().get(name)
-    if path is None:
-        raise ResegError(f"no model named {name!r}")
-    if path.parent != user_model_dir():
-        raise ResegError(f"{name!r} is bundled with napari-reseg ({path}) and cannot be removed")
-    path.with_suffix(".safetensors").unlink()
-    path.unlink()

@@ -13,7 +13,7 @@ import pytest
 from reseg.cli import main
 from reseg.data.dataset import write_training_set
 from reseg.io import read_volume
-from reseg.zoo import resolve_card
+from reseg.catalogue import resolve_card
 
 PREPARE = Path(__file__).resolve().parents[2] / "training" / "prepare_real_oct.py"
 

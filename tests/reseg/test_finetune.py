@@ -12,7 +12,8 @@ from reseg.data.dataset import load_training_set
 from reseg.errors import ResegError
 from reseg.finetune import split_held_out
 from reseg.training import TrainingConfig, iter_train
-from reseg.zoo import load_model, model_paths
+from reseg.catalogue import model_paths
+from reseg.zoo import load_model
 
 SHORT = ["--epochs", "1", "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "96", "96"]
 

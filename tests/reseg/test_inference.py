@@ -10,12 +10,13 @@ from reseg.cards import read_card
 from reseg.classes import OCT_CLASSES
 from reseg.data.phantom import make_oct_phantom
 from reseg.devices import available_devices, resolve_device
-from reseg.errors import ResegError
+from reseg.errors import DeviceMemoryError, ResegError
 from reseg.inference import iter_segment, segment
 from reseg.io import read_volume
 from reseg.metrics import per_class_scores, summarize
 from reseg.models import build_network
-from reseg.zoo import LoadedModel, bundled_model_dir, load_model
+from reseg.catalogue import bundled_model_dir
+from reseg.zoo import LoadedModel, load_model
 
 
 class CountingNetwork(torch.nn.Module):
@@ -149,7 +150,7 @@ def test_out_of_memory_retries_with_smaller_batches(tiny_model):
     assert [e.batch_size for e in events] == [2, 2, 2] and events[-1].done == 5
     assert np.all(labels < 3)
     model.network.fits = 0
-    with pytest.raises(torch.OutOfMemoryError):
+    with pytest.raises(DeviceMemoryError, match="even at batch size 1"):
         list(iter_segment(model, stack, labels, batch_size=4))
 
 

@@ -12,7 +12,8 @@ from safetensors.torch import save_file
 from reseg.cards import read_card, sha256_of
 from reseg.errors import CheckpointError
 from reseg.models import build_network, count_parameters
-from reseg.zoo import bundled_model_dir, list_models, load_model, save_model
+from reseg.catalogue import bundled_model_dir, list_models
+from reseg.zoo import load_model, save_model
 
 BUNDLED = ("lightreseg-oct", "l2gnet-ct")
 

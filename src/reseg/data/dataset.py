@@ -21,9 +21,8 @@ import numpy as np
 from ..classes import CT_CLASSES, IGNORE_INDEX, OCT_CLASSES, SegmentationClass
 from ..errors import InputError
 from ..io import Volume, read_volume, write_image, write_labels
+from .manifest import DATASET_FILE, DATASET_FORMAT, read_manifest
 
-DATASET_FILE = "dataset.json"
-DATASET_FORMAT = "reseg-dataset"
 
 
 @dataclass
@@ -79,16 +78,6 @@ def _pairs_by_name(folder: Path) -> list[tuple[Path, Path, str]]:
             raise InputError(image, f"has no label file {label.relative_to(folder)}")
         pairs.append((image, label, _file_stem(image)))
     return pairs
-
-
-def read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / DATASET_FILE
-    if not path.exists():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise InputError(path, f"is not readable JSON ({error})") from None
 
 
 def load_training_set(folders: Sequence[str | Path]) -> TrainingSet:

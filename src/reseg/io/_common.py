@@ -11,7 +11,6 @@ from pathlib import Path
 from types import ModuleType
 
 import numpy as np
-from nibabel.orientations import aff2axcodes, apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 
 from reseg.errors import InputError
 from reseg.io._volume import Volume
@@ -24,7 +23,6 @@ MM_PER_UNIT = {
     "meter": 1000.0, "um": 1e-3, "µm": 1e-3, "micron": 1e-3, "micrometer": 1e-3, "nm": 1e-6,
     "inch": 25.4, "in": 25.4,
 }
-_RAS = axcodes2ornt("RAS")
 
 
 @contextmanager
@@ -107,6 +105,8 @@ def to_canonical(xyz: np.ndarray, affine: np.ndarray, zooms: Sequence[float]
     Returns the array, its voxel sizes in the new axis order, and the metadata that lets `from_canonical`
     put labels back on disk. An affine too degenerate to give an orientation leaves the array as it is.
     """
+    from nibabel.orientations import aff2axcodes, apply_orientation, io_orientation  # only NIfTI / DICOM need it
+
     ornt = io_orientation(affine)
     if np.isnan(ornt).any():
         return xyz, list(zooms), {}
@@ -119,8 +119,10 @@ def to_canonical(xyz: np.ndarray, affine: np.ndarray, zooms: Sequence[float]
 
 def from_canonical(xyz: np.ndarray, metadata: dict) -> np.ndarray:
     """Undo `to_canonical` on an (X, Y, Z) array so that it lines up with the file it was read from."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, ornt_transform
+
     ornt = metadata.get("to_canonical")
-    return xyz if ornt is None else apply_orientation(xyz, ornt_transform(_RAS, ornt))
+    return xyz if ornt is None else apply_orientation(xyz, ornt_transform(axcodes2ornt("RAS"), ornt))
 
 
 def extension(path: Path) -> str:

@@ -9,12 +9,14 @@ import numpy as np
 import tifffile
 from PIL import Image
 
+from reseg.io import _label_maps
 from reseg.io._common import MM_PER_UNIT, check_array, reading, to_canonical, to_volume
 from reseg.io._volume import Volume
 
 PIL_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
 TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
 NIFTI_EXTENSIONS = frozenset({".nii", ".nii.gz"})
+_NIFTI_COMMENT = 6  # NIfTI-1 extension code "comment": free text, here the label map's JSON description
 
 # TIFF ResolutionUnit tag values (1 = none) to millimetres.
 _TIFF_RESOLUTION_UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 1e-3}
@@ -57,7 +59,10 @@ def read_tiff(source: Path) -> Volume:
     z = header.get("spacing")
     if header_unit is not None and isinstance(z, (int, float)) and z > 0:
         spacing[0], known[0] = float(z) * header_unit, True
-    return _make_volume(source, data, axes, spacing, known, kind="tiff")
+    volume = _make_volume(source, data, axes, spacing, known, kind="tiff")
+    properties = header.get("Properties")
+    description = properties.get(_label_maps.TIFF_PROPERTY) if isinstance(properties, dict) else None
+    return _as_label_map(volume, description)
 
 
 def read_nifti(source: Path) -> Volume:
@@ -83,7 +88,21 @@ def read_nifti(source: Path) -> Volume:
         data, zooms, orientation = to_canonical(data, image.affine, zooms)
         metadata.update(orientation)
     spacing = ([1.0] + zooms[::-1])[-3:]
-    return to_volume(source, np.ascontiguousarray(data.T), spacing, image.affine, metadata)
+    volume = to_volume(source, np.ascontiguousarray(data.T), spacing, image.affine, metadata)
+    comments = [ext.get_content() for ext in header.extensions if ext.get_code() == _NIFTI_COMMENT]
+    descriptions = [text for text in comments if isinstance(text, bytes) and _label_maps.LABEL_MAP_FORMAT.encode() in text]
+    return _as_label_map(volume, descriptions[0].decode("utf-8", "replace") if descriptions else None)
+
+
+def _as_label_map(volume: Volume, description: str | None) -> Volume:
+    """Mark a volume read from a label map of ours with its classes and the modality of its scan."""
+    parsed = _label_maps.parse(volume.source, description) if description else None
+    if parsed is None:
+        return volume
+    volume.label_classes, volume.modality = parsed.classes, parsed.modality
+    volume.ndim_on_disk = parsed.ndim if len(volume.data) == 1 else volume.ndim_on_disk
+    volume.metadata["labelled_scan"] = parsed.scan
+    return volume
 
 
 def _make_volume(source: Path, data: np.ndarray, axes: str, spacing: list[float], known: list[bool],

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reseg.classes import SegmentationClass
+
 MODALITIES = ("OCT", "CT", "unknown")
 
 
@@ -21,6 +23,9 @@ class Volume:
     DICOM volumes are turned into nibabel's closest canonical (RAS+) orientation on reading, so that models
     see one orientation whatever the file's; `metadata["to_canonical"]` records the turn (a nibabel
     orientation) and the NIfTI writer undoes it.
+
+    `label_classes` is set when the file is a label map that `write_labels` wrote (it records the class names
+    and colours in the file): such a file is a segmentation to show or compare, never a scan to segment.
     """
 
     data: np.ndarray
@@ -30,6 +35,7 @@ class Volume:
     affine: np.ndarray | None = None
     ndim_on_disk: int = 3
     metadata: dict = field(default_factory=dict)
+    label_classes: tuple[SegmentationClass, ...] | None = None
 
     @property
     def pixel_spacing(self) -> tuple[float, float] | None:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Callable
+from collections.abc import Sequence
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import tifffile
 
+from reseg.classes import SegmentationClass
 from reseg.errors import InputError
+from reseg.io import _label_maps
+from reseg.io._atomic import replace_atomically
 from reseg.io._common import extension, from_canonical
 from reseg.io._formats import NIFTI_EXTENSIONS, TIFF_EXTENSIONS
 from reseg.io._volume import Volume
@@ -21,12 +22,15 @@ _WRITE_EXTENSIONS = TIFF_EXTENSIONS | NIFTI_EXTENSIONS
 _IMAGEJ_DTYPES = "BHhf"
 
 
-def write_labels(path: str | Path, labels: np.ndarray, like: Volume) -> Path:
+def write_labels(path: str | Path, labels: np.ndarray, like: Volume,
+                 classes: Sequence[SegmentationClass] | None = None) -> Path:
     """Write labels in register with `like` (same orientation, spacing, affine, 2-D/3-D), atomically.
 
     `labels` is (Z, Y, X) with `like.data`'s shape and integer values 0..255, stored as uint8. A NIfTI file
     gets the source's on-disk orientation and affine back, so it overlays the source in any viewer; a TIFF,
-    which has no orientation, keeps the engine's, so it lines up with `read_volume` of the source.
+    which has no orientation, keeps the engine's, so it lines up with `read_volume` of the source. With
+    `classes`, the file also records their names and colours, the modality and the scan (`like.source`), so
+    that `read_volume` knows it for a label map (`Volume.label_classes`).
     """
     labels = np.asarray(labels)
     if labels.shape != like.data.shape:
@@ -37,7 +41,8 @@ def write_labels(path: str | Path, labels: np.ndarray, like: Volume) -> Path:
         raise ValueError(f"labels must be integers, got {labels.dtype}")
     if labels.size and (labels.min() < 0 or labels.max() > 255):
         raise ValueError(f"labels must be in 0..255 to be stored as uint8, got {labels.min()}..{labels.max()}")
-    return _write(Path(path), labels.astype(np.uint8, copy=False), like)
+    description = _label_maps.describe(classes, like.modality, like.source, like.ndim_on_disk) if classes else None
+    return _write(Path(path), labels.astype(np.uint8, copy=False), like, description)
 
 
 def write_image(path: str | Path, volume: Volume) -> Path:
@@ -45,36 +50,24 @@ def write_image(path: str | Path, volume: Volume) -> Path:
     return _write(Path(path), volume.data, volume)
 
 
-def _write(target: Path, data: np.ndarray, like: Volume) -> Path:
+def _write(target: Path, data: np.ndarray, like: Volume,
+           description: _label_maps.LabelMapDescription | None = None) -> Path:
     suffix = extension(target)
     if suffix not in _WRITE_EXTENSIONS:
         raise InputError(target, f"cannot write '{target.suffix or target.name}' files; use .tif, .nii or .nii.gz")
     on_disk = data[0] if like.ndim_on_disk == 2 else data
     writer = _write_nifti if suffix in NIFTI_EXTENSIONS else _write_tiff
     target.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(target, lambda temporary: writer(temporary, on_disk, like))
+    replace_atomically(target, lambda temporary: writer(temporary, on_disk, like, description))
     return target
 
 
-def replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """Write to a temporary file beside the target, then rename: readers never see a half-written target.
-
-    The temporary name ends with the target's name so that libraries choose the same format.
-    """
-    temporary = target.with_name(f".{uuid.uuid4().hex[:12]}.tmp.{target.name}")
-    try:
-        write(temporary)
-        with open(temporary, "rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
-def _write_tiff(path: Path, data: np.ndarray, like: Volume) -> None:
+def _write_tiff(path: Path, data: np.ndarray, like: Volume,
+                description: _label_maps.LabelMapDescription | None) -> None:
     z, y, x = like.spacing
-    metadata = {"axes": "ZYX"[-data.ndim:], "spacing": z, "unit": "mm"}
+    metadata: dict = {"axes": "ZYX"[-data.ndim:], "spacing": z, "unit": "mm"}
+    if description is not None:  # label maps are uint8: always the ImageJ branch, which keeps properties
+        metadata["Properties"] = {_label_maps.TIFF_PROPERTY: description.to_json()}
     if data.dtype.char in _IMAGEJ_DTYPES:
         tifffile.imwrite(path, data, imagej=True, resolution=(1 / x, 1 / y), metadata=metadata)
     else:  # plain TIFF: x/y in standard resolution tags (pixels per cm), z in tifffile's JSON description
@@ -82,7 +75,8 @@ def _write_tiff(path: Path, data: np.ndarray, like: Volume) -> None:
                          resolutionunit="CENTIMETER", metadata=metadata)
 
 
-def _write_nifti(path: Path, data: np.ndarray, like: Volume) -> None:
+def _write_nifti(path: Path, data: np.ndarray, like: Volume,
+                 description: _label_maps.LabelMapDescription | None) -> None:
     if like.affine is not None:
         affine, unit = like.affine, like.metadata.get("nifti_unit", "mm")
     else:
@@ -94,4 +88,7 @@ def _write_nifti(path: Path, data: np.ndarray, like: Volume) -> None:
     image.header.set_xyzt_units(xyz=unit)
     image.set_sform(affine, code=like.metadata.get("nifti_sform_code", 2))
     image.set_qform(affine, code=like.metadata.get("nifti_qform_code", 2))
+    if description is not None:
+        image.header.set_intent("label", name="reseg")
+        image.header.extensions.append(nib.nifti1.Nifti1Extension("comment", description.to_json().encode()))
     nib.save(image, path)
