@@ -1,65 +1,116 @@
-"""Draw the README's widget screenshots.
+"""Draw the README's widget screenshots, with the widgets docked as napari's Plugins menu docks them.
 
-- docs/segment_widget.png: the Segment widget docked beside the OCT sample it has just segmented;
+- docs/segment_widget.png: the Segment widget beside the real Spectralis line scan it has just segmented
+  (../shared/data; the OCT sample when that is absent);
+- docs/three_widgets.png: Segment, Review and Fine-tune docked together on a 1920 x 1080 window, mid-review;
+- docs/ct_radiological.png: the real CT volume and its labels in the radiological convention;
 - docs/finetune_widget.png: the Fine-tune widget after a short run on phantom "corrections" (a temporary
   user model folder, so nothing is kept).
 
-    xvfb-run -a python docs/make_screenshot.py
+    xvfb-run -a -s "-screen 0 1920x1080x24" python docs/make_screenshot.py
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import napari
 from qtpy.QtWidgets import QApplication
 
-from napari_reseg._finetune_widget import FinetuneWidget
-from napari_reseg._segment_widget import SegmentWidget
 from reseg.cli import main as reseg
 
 DOCS = Path(__file__).resolve().parent
-OUT = DOCS / "segment_widget.png"
+SHARED = DOCS.parent.parent / "shared" / "data"
+LINE_SCAN = SHARED / "spectralis_vol" / "Willis_B_716_0.vol"
+CT = SHARED / "ct_totalseg" / "example_ct_sm.nii.gz"
 
 
-def _hide_toasts(viewer) -> None:
-    """Close napari's notification pop-ups (e.g. its PyQt5 deprecation notice): they are not the widget."""
+def _settle(viewer) -> None:
+    """Let the window draw, then close napari's notification pop-ups: they are not the widget."""
     from napari._qt.dialogs.qt_notification import NapariQtNotification
 
+    for _ in range(20):
+        QApplication.processEvents()
     for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
         toast.close()
     QApplication.processEvents()
 
 
 def _wait(widget) -> None:
-    while widget.worker is not None:
+    while widget.task.running or widget.engine.running:
         QApplication.processEvents()
+        time.sleep(0.005)
+
+
+def _viewer(width: int, height: int):
+    viewer = napari.Viewer(show=True)
+    viewer.window._qt_window.resize(width, height)
+    return viewer
+
+
+def _open_oct(viewer) -> str:
+    if LINE_SCAN.exists():
+        [layer] = viewer.open(str(LINE_SCAN), plugin="napari-reseg")
+        return layer.name
+    viewer.open_sample("napari-reseg", "oct-phantom")
+    viewer.layers["OCT phantom true labels"].visible = False
+    return "OCT phantom"
+
+
+def _segment(viewer, confidence: bool = False):
+    _, segment = viewer.window.add_plugin_dock_widget("napari-reseg", "Segment")
+    segment.confidence_check.setChecked(confidence)
+    segment.run_button.click()
+    _wait(segment)
+    return segment
 
 
 def segment_screenshot() -> None:
-    viewer = napari.Viewer(show=True)
-    viewer.window._qt_window.resize(1600, 950)
-    viewer.open_sample("napari-reseg", "oct-phantom")
-    viewer.layers["OCT phantom true labels"].visible = False
-    widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Segment", area="right")
-    widget.image_combo.setCurrentText("OCT phantom")
-    widget.model_combo.setCurrentText("lightreseg-oct")
-    widget.confidence_check.setChecked(True)
-    widget.start()
-    _wait(widget)
-    viewer.layers["OCT phantom confidence"].visible = False
-    viewer.layers.selection.active = viewer.layers["OCT phantom labels"]
-    viewer.dims.set_current_step(0, 8)
+    viewer = _viewer(1600, 950)
+    name = _open_oct(viewer)
+    segment = _segment(viewer, confidence=True)
+    viewer.layers[f"{name} doubt"].visible = True
+    viewer.layers.selection.active = viewer.layers[f"{name} labels"]
     viewer.reset_view()
-    viewer.camera.zoom *= 1.6
-    for _ in range(10):
-        QApplication.processEvents()
-    _hide_toasts(viewer)
-    viewer.screenshot(str(OUT), canvas_only=False, flash=False)
-    print(f"wrote {OUT}: {widget.status.text()}")
+    _settle(viewer)
+    viewer.screenshot(str(DOCS / "segment_widget.png"), canvas_only=False, flash=False)
+    print(f"wrote {DOCS / 'segment_widget.png'}: {segment.status.text()}")
+    viewer.close()
+
+
+def three_widgets_screenshot() -> None:
+    viewer = _viewer(1920, 1080)
+    name = _open_oct(viewer)
+    segment = _segment(viewer)
+    _, review = viewer.window.add_plugin_dock_widget("napari-reseg", "Review")
+    _, finetune = viewer.window.add_plugin_dock_widget("napari-reseg", "Fine-tune")
+    review.buttons["reviewed"].click()
+    viewer.layers.selection.active = viewer.layers[f"{name} labels"]
+    viewer.reset_view()
+    _wait(finetune)
+    _settle(viewer)
+    window = viewer.window._qt_window
+    viewer.screenshot(str(DOCS / "three_widgets.png"), canvas_only=False, flash=False)
+    print(f"wrote {DOCS / 'three_widgets.png'}: window {window.width()} x {window.height()}, "
+          f"{segment.status.text()}; {review.progress_label.text()}")
+    viewer.close()
+
+
+def ct_screenshot() -> None:
+    if not CT.exists():
+        print(f"skipped the CT screenshot: {CT} is not here")
+        return
+    viewer = _viewer(1600, 950)
+    [scan] = viewer.open(str(CT), plugin="napari-reseg")
+    segment = _segment(viewer)
+    viewer.dims.set_current_step(0, scan.data.shape[0] // 2)
+    viewer.reset_view()
+    _settle(viewer)
+    viewer.screenshot(str(DOCS / "ct_radiological.png"), canvas_only=False, flash=False)
+    print(f"wrote {DOCS / 'ct_radiological.png'}: {segment.status.text()}")
     viewer.close()
 
 
@@ -68,25 +119,24 @@ def finetune_screenshot() -> None:
         os.environ["RESEG_MODEL_DIR"] = str(Path(scratch) / "models")
         export = Path(scratch) / "review-export"
         reseg(["phantom", str(export), "--volumes", "5", "--bscans", "4", "--seed", "500"])
-        viewer = napari.Viewer(show=True)
-        viewer.window._qt_window.resize(1600, 1100)
+        viewer = _viewer(1600, 1100)
         viewer.open_sample("napari-reseg", "oct-phantom")
-        widget = FinetuneWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="Fine-tune", area="right")
+        _, widget = viewer.window.add_plugin_dock_widget("napari-reseg", "Fine-tune")
         widget.add_data_folder(export)
+        _wait(widget)
         widget.set_frozen(["encoder"])
         widget.epochs_spin.setValue(4)
-        widget.start()
+        widget.start_button.click()
         _wait(widget)
-        for _ in range(10):
-            QApplication.processEvents()
-        _hide_toasts(viewer)
+        _settle(viewer)
         viewer.screenshot(str(DOCS / "finetune_widget.png"), canvas_only=False, flash=False)
         print(f"wrote {DOCS / 'finetune_widget.png'}: {widget.status.text()}")
-        widget.discard()
+        widget.discard_button.click()
         viewer.close()
 
 
 if __name__ == "__main__":
     segment_screenshot()
+    three_widgets_screenshot()
+    ct_screenshot()
     finetune_screenshot()

@@ -7,13 +7,9 @@ model folder and only appears in the model pickers when the user keeps it.
 
 from __future__ import annotations
 
-import re
-import shutil
-import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
-from napari.qt.threading import GeneratorWorker, create_worker
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
 from qtpy.QtGui import QColor
@@ -22,61 +18,71 @@ from qtpy.QtWidgets import (
     QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
-    QGroupBox,
     QHBoxLayout,
     QHeaderView,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
     QWidget,
 )
 
-from reseg.data.dataset import read_manifest
-from reseg.devices import available_devices
+from reseg.catalogue import user_model_dir
+from reseg.devices import DEVICE_CHOICES
 from reseg.errors import ResegError
-from reseg.zoo import keep_model, model_paths, remove_model, resolve_card, user_model_dir
 
 from ._curve_plot import CurvePlot
+from ._engine_loading import load_engine
+from ._finetune_controller import FinetuneController, network_parts
+from ._lifecycle import BackgroundTask, Connections, when_closed
 from ._model_events import model_registry_events
+from ._panel import Panel, Section, confirm
+from ._settings import preferences
 
 if TYPE_CHECKING:
     import napari
-    from reseg.finetune import Comparison, FinetuneResult
-    from reseg.training import TrainingConfig
 
-MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    from reseg.finetune import Comparison
+
 BETTER, WORSE = QColor(60, 170, 90), QColor(220, 80, 70)
 
 
-def _finetune(base: str, folders: list[str], name: str, staging: str, config: "TrainingConfig",
+def _finetune(base: str, folders: list[str], name: str, staging: str, settings: dict,
               held_out: float) -> Iterator[object]:
-    """The worker's body: MONAI and torch are imported here, off the event loop, when training starts."""
+    """The worker's body: torch and MONAI come in here, off the event loop, when training starts.
+    `settings` are `TrainingConfig` fields (the class lives beside MONAI's training code)."""
+    load_engine()
     from reseg.finetune import iter_finetune
+    from reseg.training import TrainingConfig
 
-    yield from iter_finetune(base, folders, name, staging, config, held_out_fraction=held_out)
+    yield from iter_finetune(base, folders, name, staging, TrainingConfig(**settings), held_out_fraction=held_out)
 
 
-class FinetuneWidget(QWidget):
+def _engine_and_parts(base: str) -> tuple[list[str], str, dict[str, int]]:
+    """Worker body: the devices this machine has and the base network's parts, both needing torch."""
+    return load_engine(), base, network_parts(base)
+
+
+class FinetuneWidget(Panel):
     """Dock widget that fine-tunes a model on exported review folders and lets the user keep the result."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.worker: GeneratorWorker | None = None
-        self.staging: Path | None = None
-        self.result: FinetuneResult | None = None
-        # Replaced in tests: asks before a kept model is deleted.
-        self.confirm_remove: Callable[[str], bool] = self._ask_remove
+        self.controller = FinetuneController()
+        self.task = BackgroundTask(self)
+        self.engine = BackgroundTask(self)
+        self.connections = Connections(self)
+        self.epochs_planned = 0
+        self.parts_base: str | None = None  # the base model whose parts the freeze list shows (or tried to)
 
         self.data_list = QListWidget()
+        self.data_list.setMinimumHeight(48)
         self.data_list.setMaximumHeight(80)
         self.add_data_button = QPushButton("Add exported folder...")
         self.remove_data_button = QPushButton("Remove")
@@ -100,11 +106,10 @@ class FinetuneWidget(QWidget):
         self.held_out_spin.setToolTip("share of the scans (whole scans, never single slices) kept out of training "
                                       "to compare the old and the new model on")
         self.freeze_list = QListWidget()
+        self.freeze_list.setMinimumHeight(48)
         self.freeze_list.setMaximumHeight(90)
         self.freeze_list.setToolTip("ticked parts of the network keep the base model's weights")
         self.device_combo = QComboBox()
-        for device in available_devices():
-            self.device_combo.addItem(device, device)
         self.start_button = QPushButton("Fine-tune")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -115,10 +120,11 @@ class FinetuneWidget(QWidget):
         self.comparison_table = QTableWidget(0, 4)
         self.comparison_table.setHorizontalHeaderLabels(["class", "base Dice", "new Dice", "change"])
         self.comparison_table.verticalHeader().setVisible(False)
+        self.comparison_table.verticalHeader().setDefaultSectionSize(20)
         header = self.comparison_table.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeToContents)  # numbers take what they need,
-        header.setSectionResizeMode(0, QHeaderView.Stretch)  # the class names the rest
-        self.comparison_table.setEditTriggers(QTableWidget.NoEditTriggers)
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)  # numbers take what they need,
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)  # the class names the rest
+        self.comparison_table.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.keep_button = QPushButton("Keep new model")
         self.discard_button = QPushButton("Discard")
         self.own_models_combo = QComboBox()
@@ -139,28 +145,32 @@ class FinetuneWidget(QWidget):
         run_buttons = QHBoxLayout()
         run_buttons.addWidget(self.start_button)
         run_buttons.addWidget(self.cancel_button)
+        comparison = QWidget()
+        comparison_layout = QFormLayout(comparison)
+        comparison_layout.setContentsMargins(0, 0, 0, 0)
+        comparison_layout.addRow(self.comparison_table)
         decision = QHBoxLayout()
         decision.addWidget(self.keep_button)
         decision.addWidget(self.discard_button)
-        own = QHBoxLayout()
-        own.addWidget(self.own_models_combo, 1)
-        own.addWidget(self.remove_model_button)
-        own_box = QGroupBox("your models")
-        own_box.setLayout(own)
+        comparison_layout.addRow(decision)
+        own = QWidget()
+        own_layout = QHBoxLayout(own)
+        own_layout.setContentsMargins(0, 0, 0, 0)
+        own_layout.addWidget(self.own_models_combo, 1)
+        own_layout.addWidget(self.remove_model_button)
 
-        layout = QVBoxLayout(self)
-        layout.addWidget(QLabel("exported corrections (reseg export folders)"))
-        layout.addWidget(self.data_list)
-        layout.addLayout(data_buttons)
-        layout.addLayout(form)
-        layout.addLayout(run_buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.plot)
-        layout.addWidget(self.status)
-        layout.addWidget(self.comparison_table)
-        layout.addLayout(decision)
-        layout.addWidget(own_box)
+        self.body.addWidget(QLabel("exported corrections (reseg export folders)"))
+        self.body.addWidget(self.data_list)
+        self.body.addLayout(data_buttons)
+        self.body.addLayout(form)
+        self.body.addLayout(run_buttons)
+        self.body.addWidget(self.progress_bar)
+        self.body.addWidget(self.plot)
+        self.body.addWidget(self.status)
+        self.body.addWidget(Section("old vs new model, held-out scans", comparison))
+        self.body.addWidget(Section("your models", own, expanded=False))
 
+        self._fill_devices(None)
         self._fill_models()
         self._set_decision_enabled(False)
         self.add_data_button.clicked.connect(self._choose_folder)
@@ -171,39 +181,41 @@ class FinetuneWidget(QWidget):
         self.keep_button.clicked.connect(self.keep)
         self.discard_button.clicked.connect(self.discard)
         self.remove_model_button.clicked.connect(self.remove_selected_model)
-        model_registry_events().changed.connect(self._fill_models)
+        self.connections.connect(model_registry_events().changed, self._fill_models)
+        when_closed(self, self._close)
         self._on_base_chosen(self.base_combo.currentText())
 
     # --- inputs ----------------------------------------------------------------------------------------
 
     def _fill_models(self) -> None:
-        paths = model_paths()
         chosen = self.base_combo.currentText()
+        names = self.controller.base_models()
         self.base_combo.blockSignals(True)
         self.base_combo.clear()
-        self.base_combo.addItems(sorted(paths))
-        if chosen in paths:
+        self.base_combo.addItems(names)
+        if chosen in names:
             self.base_combo.setCurrentText(chosen)
         self.base_combo.blockSignals(False)
         self.own_models_combo.clear()
-        self.own_models_combo.addItems(sorted(name for name, path in paths.items() if path.parent == user_model_dir()))
+        self.own_models_combo.addItems(self.controller.own_models())
         self.remove_model_button.setEnabled(self.own_models_combo.count() > 0)
+
+    def _fill_devices(self, available: list[str] | None) -> None:
+        chosen = self.device_combo.currentData() or preferences().device
+        self.device_combo.clear()
+        self.device_combo.addItem(f"auto ({available[0]})" if available else "auto", "auto")
+        for name in available or [d for d in DEVICE_CHOICES if d != "auto"]:
+            self.device_combo.addItem(name, name)
+        self.device_combo.setCurrentIndex(max(self.device_combo.findData(chosen), 0))
 
     def add_data_folder(self, folder: str | Path) -> None:
         """Add an export folder; the first one also picks a base model whose classes match its dataset.json."""
-        if not self.data_list.findItems(str(folder), Qt.MatchExactly):
+        if not self.data_list.findItems(str(folder), Qt.MatchFlag.MatchExactly):
             self.data_list.addItem(str(folder))
         if self.data_list.count() == 1:
-            self._choose_base_for(Path(folder))
-
-    def _choose_base_for(self, folder: Path) -> None:
-        try:
-            classes = [entry["name"] for entry in read_manifest(folder).get("classes", [])]
-        except (ResegError, KeyError, TypeError):
-            return  # the run reports a broken folder with its cause
-        matching = [name for name in sorted(model_paths()) if resolve_card(name)[0].class_names == classes]
-        if classes and matching and self.base_combo.currentText() not in matching:
-            self.base_combo.setCurrentText(matching[0])
+            base = self.controller.base_for(Path(folder), self.base_combo.currentText())
+            if base:
+                self.base_combo.setCurrentText(base)
 
     def _choose_folder(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Add an exported corrections folder")
@@ -211,85 +223,86 @@ class FinetuneWidget(QWidget):
             self.add_data_folder(folder)
 
     def _on_base_chosen(self, name: str) -> None:
-        """Offer the base network's parts for freezing and suggest a name for the new model."""
+        """Suggest a name for the new model, and list the base network's parts (built off the GUI thread)."""
+        if name and not self.name_edit.isModified():  # a name the user typed stays
+            self.name_edit.setText(self.controller.free_name(f"{name}-finetuned"))
+        self._load_parts()
+
+    def _load_parts(self) -> None:
+        base = self.base_combo.currentText()
+        if not base or base == self.parts_base or self.engine.running:
+            return  # a load that is running ends with `_load_parts` again, for the base chosen by then
         self.freeze_list.clear()
-        if not name:
+        self.freeze_list.addItem("(reading the network's parts...)")
+        self.engine.start(_engine_and_parts, base, on_done=self._show_parts, on_error=lambda error: self._no_parts(
+            base, error), on_finish=self._load_parts)
+
+    def _no_parts(self, base: str, error: Exception) -> None:
+        self.parts_base = base
+        self.freeze_list.clear()
+        self.status.setText(f"cannot read the network of {base!r}: {error}")
+
+    def _show_parts(self, found: tuple[list[str], str, dict[str, int]]) -> None:
+        devices, base, parts = found
+        self._fill_devices(devices)
+        self.parts_base = base
+        if base != self.base_combo.currentText():
             return
-        from reseg.models import build_network  # torch, not MONAI: the widget opens without a stall
-
-        card = resolve_card(name)[0]
-        for part, count in build_network(card.architecture, card.arguments).parts().items():
+        self.freeze_list.clear()
+        for part, count in parts.items():
             item = QListWidgetItem(f"{part} ({count / 1e6:.2f} M)")
-            item.setData(Qt.UserRole, part)
-            item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-            item.setCheckState(Qt.Unchecked)
+            item.setData(Qt.ItemDataRole.UserRole, part)
+            item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            item.setCheckState(Qt.CheckState.Unchecked)
             self.freeze_list.addItem(item)
-        if not self.name_edit.isModified():  # a name the user typed stays
-            self.name_edit.setText(self._free_name(f"{name}-finetuned"))
-
-    @staticmethod
-    def _free_name(stem: str) -> str:
-        taken, name, number = set(model_paths()), stem, 2
-        while name in taken:
-            name, number = f"{stem}-{number}", number + 1
-        return name
 
     def set_frozen(self, parts: list[str]) -> None:
         for row in range(self.freeze_list.count()):
             item = self.freeze_list.item(row)
-            item.setCheckState(Qt.Checked if item.data(Qt.UserRole) in parts else Qt.Unchecked)
+            item.setCheckState(Qt.CheckState.Checked if item.data(Qt.ItemDataRole.UserRole) in parts
+                               else Qt.CheckState.Unchecked)
 
     def frozen_parts(self) -> tuple[str, ...]:
         items = (self.freeze_list.item(row) for row in range(self.freeze_list.count()))
-        return tuple(item.data(Qt.UserRole) for item in items if item.checkState() == Qt.Checked)
+        return tuple(item.data(Qt.ItemDataRole.UserRole) for item in items
+                     if item.data(Qt.ItemDataRole.UserRole) and item.checkState() == Qt.CheckState.Checked)
 
-    def _problem_with_inputs(self) -> str | None:
-        name = self.name_edit.text().strip()
-        if self.data_list.count() == 0:
-            return "add at least one exported corrections folder"
-        if not MODEL_NAME.match(name):
-            return f"{name!r} is not a usable model name (letters, digits, '.', '_' and '-')"
-        if name in model_paths():
-            return f"a model named {name!r} exists already; choose another name"
-        return None
+    def folders(self) -> list[str]:
+        return [self.data_list.item(row).text() for row in range(self.data_list.count())]
 
     # --- running ---------------------------------------------------------------------------------------
 
-    def start(self) -> GeneratorWorker | None:
-        """Start fine-tuning with the settings shown; returns the worker (None if nothing started)."""
-        if self.worker is not None:
-            return None
-        problem = self._problem_with_inputs()
+    def start(self) -> None:
+        """Start fine-tuning with the settings shown."""
+        problem = self.controller.problem_with_inputs(self.folders(), self.name_edit.text().strip())
         if problem:
             show_error(f"napari-reseg: {problem}")
-            return None
-        from reseg.training import TrainingConfig
-
-        self.discard()
-        config = TrainingConfig(epochs=self.epochs_spin.value(), batch_size=self.batch_spin.value(),
-                                learning_rate=self.lr_spin.value(), device=self.device_combo.currentData(),
-                                freeze=self.frozen_parts())
-        user_model_dir().mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(prefix=".finetune-", dir=user_model_dir()))
-        folders = [self.data_list.item(row).text() for row in range(self.data_list.count())]
+            return
+        try:
+            staging = self.controller.start()
+        except ResegError as error:
+            show_error(f"napari-reseg: {error}")
+            return
+        self._set_decision_enabled(False)
+        self.comparison_table.setRowCount(0)
+        settings = {"epochs": self.epochs_spin.value(), "batch_size": self.batch_spin.value(),
+                    "learning_rate": self.lr_spin.value(), "device": self.device_combo.currentData(),
+                    "freeze": self.frozen_parts()}
+        self.epochs_planned = settings["epochs"]
         self.plot.clear()
         self.progress_bar.setValue(0)
-        self.status.setText(f"fine-tuning {self.base_combo.currentText()} on {len(folders)} folder(s)...")
-        self.worker = create_worker(_finetune, self.base_combo.currentText(), folders, self.name_edit.text().strip(),
-                                    str(self.staging), config, self.held_out_spin.value(), _ignore_errors=True)
-        self.worker.yielded.connect(self._on_event)
-        self.worker.aborted.connect(self._on_cancelled)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_worker_done)
+        self.status.setText(f"fine-tuning {self.base_combo.currentText()} on {len(self.folders())} folder(s)...")
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.worker.start()
-        return self.worker
+        self.task.start(_finetune, self.base_combo.currentText(), self.folders(), self.name_edit.text().strip(),
+                        str(staging), settings, self.held_out_spin.value(), on_yield=self._on_event,
+                        on_cancel=lambda: self.status.setText("cancelled; nothing was kept"),
+                        on_error=self._on_error, on_finish=self._on_task_finished)
 
     def cancel(self) -> None:
-        if self.worker is not None:
+        if self.task.running:
             self.status.setText("cancelling after the current step...")
-            self.worker.quit()
+            self.task.cancel()
 
     def _on_event(self, event: object) -> None:
         from reseg.finetune import FinetuneResult
@@ -298,7 +311,7 @@ class FinetuneWidget(QWidget):
         if isinstance(event, StepReport):
             if event.step == 1 and event.epoch == 1:
                 self.plot.clear(event.steps)
-                self.progress_bar.setMaximum(event.steps * self.epochs_spin.value())
+                self.progress_bar.setMaximum(event.steps * self.epochs_planned)
             self.plot.add_loss(event.loss)
             self.progress_bar.setValue((event.epoch - 1) * event.steps + event.step)
         elif isinstance(event, EpochReport):
@@ -306,7 +319,7 @@ class FinetuneWidget(QWidget):
             self.status.setText(f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.4f}, held-out mean "
                                 f"Dice {event.validation['mean_dice']:.3f} ({event.seconds:.0f} s)")
         elif isinstance(event, FinetuneResult):
-            self.result = event
+            self.controller.trained(event)
             self._show_comparison(event.comparison)
 
     def _show_comparison(self, comparison: "Comparison") -> None:
@@ -327,18 +340,13 @@ class FinetuneWidget(QWidget):
                             "Keep it or discard it.")
         self._set_decision_enabled(True)
 
-    def _on_cancelled(self) -> None:
-        self._remove_staging()
-        self.status.setText("cancelled; nothing was kept")
-
     def _on_error(self, error: Exception) -> None:
-        self._remove_staging()
         message = str(error) if isinstance(error, ResegError) else f"{type(error).__name__}: {error}"
         self.status.setText(f"fine-tuning failed: {message}")
         show_error(f"napari-reseg: fine-tuning failed: {message}")
 
-    def _on_worker_done(self) -> None:
-        self.worker = None
+    def _on_task_finished(self) -> None:
+        self.controller.stopped()
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
@@ -350,42 +358,38 @@ class FinetuneWidget(QWidget):
 
     def keep(self) -> None:
         """Move the new model into the user model folder; every model picker lists it at once."""
-        if self.result is None:
-            return
         try:
-            card_path = keep_model(self.result.weights.with_suffix(".json"))
+            name = self.controller.keep()
         except ResegError as error:
             show_error(f"napari-reseg: {error}")
             return
-        name = self.result.card.name
-        self.discard()
+        self._set_decision_enabled(False)
+        self.comparison_table.setRowCount(0)
         model_registry_events().changed.emit()
-        self.status.setText(f"kept {name!r} ({card_path.parent}); it is in the Segment widget's model list")
+        self.status.setText(f"kept {name!r} ({user_model_dir()}); it is in the Segment widget's model list")
         show_info(f"napari-reseg: kept model {name!r}")
 
     def discard(self) -> None:
-        self.result = None
-        self._remove_staging()
+        self.controller.discard()
         self._set_decision_enabled(False)
         self.comparison_table.setRowCount(0)
-
-    def _remove_staging(self) -> None:
-        if self.staging is not None:
-            shutil.rmtree(self.staging, ignore_errors=True)
-            self.staging = None
-
-    def _ask_remove(self, name: str) -> bool:
-        answer = QMessageBox.question(self, "Remove model?", f"Delete your model {name!r} and its card for good?")
-        return answer == QMessageBox.Yes
+        self.status.setText("discarded the new model")
 
     def remove_selected_model(self) -> None:
         name = self.own_models_combo.currentText()
-        if not name or not self.confirm_remove(name):
+        if not name or not confirm(self, "Remove model?", f"Delete your model {name!r} and its card for good?"):
             return
         try:
-            remove_model(name)
+            self.controller.remove(name)
         except ResegError as error:
             show_error(f"napari-reseg: {error}")
             return
         model_registry_events().changed.emit()
         self.status.setText(f"removed model {name!r}")
+
+    # --- closing ---------------------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        """The dock was closed: stop training after its step (nothing is kept), stop listening."""
+        self.cancel()
+        self.connections.disconnect_all()

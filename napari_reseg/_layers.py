@@ -1,12 +1,18 @@
-"""Turn engine results (classes, spacing) into napari layer keyword arguments."""
+"""Turn engine results (classes, display transform) into napari layer keyword arguments."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from napari.utils.colormaps import DirectLabelColormap
 
 from reseg.classes import SegmentationClass
+
+if TYPE_CHECKING:
+    from ._display import LayerTransform
+
+# The soft-tissue abdominal window (level 37.5, width 425 HU), the one the bundled CT model normalises with.
+CT_WINDOW = (-175, 250)
 
 
 def labels_colormap(classes: Sequence[SegmentationClass]) -> DirectLabelColormap:
@@ -18,15 +24,12 @@ def labels_colormap(classes: Sequence[SegmentationClass]) -> DirectLabelColormap
     return DirectLabelColormap(color_dict=colors)
 
 
-def labels_layer_kwargs(
-    classes: Sequence[SegmentationClass], scale: Sequence[float], name: str, units: Sequence[str] | str = "mm"
-) -> dict:
-    """Labels layer arguments: class names as `features`, card colours, and the image's scale and units."""
-    return {
-        "name": name,
-        "scale": tuple(scale),
-        "units": units,
-        "colormap": labels_colormap(classes),
-        "features": {"index": [c.index for c in classes], "class": [c.name for c in classes]},
-        "opacity": 0.5,
-    }
+def class_features(classes: Sequence[SegmentationClass]) -> dict:
+    """Class names as layer `features`: napari's status bar then names the class under the cursor."""
+    return {"index": [c.index for c in classes], "class": [c.name for c in classes]}
+
+
+def labels_layer_kwargs(classes: Sequence[SegmentationClass], transform: "LayerTransform", name: str) -> dict:
+    """Labels layer arguments: class names as `features`, card colours, and the scan's display transform."""
+    return {"name": name, **transform.kwargs(), "colormap": labels_colormap(classes),
+            "features": class_features(classes), "opacity": 0.5}

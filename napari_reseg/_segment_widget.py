@@ -1,22 +1,20 @@
 """The Segment dock widget: pick a scan, a model and a device, run, watch the labels appear, cancel.
 
-Inference runs in a napari thread worker that yields after every batch, so the event loop stays free; each
-batch is written straight into the labels layer's own array and that layer is refreshed. The layers a run
-writes to are fixed when it starts, so selecting or opening other layers meanwhile changes nothing.
+Inference runs in a worker that yields after every batch, so the event loop stays free; each batch is written
+straight into the labels layer's own array and that layer is refreshed. The decisions (which model suits the
+scan, what to ask before a run, the run's state) are `SegmentController`'s; this module lays out the widget
+and connects it to napari. Nothing here imports torch: the worker brings the engine in (`_engine_loading`).
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.qt.threading import GeneratorWorker, create_worker
+from napari.utils.colormaps import Colormap
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QCheckBox,
@@ -26,108 +24,89 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QHeaderView,
     QLabel,
-    QMessageBox,
     QProgressBar,
     QPushButton,
     QSpinBox,
     QTableWidget,
     QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
 )
 
-from reseg.cards import ModelCard
-from reseg.devices import available_devices
+from reseg.devices import DEVICE_CHOICES
 from reseg.errors import ResegError
-from reseg.io import as_stack
-from reseg.zoo import model_paths, resolve_card
 
-from ._layers import labels_layer_kwargs
+from ._engine_loading import load_engine
+from ._layer_state import (
+    DerivedImageRecord,
+    LabelsRecord,
+    find_derived,
+    find_run_target,
+    is_scan,
+    labels_record,
+    scan_record,
+    set_record,
+)
+from ._layers import class_features, labels_colormap
+from ._lifecycle import BackgroundTask, Connections, when_closed
 from ._model_events import model_registry_events
+from ._panel import Panel, Section, confirm
+from ._segment_controller import ModelCache, Phase, RunPlan, SegmentController
+from ._settings import preferences
 
 if TYPE_CHECKING:
     import napari
 
+    from reseg.cards import ModelCard
+
 LOAD_CHECKPOINT = "Load checkpoint..."
 WHOLE_VOLUME, CURRENT_SLICE = "whole volume", "current slice"
+LEGEND_DELAY_MS = 300  # counting 18 M voxels takes ~30 ms: once after a stroke, not on every paint event
+# Doubt, not confidence, is what a grader looks for: confident pixels are transparent, doubtful ones orange.
+DOUBT_COLORMAP = Colormap([[1.0, 0.45, 0.0, 0.9], [1.0, 0.45, 0.0, 0.0]], controls=[0.0, 1.0], name="reseg doubt")
+DOUBT_LIMITS = (0.5, 1.0)
 
 
-@dataclass
-class SegmentationRun:
-    """What one run computes and where it writes: fixed at start, whatever the user selects afterwards."""
+def _segment_in_worker(plan: RunPlan, cache: ModelCache, image: np.ndarray, labels: np.ndarray,
+                       confidence: np.ndarray | None, slice_confidence: np.ndarray) -> Iterator[tuple[int, str, int]]:
+    """Worker body: bring the engine in, load (or reuse) the model, segment batch by batch into the arrays.
+    Yields (slices done, device, batch size)."""
+    load_engine()
+    from reseg.inference import iter_segment
 
-    image: Image
-    labels: Labels
-    confidence: Image | None
-    model_ref: str
-    card: ModelCard
-    device: str
-    batch_size: int
-    slices: list[int]
-    slice_confidence: np.ndarray  # (Z,) mean confidence per slice, kept on the labels layer for review
-    raw: bool = False  # the network's argmax without the card's post-processing
-    started: float = field(default_factory=time.perf_counter)
-    done: int = 0
-    device_used: str = ""
-    batch_size_used: int = 0
+    model = cache.get(plan.model_ref, plan.card, plan.device)
+    yield 0, str(model.device), plan.batch_size
+    for progress in iter_segment(model, image, labels, confidence_out=confidence,
+                                 slice_confidence_out=slice_confidence, batch_size=plan.batch_size,
+                                 slices=plan.slices, pixel_spacing=plan.scan.pixel_spacing, raw=plan.raw):
+        yield progress.done, str(model.device), progress.batch_size
 
 
-def _run_inference(run: SegmentationRun, volume: np.ndarray, pixel_spacing) -> Iterator[int]:
-    """Worker body (a thread): load the model, then segment batch by batch into the layers' arrays."""
-    from reseg.inference import iter_segment  # torch is imported on first use, not at napari start-up
-    from reseg.zoo import load_model
-
-    model = load_model(run.model_ref, device=run.device)
-    run.device_used = str(model.device)
-    labels = as_stack(run.labels.data)
-    confidence = as_stack(run.confidence.data) if run.confidence is not None else None
-    yield 0
-    for progress in iter_segment(model, volume, labels, confidence_out=confidence,
-                                 slice_confidence_out=run.slice_confidence, batch_size=run.batch_size,
-                                 slices=run.slices, pixel_spacing=pixel_spacing, raw=run.raw):
-        run.done, run.batch_size_used = progress.done, progress.batch_size
-        yield progress.done
+def _stack(array: np.ndarray) -> np.ndarray:
+    return array if array.ndim == 3 else array[None]
 
 
-def _image_stack(layer: Image) -> np.ndarray:
-    """The layer's pixels as a (Z, H, W) array (a single B-scan gets Z = 1), refusing what cannot be segmented."""
-    data = layer.data[0] if layer.multiscale else layer.data
-    if layer.rgb:
-        raise ResegError(f"layer {layer.name!r} is RGB; the models segment greyscale scans")
-    array = np.asarray(data)
-    if array.ndim not in (2, 3):
-        raise ResegError(f"layer {layer.name!r} is {array.ndim}-D; expected a 2-D image or a 3-D stack")
-    return as_stack(array)
-
-
-def _pixel_spacing(layer: Image) -> tuple[float, float] | None:
-    """In-plane spacing (mm) when the file recorded it, for models trained at a fixed spacing."""
-    known = layer.metadata.get("reseg", {}).get("spacing_known")
-    return tuple(float(s) for s in layer.scale[-2:]) if known and all(known[-2:]) else None
-
-
-class SegmentWidget(QWidget):
+class SegmentWidget(Panel):
     """Dock widget that runs a bundled or user model on an image layer and shows the result as labels."""
 
     def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
         super().__init__()
         self.viewer = napari_viewer
-        self.worker: GeneratorWorker | None = None
-        self.run: SegmentationRun | None = None
-        self.checkpoints: dict[str, tuple[ModelCard, Path]] = {}
-        self.legend_for: tuple[Labels, ModelCard] | None = None
-        # Replaced in tests: asks before a run overwrites labels the user has edited.
-        self.confirm_overwrite: Callable[[Labels], bool] = self._ask_overwrite
+        self.controller = SegmentController()
+        self.task = BackgroundTask(self)
+        self.engine = BackgroundTask(self)
+        self.models = ModelCache()
+        self.connections = Connections(self)
+        self.model_chosen_by_user = False
+        settings = preferences()
 
         self.image_combo = QComboBox()
         self.model_combo = QComboBox()
         self.device_combo = QComboBox()
         self.batch_spin = QSpinBox()
         self.batch_spin.setRange(1, 256)
-        self.batch_spin.setValue(4)
+        self.batch_spin.setValue(settings.batch_size)
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([WHOLE_VOLUME, CURRENT_SLICE])
-        self.confidence_check = QCheckBox("add a confidence layer (dark = doubtful)")
+        self.confidence_check = QCheckBox("add a doubt layer (orange = low model confidence)")
         self.postprocess_check = QCheckBox("apply the model's post-processing")
         self.postprocess_check.setChecked(True)
         self.run_button = QPushButton("Run")
@@ -139,10 +118,15 @@ class SegmentWidget(QWidget):
         self.legend = QTableWidget(0, 3)
         self.legend.setHorizontalHeaderLabels(["", "class", "voxels"])
         self.legend.verticalHeader().setVisible(False)
-        self.legend.horizontalHeader().setSectionResizeMode(1, QHeaderView.Stretch)
-        self.legend.setEditTriggers(QTableWidget.NoEditTriggers)
+        self.legend.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.legend.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.legend.setColumnWidth(0, 18)
-        self.legend.setMinimumHeight(140)
+        self.legend.verticalHeader().setDefaultSectionSize(20)
+        self.legend_timer = QTimer(self)
+        self.legend_timer.setSingleShot(True)
+        self.legend_timer.setInterval(LEGEND_DELAY_MS)
+        self.legend_timer.timeout.connect(self.update_legend)
+        self.legend_of: tuple[str, tuple] | None = None  # (scan key, class names) of the layer the legend shows
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
@@ -153,69 +137,102 @@ class SegmentWidget(QWidget):
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button)
         buttons.addWidget(self.cancel_button)
-        layout = QVBoxLayout(self)
-        layout.addLayout(form)
-        layout.addWidget(self.confidence_check)
-        layout.addWidget(self.postprocess_check)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status)
-        layout.addWidget(self.legend)
+        self.body.addLayout(form)
+        self.body.addWidget(self.confidence_check)
+        self.body.addWidget(self.postprocess_check)
+        self.body.addLayout(buttons)
+        self.body.addWidget(self.progress_bar)
+        self.body.addWidget(self.status)
+        self.body.addWidget(Section("classes", self.legend))
 
         self._fill_models()
-        self._fill_devices()
+        self._fill_devices(None, settings.device)
         self._fill_images()
-        self.model_combo.activated.connect(self._on_model_chosen)
+        self.model_combo.activated.connect(self._on_model_activated)
         self.model_combo.currentIndexChanged.connect(self._show_postprocessing)
+        self.image_combo.currentIndexChanged.connect(self._on_image_changed)
         self._show_postprocessing()
-        model_registry_events().changed.connect(self._fill_models)  # a model kept or removed elsewhere
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
+        self.connections.connect(model_registry_events().changed, self._fill_models)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed,
                       self.viewer.layers.events.moved):
-            event.connect(self._fill_images)
-        self.viewer.layers.selection.events.active.connect(self._follow_selection)
+            self.connections.connect(event, self._fill_images)
+        self.connections.connect(self.viewer.layers.selection.events.active, self._follow_selection)
+        when_closed(self, self._close)
+        # The engine (torch, seconds to import) comes in now, off the GUI thread, so the first Run is quick.
+        self.engine.start(load_engine, on_done=lambda devices: self._fill_devices(devices, self._device()))
 
     # --- pickers ---------------------------------------------------------------------------------------
 
     def _fill_images(self, event=None) -> None:
-        current = self.image_combo.currentText()
-        names = [layer.name for layer in self.viewer.layers if isinstance(layer, Image) and not layer.rgb
-                 and not layer.metadata.get("reseg", {}).get("confidence_of")]
+        current = self.image_combo.currentData()
+        self.image_combo.blockSignals(True)
         self.image_combo.clear()
-        self.image_combo.addItems(names)
-        if current in names:
-            self.image_combo.setCurrentText(current)
-        elif event is not None and names and getattr(event, "value", None) in self.viewer.layers:
-            if getattr(event.value, "name", None) in names:
-                self.image_combo.setCurrentText(event.value.name)
+        for layer in self.viewer.layers:
+            if is_scan(layer):
+                self.image_combo.addItem(layer.name, scan_record(layer).key)
+        index = self.image_combo.findData(current)
+        inserted = getattr(event, "value", None) if getattr(event, "type", "") == "inserted" else None
+        if inserted is not None and is_scan(inserted):
+            index = self.image_combo.findData(scan_record(inserted).key)  # a scan just opened is the one to run
+        self.image_combo.setCurrentIndex(max(index, 0))
+        self.image_combo.blockSignals(False)
+        self._on_image_changed()
 
     def _follow_selection(self, event=None) -> None:
         active = self.viewer.layers.selection.active
-        if isinstance(active, Image) and self.image_combo.findText(active.name) >= 0:
-            self.image_combo.setCurrentText(active.name)
+        if is_scan(active):
+            index = self.image_combo.findData(scan_record(active).key)
+            if index >= 0:
+                self.image_combo.setCurrentIndex(index)
+
+    def _scan_layer(self) -> Image | None:
+        key = self.image_combo.currentData()
+        return next((layer for layer in self.viewer.layers if is_scan(layer) and scan_record(layer).key == key), None)
+
+    def _on_image_changed(self, _=None) -> None:
+        """Preselect a model that suits the scan; a model the user chose stays if it suits it too."""
+        layer = self._scan_layer()
+        if layer is None:
+            return
+        modality = scan_record(layer).modality
+        if self.model_chosen_by_user and self.controller.suits(self.model_combo.currentText(), modality):
+            return
+        best = self.controller.preselect(modality)
+        self.model_combo.setCurrentIndex(self.model_combo.findText(best) if best else -1)
+        self.model_chosen_by_user = False
 
     def _fill_models(self) -> None:
-        """List the registry's models (as they are now), loaded checkpoints, and the load entry; keep the choice."""
+        """List the catalogue's models (as they are now), loaded checkpoints, and the load entry; keep the choice."""
         chosen = self.model_combo.currentText()
+        self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        self.model_combo.addItems(sorted(model_paths()))
-        for label in self.checkpoints:
-            self.model_combo.addItem(label)
+        self.model_combo.addItems(self.controller.model_names())
         self.model_combo.addItem(LOAD_CHECKPOINT)
-        if self.model_combo.findText(chosen) >= 0 and chosen != LOAD_CHECKPOINT:
-            self.model_combo.setCurrentText(chosen)
+        self.model_combo.setCurrentIndex(self.model_combo.findText(chosen) if chosen != LOAD_CHECKPOINT else -1)
+        self.model_combo.blockSignals(False)
+        if self.model_combo.currentIndex() < 0:
+            self._on_image_changed()
 
-    def _fill_devices(self) -> None:
-        devices = available_devices()
-        self.device_combo.addItem(f"auto ({devices[0]})", "auto")
-        for name in devices:
+    def _device(self) -> str:
+        return self.device_combo.currentData() or "auto"
+
+    def _fill_devices(self, available: list[str] | None, chosen: str) -> None:
+        """Devices this machine has once the engine is loaded (until then every choice; a missing one is
+        reported when a run starts)."""
+        self.device_combo.clear()
+        names = available or [d for d in DEVICE_CHOICES if d != "auto"]
+        self.device_combo.addItem(f"auto ({available[0]})" if available else "auto", "auto")
+        for name in names:
             self.device_combo.addItem(name, name)
+        index = self.device_combo.findData(chosen)
+        self.device_combo.setCurrentIndex(max(index, 0))
 
     def _show_postprocessing(self) -> None:
         """Offer the post-processing switch only for models whose card lists steps, and say what they do."""
         try:
-            steps = self._selected_model()[1].postprocessing
+            steps = self.controller.card_of(self.model_combo.currentText())[1].postprocessing
         except ResegError:
             steps = []
         self.postprocess_check.setVisible(bool(steps))
@@ -223,193 +240,195 @@ class SegmentWidget(QWidget):
             f"{', '.join(steps)}: applied to the labels after the network (see the model card); untick to see "
             "the network's own output" if steps else "")
 
-    def _on_model_chosen(self, index: int) -> None:
+    def _on_model_activated(self, index: int) -> None:
+        """The user picked an entry (not code): remember it, or open a checkpoint for the load entry."""
         if self.model_combo.itemText(index) != LOAD_CHECKPOINT:
+            self.model_chosen_by_user = True
             return
-        path, _ = QFileDialog.getOpenFileName(self, "Load checkpoint", "", "Checkpoints (*.safetensors *.pt *.pth *.json)")
+        path, _ = QFileDialog.getOpenFileName(self, "Load checkpoint", "",
+                                              "Checkpoints (*.safetensors *.pt *.pth *.json)")
         if path:
             self.add_checkpoint(path)
         else:
-            self.model_combo.setCurrentIndex(0)
+            self._on_image_changed()
 
-    def add_checkpoint(self, path: str | Path) -> None:
+    def add_checkpoint(self, path: str) -> None:
         """Make a checkpoint file (with its card beside it) selectable; a bad one is refused with the cause."""
         try:
-            card, weights = resolve_card(path)
+            label = self.controller.add_checkpoint(path)
         except ResegError as error:
-            show_error(str(error))
-            self.model_combo.setCurrentIndex(0)
+            show_error(f"napari-reseg: {error}")
+            self._on_image_changed()
             return
-        label = f"{card.name} ({Path(path).name})"
-        self.checkpoints[label] = (card, weights)
         self._fill_models()
         self.model_combo.setCurrentText(label)
+        self.model_chosen_by_user = True
 
     # --- running ---------------------------------------------------------------------------------------
 
-    def _selected_model(self) -> tuple[str, ModelCard]:
-        label = self.model_combo.currentText()
-        if label in self.checkpoints:
-            card, weights = self.checkpoints[label]
-            return str(weights), card
-        return label, resolve_card(label)[0]
-
-    def _labels_for(self, image: Image, card: ModelCard, shape: tuple[int, ...]) -> Labels:
-        """The labels layer that belongs to `image` (made on first run, reused after), sized and coloured."""
-        kwargs = labels_layer_kwargs(card.classes, image.scale, f"{image.name} labels", units=image.units)
-        for layer in self.viewer.layers:
-            if isinstance(layer, Labels) and layer.metadata.get("reseg", {}).get("image") is image:
-                if layer.data.shape == shape:
-                    layer.colormap, layer.features = kwargs["colormap"], kwargs["features"]
-                    return layer
-        kwargs["metadata"] = {"reseg": {"image": image, "model": card.name}}
-        layer = self.viewer.add_labels(np.zeros(shape, dtype=np.uint8), **kwargs)
-        layer.events.paint.connect(self._on_paint)
-        return layer
-
-    @staticmethod
-    def has_user_edits(labels: Labels, slices: list[int]) -> bool:
-        """True when the layer differs from the model's last prediction on any of `slices`."""
-        prediction = labels.metadata.get("reseg", {}).get("prediction")
-        if prediction is None:
-            return False
-        data, predicted = as_stack(labels.data), as_stack(prediction)
-        return any(not np.array_equal(data[z], predicted[z]) for z in slices)
-
-    def _ask_overwrite(self, labels: Labels) -> bool:
-        answer = QMessageBox.question(
-            self, "Overwrite edits?",
-            f"Layer {labels.name!r} has edits that differ from the model's prediction. "
-            "Running again replaces them on the slices it computes. Continue?",
-        )
-        return answer == QMessageBox.Yes
-
-    def start(self) -> GeneratorWorker | None:
-        """Run the chosen model on the chosen image; returns the worker (None if nothing started)."""
-        if self.worker is not None:
-            return None
-        try:
-            image = self.viewer.layers[self.image_combo.currentText()]
-            volume = _image_stack(image)
-            model_ref, card = self._selected_model()
-        except (KeyError, ValueError):
+    def start(self) -> None:
+        """Run the chosen model on the chosen scan, after asking what must be asked."""
+        scan_layer = self._scan_layer()
+        if scan_layer is None:
             show_warning("napari-reseg: open a greyscale image layer to segment first")
-            return None
+            return
+        current = None
+        if self.scope_combo.currentText() == CURRENT_SLICE and scan_layer.ndim == 3:
+            current = int(self.viewer.dims.current_step[self.viewer.dims.ndim - 3])
+        try:
+            if self.model_combo.currentIndex() < 0 or self.model_combo.currentText() == LOAD_CHECKPOINT:
+                raise ResegError("choose a model first (none of the listed models suits this scan)")
+            image = _stack(np.asarray(scan_layer.data[0] if scan_layer.multiscale else scan_layer.data))
+            plan = self.controller.plan(scan_record(scan_layer), scan_layer.name, self.model_combo.currentText(),
+                                        self._device(), self.batch_spin.value(), current,
+                                        raw=not self.postprocess_check.isChecked(),
+                                        with_confidence=self.confidence_check.isChecked())
         except ResegError as error:
-            show_error(str(error))
-            return None
-        slices = list(range(len(volume)))
-        if self.scope_combo.currentText() == CURRENT_SLICE and image.ndim == 3:
-            slices = [int(self.viewer.dims.current_step[self.viewer.dims.ndim - 3])]
-        labels = self._labels_for(image, card, image.data.shape if not image.multiscale else volume.shape)
-        if self.has_user_edits(labels, slices) and not self.confirm_overwrite(labels):
-            return None
-        confidence = self._confidence_for(image) if self.confidence_check.isChecked() else None
-        slice_confidence = labels.metadata["reseg"].get("slice_confidence")
-        if slice_confidence is None or len(slice_confidence) != len(volume):
-            slice_confidence = np.full(len(volume), np.nan, dtype=np.float32)
-        self.run = SegmentationRun(image, labels, confidence, model_ref, card, self.device_combo.currentData(),
-                                   self.batch_spin.value(), slices, slice_confidence,
-                                   raw=not self.postprocess_check.isChecked())
-        batches = -(-len(slices) // self.run.batch_size)
-        self.worker = create_worker(
-            _run_inference, self.run, volume, _pixel_spacing(image),
-            _progress={"total": batches + 1, "desc": f"{card.name} on {image.name}"},
-            _ignore_errors=True,  # errors become a notification with the cause (_on_error), not a traceback
-        )
-        self.worker.yielded.connect(self._on_batch)
-        self.worker.returned.connect(self._on_finished)
-        self.worker.aborted.connect(self._on_cancelled)
-        self.worker.errored.connect(self._on_error)
-        self.worker.finished.connect(self._on_worker_done)
-        self.progress_bar.setRange(0, len(slices))
+            show_error(f"napari-reseg: {error}")
+            return
+        question = self.controller.modality_question(plan)
+        if question and not confirm(self, "Model for another modality", question):
+            return
+        target = find_run_target(self.viewer.layers, plan.scan.key, plan.card.classes)
+        if target is not None:
+            question = self.controller.overwrite_question(plan, target.name, labels_record(target), target.data)
+            if question and not confirm(self, "Overwrite edits?", question):
+                return
+        labels = self._prepare_target(target, scan_layer, plan.card)
+        self.viewer.layers.selection.active = labels  # Review follows the layer being worked on
+        confidence = self._doubt_layer(scan_layer, plan) if plan.with_confidence else None
+        record = labels_record(labels)
+        slice_confidence = record.slice_confidence
+        if slice_confidence is None or len(slice_confidence) != plan.n_slices:
+            slice_confidence = np.full(plan.n_slices, np.nan, dtype=np.float32)
+        self.status.setText(self.controller.started(plan))
+        self.progress_bar.setRange(0, len(plan.slices))
         self.progress_bar.setValue(0)
-        self.status.setText(f"loading {card.name}...")
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.worker.start()
-        return self.worker
-
-    def _confidence_for(self, image: Image) -> Image:
-        name = f"{image.name} confidence"
-        for layer in self.viewer.layers:
-            if isinstance(layer, Image) and layer.metadata.get("reseg", {}).get("confidence_of") is image:
-                return layer
-        return self.viewer.add_image(
-            np.zeros(image.data.shape, dtype=np.float32), name=name, scale=image.scale, units=image.units,
-            colormap="viridis", contrast_limits=(0.0, 1.0), blending="additive", visible=True,
-            metadata={"reseg": {"confidence_of": image}},
+        self.task.start(
+            _segment_in_worker, plan, self.models, image, _stack(labels.data),
+            None if confidence is None else _stack(confidence.data), slice_confidence,
+            on_yield=self._on_batch, on_done=lambda _: self._end(self.controller.finished(), slice_confidence),
+            on_cancel=lambda: self._end(self.controller.cancelled(), slice_confidence, info=True),
+            on_error=self._on_error, on_finish=self._on_task_finished,
+            progress={"total": plan.batches + 1, "desc": f"{plan.card.name} on {plan.scan_name}"},
         )
+
+    def _prepare_target(self, target: Labels | None, scan_layer: Image, card: "ModelCard") -> Labels:
+        """The scan's labels layer for this run: made on the first run, recoloured for the model after."""
+        if target is not None:
+            target.colormap, target.features = labels_colormap(card.classes), class_features(card.classes)
+            return target
+        scan = scan_record(scan_layer)
+        record = LabelsRecord(scan_key=scan.key, classes=tuple(card.classes), geometry=scan.geometry,
+                              modality=card.modality)  # what the labels mean: the model's modality
+        return self.viewer.add_labels(
+            np.zeros(scan_layer.data.shape, dtype=np.uint8), name=f"{scan_layer.name} labels",
+            scale=scan_layer.scale, translate=scan_layer.translate, units=scan_layer.units,
+            colormap=labels_colormap(card.classes), features=class_features(card.classes), opacity=0.5,
+            metadata={"reseg": record})
+
+    def _doubt_layer(self, scan_layer: Image, plan: RunPlan) -> Image:
+        existing = find_derived(self.viewer.layers, plan.scan.key, "confidence")
+        if existing is not None:
+            return existing
+        return self.viewer.add_image(
+            np.ones(scan_layer.data.shape, dtype=np.float32), name=f"{scan_layer.name} doubt",
+            scale=scan_layer.scale, translate=scan_layer.translate, units=scan_layer.units,
+            colormap=DOUBT_COLORMAP, contrast_limits=DOUBT_LIMITS, blending="translucent",
+            metadata={"reseg": DerivedImageRecord(plan.scan.key, "confidence")})
+
+    def _target(self) -> Labels | None:
+        """The run's labels layer, looked up by identity (the user may have removed it meanwhile)."""
+        run = self.controller.run
+        return find_run_target(self.viewer.layers, run.scan.key, run.card.classes) if run else None
 
     def cancel(self) -> None:
         """Stop after the batch in progress; finished slices stay, the rest keep what they had."""
-        if self.worker is not None:
-            self.status.setText("cancelling after the current batch...")
-            self.worker.quit()
+        text = self.controller.cancel()
+        if text:
+            self.status.setText(text)
+            self.task.cancel()
 
-    def _on_batch(self, done: int) -> None:
-        run = self.run
+    def _on_batch(self, report: tuple[int, str, int]) -> None:
+        done, device, batch_size = report
         self.progress_bar.setValue(done)
-        if done:
-            self.status.setText(f"{run.card.name} on {run.device_used}: {done} / {len(run.slices)} slices")
+        if self.controller.phase is not Phase.CANCELLING:
+            self.status.setText(self.controller.progressed(done, device, batch_size))
         else:
-            self.status.setText(f"{run.card.name} loaded on {run.device_used}; segmenting...")
-        run.labels.refresh()
-        if run.confidence is not None:
-            run.confidence.refresh()
+            self.controller.progressed(done, device, batch_size)
+        for layer in (self._target(), find_derived(self.viewer.layers, self.controller.run.scan.key, "confidence")):
+            if layer is not None:
+                layer.refresh()
 
-    def _finish_layers(self) -> None:
-        run = self.run
-        run.labels.metadata["reseg"].update(
-            prediction=np.array(run.labels.data, copy=True), model=run.card.name, card=run.card,
-            slice_confidence=run.slice_confidence,
-        )
-        run.labels.refresh()
-        self.update_legend(run.labels, run.card)
-
-    def _on_finished(self, _=None) -> None:
-        run = self.run
-        self._finish_layers()
-        seconds = time.perf_counter() - run.started
-        note = f" (batch size lowered to {run.batch_size_used} after running out of memory)" \
-            if run.batch_size_used and run.batch_size_used < run.batch_size else ""
-        self.status.setText(f"{run.card.name} ran on {run.device_used}: {len(run.slices)} slice(s) "
-                            f"in {seconds:.1f} s{note}")
-
-    def _on_cancelled(self) -> None:
-        run = self.run
-        self._finish_layers()
-        self.status.setText(f"cancelled after {run.done} / {len(run.slices)} slices")
-        show_info(f"napari-reseg: segmentation of {run.image.name!r} cancelled after {run.done} / "
-                  f"{len(run.slices)} slices; finished slices are kept")
+    def _end(self, text: str, slice_confidence: np.ndarray, info: bool = False) -> None:
+        """The run is over (finished or cancelled): the layer's record gets the prediction it now holds."""
+        run = self.controller.run
+        labels = self._target()
+        if labels is not None:
+            record = labels_record(labels)
+            stack = _stack(labels.data)
+            if record.prediction is None or record.prediction.shape != stack.shape:
+                record.prediction = np.zeros_like(stack)
+            finished = run.slices[:run.done]
+            record.prediction[finished] = stack[finished]
+            record.card, record.slice_confidence = run.card, slice_confidence
+            if record.session is not None:
+                record.session.model_rerun(finished, stack, run.card.name, run.card.weights_sha256, slice_confidence)
+            set_record(labels, record)
+            labels.refresh()
+            self.update_legend(labels)
+        self.status.setText(text)
+        if info:
+            show_info(f"napari-reseg: {text}")
 
     def _on_error(self, error: Exception) -> None:
-        run = self.run
-        cause = str(error) if isinstance(error, ResegError) else f"{type(error).__name__}: {error}"
-        if "out of memory" in cause.lower():
-            cause += " (even at batch size 1: choose the CPU or a smaller scope)"
-        self.status.setText(f"failed: {cause}")
-        show_error(f"napari-reseg: segmenting {run.image.name!r} with {run.card.name} failed: {cause}")
+        text = self.controller.failed(error)
+        self.status.setText(f"failed: {text}")
+        show_error(f"napari-reseg: {text}")
 
-    def _on_worker_done(self) -> None:
-        self.worker = None
+    def _on_task_finished(self) -> None:
+        self.controller.ended()
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
 
-    def _on_paint(self, event) -> None:
-        if self.legend_for is not None and event.source is self.legend_for[0]:
-            self.update_legend(*self.legend_for)
+    # --- legend ----------------------------------------------------------------------------------------
 
-    def update_legend(self, labels: Labels, card: ModelCard) -> None:
-        """Colour, name and voxel count of every class of the model, as the layer holds them now."""
-        self.legend_for = (labels, card)
-        counts = np.bincount(np.asarray(labels.data).ravel(), minlength=card.num_classes)
-        self.legend.setRowCount(card.num_classes)
-        for row, segmentation_class in enumerate(card.classes):
+    def update_legend(self, labels: Labels | None = None) -> None:
+        """Colour, name and voxel count of every class of the layer's model, as the layer holds them now."""
+        if labels is None:
+            labels = self._legend_layer()
+            if labels is None:
+                return
+        record = labels_record(labels)
+        if self.legend_of is None or self.legend_of[0] != record.scan_key:
+            self.connections.connect(labels.events.paint, lambda _: self.legend_timer.start())
+        self.legend_of = (record.scan_key, tuple(c.name for c in record.classes))
+        counts = np.bincount(np.asarray(labels.data).ravel(), minlength=256)
+        self.legend.setRowCount(len(record.classes))
+        for row, segmentation_class in enumerate(record.classes):
             swatch = QTableWidgetItem("")
             swatch.setBackground(QColor(*segmentation_class.color))
             count = QTableWidgetItem(f"{counts[segmentation_class.index]:,}")
-            count.setTextAlignment(int(Qt.AlignRight | Qt.AlignVCenter))
+            count.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
             self.legend.setItem(row, 0, swatch)
             self.legend.setItem(row, 1, QTableWidgetItem(segmentation_class.name))
             self.legend.setItem(row, 2, count)
+
+    def _legend_layer(self) -> Labels | None:
+        if self.legend_of is None:
+            return None
+        key, names = self.legend_of
+        return next((layer for layer in self.viewer.layers if isinstance(layer, Labels) and labels_record(layer)
+                     and labels_record(layer).scan_key == key
+                     and tuple(c.name for c in labels_record(layer).classes) == names
+                     and not labels_record(layer).reference), None)
+
+    # --- closing ---------------------------------------------------------------------------------------
+
+    def _close(self) -> None:
+        """The dock was closed: stop the run after its batch, and stop listening to the viewer."""
+        self.cancel()
+        self.legend_timer.stop()
+        self.connections.disconnect_all()

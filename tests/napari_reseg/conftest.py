@@ -1,39 +1,113 @@
-"""Fixtures for plugin tests: small scans as napari layers, and a docked Segment widget."""
+"""Fixtures for plugin tests: the viewer and widgets exactly as napari hands them to users (a public-only proxy
+viewer, widgets docked through the plugin's manifest), scans opened through the plugin's reader, and a user's
+hands: clicks, answers to questions, waiting for work to finish."""
 
 from __future__ import annotations
 
 import pytest
+import tifffile
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import QMessageBox
 
-from napari_reseg._segment_widget import SegmentWidget
 from reseg.data.phantom import make_oct_phantom
 
 
 @pytest.fixture
-def viewer(make_napari_viewer):
-    return make_napari_viewer()
+def viewer(make_napari_viewer_proxy):
+    return make_napari_viewer_proxy()
 
 
 @pytest.fixture
-def small_oct(viewer):
-    """A 4-B-scan phantom small enough to segment on the CPU in a few seconds, with its spacing as scale."""
-    phantom = make_oct_phantom(n_bscans=4, height=224, width=192, seed=11)
-    layer = viewer.add_image(phantom.image, name="scan", scale=phantom.spacing,
-                             metadata={"reseg": {"modality": "OCT", "spacing_known": (True, True, True)}})
+def dock(viewer):
+    """`dock("Segment")`: the widget as napari's Plugins menu docks it."""
+
+    def open_widget(name: str):
+        _, widget = viewer.window.add_plugin_dock_widget("napari-reseg", name)
+        return widget
+
+    return open_widget
+
+
+@pytest.fixture
+def segment(dock):
+    return dock("Segment")
+
+
+@pytest.fixture
+def click(qtbot):
+    def press(button) -> None:
+        assert button.isEnabled(), f"{button.text()!r} is disabled"
+        qtbot.mouseClick(button, Qt.MouseButton.LeftButton)
+
+    return press
+
+
+@pytest.fixture
+def answers(monkeypatch):
+    """The user's answers to yes/no questions, in order (`answers.append(False)`); every question is kept in
+    `answers.asked`. A question nobody prepared an answer for fails the test."""
+
+    class Answers(list):
+        asked: list[str] = []
+
+    prepared = Answers()
+    prepared.asked = []
+
+    def question(parent, title, text, *args, **kwargs):
+        prepared.asked.append(text)
+        assert prepared, f"unexpected question: {title}: {text}"
+        return QMessageBox.StandardButton.Yes if prepared.pop(0) else QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "question", question)
+    return prepared
+
+
+@pytest.fixture
+def wait_for(qtbot):
+    """Block (processing Qt events) until the widget's background task has ended."""
+
+    def wait(widget, timeout_ms: int = 120_000) -> None:
+        qtbot.waitUntil(lambda: not widget.task.running, timeout=timeout_ms)
+
+    return wait
+
+
+@pytest.fixture
+def write_oct_scan(tmp_path):
+    """`write_oct_scan("name.tif", n_bscans, seed)`: a small phantom OCT stack as an ImageJ TIFF with
+    Spectralis spacing in the test's folder; returns (path, phantom)."""
+
+    def write(name: str = "scan.tif", n_bscans: int = 4, seed: int = 11):
+        phantom = make_oct_phantom(n_bscans=n_bscans, height=224, width=192, seed=seed)
+        z, y, x = phantom.spacing
+        path = tmp_path / name
+        tifffile.imwrite(path, phantom.image, imagej=True, resolution=(1 / x, 1 / y),
+                         metadata={"spacing": z, "unit": "mm", "axes": "ZYX"})
+        return path, phantom
+
+    return write
+
+
+@pytest.fixture
+def oct_file(write_oct_scan):
+    return write_oct_scan()
+
+
+@pytest.fixture
+def small_oct(viewer, oct_file):
+    """The small OCT scan opened as a user opens it: File > Open with napari-reseg."""
+    path, phantom = oct_file
+    [layer] = viewer.open(str(path), plugin="napari-reseg")
     return layer, phantom
 
 
 @pytest.fixture
-def widget(viewer, qtbot):
-    segment_widget = SegmentWidget(viewer)
-    viewer.window.add_dock_widget(segment_widget, name="Segment")
-    return segment_widget
-
-
-@pytest.fixture
-def wait_for_run(qtbot):
-    """Block (processing Qt events) until the widget's worker has finished, cancelled or failed."""
-
-    def wait(widget, timeout_ms: int = 120_000) -> None:
-        qtbot.waitUntil(lambda: widget.worker is None, timeout=timeout_ms)
-
-    return wait
+def reseg_settings(tmp_path, monkeypatch):
+    """napari's plugin settings of napari-reseg (Preferences > napari-reseg), kept in the test's folder."""
+    settings = pytest.importorskip("napari.settings")
+    if not hasattr(settings, "get_plugin_settings"):
+        pytest.skip("this napari has no plugin settings (napari < 0.9): the plugin uses its defaults")
+    settings._clear_plugin_settings_cache()
+    monkeypatch.setattr(settings, "_CFG_PATH", str(tmp_path / "napari-settings.yaml"))
+    yield settings.get_plugin_settings("napari-reseg")
+    settings._clear_plugin_settings_cache()

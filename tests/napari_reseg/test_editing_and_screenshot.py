@@ -6,16 +6,14 @@ from __future__ import annotations
 import numpy as np
 
 
-def _segment(viewer, widget, wait_for_run):
-    widget.image_combo.setCurrentText("scan")
-    widget.model_combo.setCurrentText("lightreseg-oct")
-    widget.start()
-    wait_for_run(widget)
-    return viewer.layers["scan labels"]
+def _segment(viewer, segment, click, wait_for):
+    click(segment.run_button)
+    wait_for(segment)
+    return viewer.layers["scan.tif labels"]
 
 
-def test_paint_fill_erase_and_undo_on_the_result(viewer, widget, small_oct, wait_for_run):
-    labels = _segment(viewer, widget, wait_for_run)
+def test_paint_fill_erase_and_undo_on_the_result(viewer, segment, small_oct, click, wait_for):
+    labels = _segment(viewer, segment, click, wait_for)
     before = labels.data.copy()
     viewer.dims.set_current_step(0, 1)
     labels.brush_size = 5
@@ -42,9 +40,8 @@ def test_segment_widget_is_in_the_plugins_and_layers_segment_menus(viewer):
     assert "napari-reseg.segment" in [item.command.id for item in items if hasattr(item, "command")]
 
 
-def test_screenshot_of_the_docked_widget_beside_a_segmented_sample(viewer, widget, small_oct, wait_for_run,
-                                                                     tmp_path):
-    labels = _segment(viewer, widget, wait_for_run)
+def test_screenshot_of_the_docked_widget_beside_a_segmented_sample(viewer, segment, small_oct, click, wait_for):
+    labels = _segment(viewer, segment, click, wait_for)
     viewer.reset_view()
     shot = viewer.screenshot(canvas_only=False, flash=False)
     assert shot.ndim == 3 and shot.shape[0] > 300 and shot.shape[1] > 500

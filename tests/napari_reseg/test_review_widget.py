@@ -1,4 +1,6 @@
-"""The Review widget as a grader uses it: mark slices, paint corrections, autosave, restore, check, export."""
+"""The Review widget as a grader uses it in napari: opened after a run it is ready, follows the layer being
+worked on, marks slices with buttons and keys, tracks painted corrections, autosaves, restores, checks the
+layer order and exports."""
 
 from __future__ import annotations
 
@@ -7,60 +9,77 @@ import json
 import numpy as np
 import pytest
 import tifffile
-
-from napari_reseg._review_widget import ReviewWidget
-from reseg.data.phantom import make_oct_phantom
+from qtpy.QtWidgets import QFileDialog
 
 
 @pytest.fixture
-def scan_file(tmp_path):
-    phantom = make_oct_phantom(n_bscans=4, height=224, width=192, seed=21)
-    path = tmp_path / "scan.tif"
-    tifffile.imwrite(path, phantom.image, imagej=True, resolution=(1 / 0.0113, 1 / 0.00387),
-                     metadata={"spacing": 0.12, "unit": "mm", "axes": "ZYX"})
-    return path
-
-
-@pytest.fixture
-def segmented(viewer, widget, wait_for_run, scan_file):
-    """The scan opened from its file and segmented with the bundled OCT model."""
-    [image] = viewer.open(str(scan_file), plugin="napari-reseg")
-    widget.image_combo.setCurrentText(image.name)
-    widget.model_combo.setCurrentText("lightreseg-oct")
-    widget.start()
-    wait_for_run(widget)
+def segmented(viewer, segment, small_oct, click, wait_for):
+    """The scan opened from its file and segmented with the model the widget preselected."""
+    image, _ = small_oct
+    click(segment.run_button)
+    wait_for(segment)
     return image, viewer.layers[f"{image.name} labels"]
 
 
 @pytest.fixture
-def review(viewer):
-    review_widget = ReviewWidget(viewer)
-    viewer.window.add_dock_widget(review_widget, name="Review")
-    review_widget.ask = lambda title, text: True
-    return review_widget
+def review(dock):
+    return dock("Review")
 
 
-def test_marking_slices_records_who_and_when_and_moves_on(viewer, segmented, review):
+@pytest.mark.smoke
+def test_opened_after_a_run_it_is_ready_and_marks_with_its_buttons(viewer, segmented, review, click):
     image, labels = segmented
-    assert review.labels is labels and review.progress_label.text() == "0 / 4 B-scans reviewed"
+    assert all(button.isEnabled() for button in review.buttons.values()) and review.export_button.isEnabled()
+    assert review.labels_combo.currentText() == "scan.tif labels"
+    assert review.progress_label.text() == "0 / 4 B-scans reviewed"
     review.reviewer_edit.setText("alice")
     review.reviewer_edit.editingFinished.emit()
     viewer.dims.set_current_step(0, 1)
-    review.mark_reviewed_and_next()
+    click(review.buttons["reviewed"])
     assert review.current_slice() == 2
-    review.skip_and_next()
+    click(review.buttons["skip"])
     assert review.current_slice() == 3
-    entry = review.session.review.slices[1]
+    session = review.controller.session
+    entry = session.review.slices[1]
     assert entry.status.value == "reviewed" and entry.reviewer == "alice" and entry.timestamp
-    assert review.session.review.slices[2].status.value == "skipped"
+    assert session.review.slices[2].status.value == "skipped"
     assert review.progress_label.text() == "1 / 4 B-scans reviewed"
     assert "reviewed" in review.slice_list.item(1).text() and "alice" in review.slice_list.item(1).text()
 
 
-def test_least_confident_unreviewed_slice_comes_from_the_model(viewer, segmented, review):
-    confidence = review.session.confidence
+@pytest.mark.smoke
+def test_keys_work_and_are_released_when_the_widget_closes(viewer, segmented, review, qtbot):
+    from napari.utils.key_bindings import coerce_keybinding
+    from qtpy.QtCore import Qt
+
+    canvas = viewer.__wrapped__.window._qt_viewer.canvas.native  # where napari receives the grader's keys
+    viewer.dims.set_current_step(0, 0)
+    qtbot.keyClick(canvas, Qt.Key.Key_R, Qt.KeyboardModifier.ShiftModifier)
+    assert review.controller.session.review.slices[0].status.value == "reviewed"
+    assert review.current_slice() == 1
+    viewer.window.remove_dock_widget(review)
+    assert coerce_keybinding("Shift-R") not in viewer.keymap
+    qtbot.keyClick(canvas, Qt.Key.Key_R, Qt.KeyboardModifier.ShiftModifier)
+    assert review.controller.session.review.slices[1].status.value == "unreviewed"
+
+
+def test_it_follows_the_labels_layer_the_user_works_on(viewer, segment, segmented, review, write_oct_scan,
+                                                        click, wait_for):
+    path, _ = write_oct_scan("second.tif", seed=12)
+    viewer.open(str(path), plugin="napari-reseg")
+    segment.image_combo.setCurrentText("second.tif")
+    click(segment.run_button)
+    wait_for(segment)
+    assert review.labels_combo.currentText() == "second.tif labels"  # the run's layer, selected by the run
+    viewer.layers.selection.active = viewer.layers["scan.tif labels"]
+    assert review.labels_combo.currentText() == "scan.tif labels"
+    assert review.controller.session.source.name == "scan.tif"
+
+
+def test_least_confident_unreviewed_slice_comes_from_the_model(viewer, segmented, review, click):
+    confidence = review.controller.session.confidence
     assert confidence is not None and np.all(np.isfinite(confidence))
-    review.go_to_least_confident()
+    click(review.buttons["doubtful"])
     assert review.current_slice() == int(np.argmin(confidence))
 
 
@@ -69,62 +88,90 @@ def test_a_painted_stroke_is_tracked_against_the_prediction(viewer, segmented, r
     viewer.dims.set_current_step(0, 2)
     labels.brush_size = 7
     labels.paint((2, 100, 90), 9)
-    qtbot.waitUntil(lambda: 2 in review.edit_stats, timeout=5_000)
-    stats = review.edit_stats[2]
-    changed = int((labels.data[2] != review.session.prediction[2]).sum())
-    assert stats["pixels_changed"] == changed > 0 and set(review.edit_stats) == {2}
+    qtbot.waitUntil(lambda: 2 in review.controller.edit_stats, timeout=5_000)
+    stats = review.controller.edit_stats[2]
+    changed = int((labels.data[2] != review.controller.session.prediction[2]).sum())
+    assert stats["pixels_changed"] == changed > 0 and set(review.controller.edit_stats) == {2}
     assert stats["added"][9] > 0 and stats["mean_dice"] < 1
     assert "edited" in review.slice_list.item(2).text()
     qtbot.waitUntil(lambda: "autosaved" in review.save_label.text(), timeout=10_000)
 
 
-def test_autosave_survives_and_restores_in_a_new_viewer(make_napari_viewer, viewer, segmented, review, scan_file,
-                                                        qtbot):
+def test_autosave_survives_and_restores_in_a_new_viewer(make_napari_viewer_proxy, viewer, segmented, review, click,
+                                                        oct_file, qtbot, answers):
     image, labels = segmented
     viewer.dims.set_current_step(0, 0)
-    review.mark_reviewed_and_next()  # a review mark saves at once
+    click(review.buttons["reviewed"])  # a review mark saves at once
     labels.paint((1, 120, 100), 9)
-    qtbot.waitUntil(lambda: 1 in review.edit_stats, timeout=5_000)
+    qtbot.waitUntil(lambda: 1 in review.controller.edit_stats, timeout=5_000)
     review.autosave()
     saved_labels = labels.data.copy()
-    path = review.session_path
+    path = review.controller.session_path
     assert path.exists() and path.name == "scan.tif.reseg-session.npz"
 
-    other = make_napari_viewer()  # as after a crash: a fresh napari, the scan opened again
-    restorer = ReviewWidget(other)
-    other.window.add_dock_widget(restorer, name="Review")
-    restorer.ask = lambda title, text: True
-    other.open(str(scan_file), plugin="napari-reseg")
+    other = make_napari_viewer_proxy()  # as after a crash: a fresh napari, the scan opened again
+    _, restorer = other.window.add_plugin_dock_widget("napari-reseg", "Review")
+    answers.append(True)
+    other.open(str(oct_file[0]), plugin="napari-reseg")
+    assert "Restore it?" in answers.asked[0]
     restored = restorer.labels
     assert restored is not None and restored.name == "scan.tif labels"
     np.testing.assert_array_equal(restored.data, saved_labels)
-    assert restorer.session.review.slices[0].status.value == "reviewed"
+    assert restorer.controller.session.review.slices[0].status.value == "reviewed"
     assert restorer.progress_label.text() == "1 / 4 B-scans reviewed"
-    assert set(restorer.edit_stats) == {1}
+    assert set(restorer.controller.edit_stats) == {1}
+    restored.paint((2, 120, 100), 9)  # edits of the restored layer reach the session
+    assert restorer.controller.session.labels[2, 120, 100] == 9
 
 
-def test_topology_check_and_one_click_fix_with_undo(viewer, segmented, review):
+def test_sessions_go_where_the_preferences_say(viewer, segment, small_oct, click, wait_for, dock, tmp_path,
+                                               reseg_settings):
+    reseg_settings.review.session_folder = str(tmp_path / "sessions")
+    reseg_settings.review.reviewer = "dr. bob"
+    click(segment.run_button)
+    wait_for(segment)
+    review = dock("Review")
+    assert review.reviewer_edit.text() == "dr. bob"
+    viewer.dims.set_current_step(0, 0)
+    click(review.buttons["reviewed"])
+    assert review.controller.session_path.parent == tmp_path / "sessions" and review.controller.session_path.exists()
+    assert review.controller.session.review.slices[0].reviewer == "dr. bob"
+
+
+def test_topology_check_and_one_click_fix_with_undo(viewer, segmented, review, click):
     image, labels = segmented
     labels.data[1, :, 40:60] = labels.data[1, ::-1, 40:60]  # turn 20 A-scans upside down
-    review.check_topology()
+    click(review.check_button)
     assert "A-scans with layers out of order" in review.topology_label.text() and review.fix_button.isEnabled()
     broken = labels.data.copy()
-    review.fix_topology()
+    click(review.fix_button)
     assert "in order in every A-scan" in review.topology_label.text()
     labels.undo()
     np.testing.assert_array_equal(labels.data, broken)
 
 
-def test_export_writes_reviewed_slices_as_a_training_set(viewer, segmented, review, tmp_path, qtbot):
+def test_export_writes_reviewed_slices_and_asks_before_replacing_another_export(viewer, segmented, review, click,
+                                                                                 tmp_path, qtbot, monkeypatch,
+                                                                                 answers):
+    folder = tmp_path / "export"
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: str(folder))
     viewer.dims.set_current_step(0, 0)
-    review.mark_reviewed_and_next()
-    review.mark_reviewed_and_next()
-    done = []
-    worker = review.export(tmp_path / "export")
-    worker.finished.connect(lambda: done.append(True))
-    qtbot.waitUntil(lambda: bool(done), timeout=30_000)
-    manifest = json.loads((tmp_path / "export" / "dataset.json").read_text())
+    click(review.buttons["reviewed"])
+    click(review.buttons["reviewed"])
+    click(review.export_button)
+    qtbot.waitUntil(lambda: "exported" in review.save_label.text(), timeout=30_000)
+    manifest = json.loads((folder / "dataset.json").read_text())
     assert [item["slice"] for item in manifest["items"]] == [0, 1]
-    assert manifest["items"][0]["reviewer"] == review.session.review.reviewer
-    label = tifffile.imread(tmp_path / "export" / manifest["items"][1]["label"])
-    np.testing.assert_array_equal(label, review.session.labels[1])
+    assert manifest["items"][0]["reviewer"] == review.controller.session.review.reviewer
+    label = tifffile.imread(folder / manifest["items"][1]["label"])
+    np.testing.assert_array_equal(label, review.controller.session.labels[1])
+
+    folder = tmp_path / "someone else's folder"  # not an export of ours: replacing it needs a yes
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    answers.append(False)
+    click(review.export_button)
+    qtbot.waitUntil(lambda: bool(answers.asked), timeout=30_000)
+    assert "Overwrite?" in answers.asked[0] and "holds no reseg training set" in answers.asked[0]
+    qtbot.waitUntil(lambda: "nothing was written" in review.save_label.text(), timeout=5_000)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]

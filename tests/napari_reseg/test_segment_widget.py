@@ -1,176 +1,241 @@
-"""The Segment widget as a user drives it: run, watch, cancel, switch layers mid-run, re-run over edits."""
+"""The Segment widget as a user drives it in napari: the model that suits the scan is preselected, Run fills
+one labels layer per scan, re-running asks before replacing edits, cancelling and closing stop the work."""
 
 from __future__ import annotations
 
 import numpy as np
-from napari.layers import Labels
+import pytest
+from napari.layers import Image, Labels
 
 from reseg.classes import OCT_CLASSES
 from reseg.metrics import per_class_scores, summarize
 
 
-def _choose(widget, image="scan", model="lightreseg-oct", scope="whole volume", batch=2):
-    widget.image_combo.setCurrentText(image)
-    widget.model_combo.setCurrentText(model)
+def _choose(widget, image=None, model=None, scope="whole volume", batch=2):
+    if image is not None:
+        widget.image_combo.setCurrentText(image)
+    if model is not None:
+        widget.model_combo.setCurrentText(model)
     widget.scope_combo.setCurrentText(scope)
     widget.batch_spin.setValue(batch)
 
 
-def test_whole_volume_run_gives_a_named_coloured_labels_layer_in_register(viewer, widget, small_oct, wait_for_run):
-    image, phantom = small_oct
-    assert widget.model_combo.findText("lightreseg-oct") >= 0 and widget.model_combo.findText("l2gnet-ct") >= 0
-    assert widget.device_combo.currentData() == "auto"
-    _choose(widget)
-    widget.confidence_check.setChecked(True)
-    batches = []
-    worker = widget.start()
-    worker.yielded.connect(batches.append)
-    wait_for_run(widget)
+def _labels_layers(viewer):
+    return [layer for layer in viewer.layers if isinstance(layer, Labels)]
 
-    labels = viewer.layers["scan labels"]
-    assert isinstance(labels, Labels) and not labels.multiscale
-    assert labels.data.shape == image.data.shape and labels.data.dtype == np.uint8
+
+@pytest.mark.smoke
+def test_a_run_gives_one_named_coloured_labels_layer_in_register(viewer, segment, small_oct, click, wait_for):
+    image, phantom = small_oct
+    assert segment.image_combo.currentText() == "scan.tif"
+    assert segment.model_combo.currentText() == "lightreseg-oct"  # the scan is OCT (its spacing says so)
+    _choose(segment)
+    segment.confidence_check.setChecked(True)
+    click(segment.run_button)
+    assert not segment.run_button.isEnabled() and segment.cancel_button.isEnabled()
+    wait_for(segment)
+
+    [labels] = _labels_layers(viewer)
+    assert labels.name == "scan.tif labels" and labels.data.shape == image.data.shape
+    assert labels.data.dtype == np.uint8 and not labels.multiscale
     np.testing.assert_allclose(labels.scale, image.scale)
+    np.testing.assert_allclose(labels.translate, image.translate)
     assert list(labels.features["class"]) == [c.name for c in OCT_CLASSES]
     rnfl = OCT_CLASSES[1]
     np.testing.assert_allclose(labels.colormap.map(np.array([1]))[0][:3], np.array(rnfl.color) / 255, atol=1e-3)
-    assert batches == [0, 2, 4]  # model loaded, then one report per batch of 2 B-scans
     summary = summarize(per_class_scores(labels.data, phantom.labels, 10), skip_classes=(0,))
     assert summary["mean_dice"] > 0.6, summary
-
-    confidence = viewer.layers["scan confidence"]
-    assert confidence.data.shape == image.data.shape and 0.1 < confidence.data.min() <= confidence.data.max() <= 1
-    assert "ran on cpu" in widget.status.text()
-    assert widget.legend.rowCount() == 10
-    counts = [int(widget.legend.item(row, 2).text().replace(",", "")) for row in range(10)]
+    assert "ran on cpu" in segment.status.text() and segment.run_button.isEnabled()
+    counts = [int(segment.legend.item(row, 2).text().replace(",", "")) for row in range(10)]
     assert counts == list(np.bincount(labels.data.ravel(), minlength=10))
-    assert widget.legend.item(1, 1).text() == "RNFL"
+    assert segment.legend.item(1, 1).text() == "RNFL"
+
+    doubt = viewer.layers["scan.tif doubt"]
+    assert 0.1 < doubt.data.min() <= doubt.data.max() <= 1
+    assert doubt.blending == "translucent"  # not additive: the scan and the labels stay visible beneath
+    assert doubt.colormap.map(np.array([1.0]))[0][3] == 0  # confident pixels are see-through
+    assert doubt.name not in [segment.image_combo.itemText(i) for i in range(segment.image_combo.count())]
 
 
-def test_current_slice_scope_computes_only_the_slice_on_screen(viewer, widget, small_oct, wait_for_run):
-    _choose(widget, scope="current slice")
+@pytest.mark.smoke
+def test_running_again_asks_and_keep_changes_nothing_and_stays_one_layer(viewer, segment, small_oct, click,
+                                                                         wait_for, answers):
+    _choose(segment)
+    click(segment.run_button)
+    wait_for(segment)
+    labels = viewer.layers["scan.tif labels"]
+    labels.paint((1, 100, 90), 9)  # the grader's correction
+    edited = labels.data.copy()
+
+    answers.append(False)  # "keep my edits"
+    click(segment.run_button)
+    assert len(answers.asked) == 1 and "scan.tif labels" in answers.asked[0]
+    assert not segment.task.running
+    np.testing.assert_array_equal(labels.data, edited)
+    assert len(_labels_layers(viewer)) == 1
+
+    answers.append(True)
+    click(segment.run_button)
+    wait_for(segment)
+    assert len(_labels_layers(viewer)) == 1 and not np.array_equal(labels.data, edited)
+    click(segment.run_button)  # no edits since the last run: no question
+    wait_for(segment)
+    assert len(answers.asked) == 2 and len(_labels_layers(viewer)) == 1
+
+
+def test_current_slice_scope_computes_only_the_slice_on_screen(viewer, segment, small_oct, click, wait_for):
+    _choose(segment, scope="current slice")
     viewer.dims.set_current_step(0, 2)
-    widget.start()
-    wait_for_run(widget)
-    labels = viewer.layers["scan labels"].data
+    click(segment.run_button)
+    wait_for(segment)
+    labels = viewer.layers["scan.tif labels"].data
     assert labels[2].any() and not labels[[0, 1, 3]].any()
 
 
-def test_cancel_stops_within_a_batch_and_keeps_finished_slices(viewer, widget, wait_for_run):
-    from reseg.data.phantom import make_oct_phantom
-
-    phantom = make_oct_phantom(n_bscans=12, height=224, width=192, seed=2)
-    viewer.add_image(phantom.image, name="long", scale=phantom.spacing)
-    _choose(widget, image="long", batch=1)
-    worker = widget.start()
-    worker.yielded.connect(lambda done: widget.cancel() if done == 1 else None)
-    wait_for_run(widget)
-    labels = viewer.layers["long labels"].data
-    done = widget.run.done
+def test_cancel_stops_within_a_batch_and_keeps_finished_slices(viewer, segment, write_oct_scan, click, wait_for):
+    path, _ = write_oct_scan("long.tif", n_bscans=12, seed=2)
+    viewer.open(str(path), plugin="napari-reseg")
+    _choose(segment, image="long.tif", batch=1)
+    click(segment.run_button)
+    segment.task.worker.yielded.connect(lambda report: click(segment.cancel_button) if report[0] == 1 else None)
+    wait_for(segment)
+    labels = viewer.layers["long.tif labels"].data
+    done = segment.controller.run.done
     assert 1 <= done <= 2, done
     assert labels[:done].any() and not labels[done:].any()
-    assert "cancelled after" in widget.status.text()
+    assert "cancelled after" in segment.status.text()
 
 
-def test_result_goes_to_the_layer_it_was_computed_for(viewer, widget, small_oct, wait_for_run):
-    _choose(widget, batch=1)
-    worker = widget.start()
+@pytest.mark.smoke
+def test_closing_the_dock_mid_run_stops_its_worker(viewer, segment, write_oct_scan, qtbot, click):
+    path, _ = write_oct_scan("long.tif", n_bscans=16, seed=3)
+    viewer.open(str(path), plugin="napari-reseg")
+    _choose(segment, image="long.tif", batch=1)
+    click(segment.run_button)
+    worker = segment.task.worker
+    qtbot.waitUntil(lambda: segment.controller.run.done >= 1, timeout=120_000)
+    viewer.window.remove_dock_widget(segment)  # what the dock's close button does
+    qtbot.waitUntil(lambda: not segment.task.running, timeout=60_000)
+    assert worker.abort_requested
+    assert segment.controller.run.done < 16
 
-    def switch_away(done):
-        if done == 1:  # mid-run: the user selects and opens other things
+
+def test_result_goes_to_the_layer_it_was_computed_for(viewer, segment, small_oct, click, wait_for):
+    _choose(segment, batch=1)
+    click(segment.run_button)
+
+    def switch_away(report):
+        if report[0] == 1:  # mid-run: the user opens, selects and picks other things
             other = viewer.add_image(np.zeros((4, 224, 192), np.uint8), name="other scan")
             viewer.layers.selection.active = other
-            widget.image_combo.setCurrentText("other scan")
+            segment.image_combo.setCurrentText("other scan")
 
-    worker.yielded.connect(switch_away)
-    wait_for_run(widget)
-    assert all(viewer.layers["scan labels"].data[z].any() for z in range(4))
+    segment.task.worker.yielded.connect(switch_away)
+    wait_for(segment)
+    assert all(viewer.layers["scan.tif labels"].data[z].any() for z in range(4))
     assert "other scan labels" not in viewer.layers
 
 
-def test_rerun_asks_before_overwriting_user_edits(viewer, widget, small_oct, wait_for_run):
-    _choose(widget)
-    widget.start()
-    wait_for_run(widget)
-    labels = viewer.layers["scan labels"]
-    labels.data[1, 50:60, 50:60] = 9  # a user's correction
-    edited = labels.data.copy()
-    questions = []
-    widget.confirm_overwrite = lambda layer: questions.append(layer.name) or False
-    assert widget.start() is None
-    assert questions == ["scan labels"]
-    np.testing.assert_array_equal(labels.data, edited)
+def test_a_model_for_another_modality_is_never_preselected_and_warns(viewer, segment, small_oct, shared_data,
+                                                                     click, answers):
+    [ct] = viewer.open(str(shared_data("ct_totalseg", "example_ct_sm.nii.gz")), plugin="napari-reseg")
+    assert segment.image_combo.currentText() == ct.name and segment.model_combo.currentText() == "l2gnet-ct"
+    segment.image_combo.setCurrentText("scan.tif")
+    assert segment.model_combo.currentText() == "lightreseg-oct"
 
-    widget.confirm_overwrite = lambda layer: True
-    widget.start()
-    wait_for_run(widget)
-    assert not np.array_equal(labels.data, edited)
+    segment.model_combo.setCurrentText("l2gnet-ct")  # the user picks the CT model for the OCT scan anyway
+    answers.append(False)
+    click(segment.run_button)
+    assert "trained on CT" in answers.asked[0] and "Run it anyway" in answers.asked[0]
+    assert not segment.task.running and not _labels_layers(viewer)
 
 
-def test_mismatched_checkpoint_is_refused_with_the_cause(viewer, widget, tmp_path, monkeypatch):
+def test_a_plain_array_layer_can_be_segmented(viewer, segment, click, wait_for):
+    from reseg.data.phantom import make_oct_phantom
+
+    phantom = make_oct_phantom(n_bscans=2, height=224, width=192, seed=5)
+    viewer.add_image(phantom.image, name="from a script")  # no file, no spacing: a layer of another origin
+    assert segment.model_combo.currentText() == "lightreseg-oct"
+    click(segment.run_button)
+    wait_for(segment)
+    assert viewer.layers["from a script labels"].data.any()
+
+
+def test_mismatched_checkpoint_is_refused_with_the_cause(viewer, segment, tmp_path, monkeypatch):
     import napari_reseg._segment_widget as module
 
     errors = []
     monkeypatch.setattr(module, "show_error", errors.append)
     broken = tmp_path / "broken.pth"
     broken.write_bytes(b"not a checkpoint")
-    widget.add_checkpoint(broken)
+    segment.add_checkpoint(str(broken))
     assert errors and "broken.pth" in errors[0] and "no model card" in errors[0]
-    assert widget.model_combo.currentText() != "Load checkpoint..."
+    assert segment.model_combo.currentText() != "Load checkpoint..."
 
 
-def test_model_error_in_the_worker_becomes_a_notification(viewer, widget, small_oct, wait_for_run, tmp_path, monkeypatch):
+def test_model_error_in_the_worker_becomes_a_notification(viewer, segment, small_oct, click, wait_for, tmp_path,
+                                                          monkeypatch):
     import shutil
 
     import napari_reseg._segment_widget as module
-    from reseg.zoo import bundled_model_dir
+    from reseg.catalogue import bundled_model_dir
 
     errors = []
     monkeypatch.setattr(module, "show_error", errors.append)
     shutil.copy(bundled_model_dir() / "lightreseg-oct.json", tmp_path / "damaged.json")
     (tmp_path / "damaged.safetensors").write_bytes(b"\x00" * 64)
-    widget.add_checkpoint(tmp_path / "damaged.json")
-    _choose(widget, model=widget.model_combo.currentText())
-    widget.start()
-    wait_for_run(widget)
+    segment.add_checkpoint(str(tmp_path / "damaged.json"))
+    assert segment.model_combo.currentText().startswith("lightreseg-oct (damaged")
+    click(segment.run_button)
+    wait_for(segment)
     assert len(errors) == 1 and "damaged.safetensors" in errors[0] and "failed" in errors[0]
-    assert "failed" in widget.status.text() and widget.run_button.isEnabled()
+    assert "failed" in segment.status.text() and segment.run_button.isEnabled()
 
 
-def test_rgb_layer_is_not_offered(viewer, widget):
+def test_rgb_and_label_layers_are_not_offered_as_scans(viewer, segment):
     viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="photo", rgb=True)
-    assert widget.image_combo.findText("photo") == -1
+    viewer.add_labels(np.zeros((32, 32), np.uint8), name="some labels")
+    offered = [segment.image_combo.itemText(i) for i in range(segment.image_combo.count())]
+    assert "photo" not in offered and "some labels" not in offered
 
 
-def test_post_processing_can_be_switched_off_on_a_real_scan(viewer, widget, shared_data, wait_for_run):
+def test_post_processing_can_be_switched_off_on_a_real_scan(viewer, segment, shared_data, click, wait_for):
     """On the Spectralis line scan the network alone calls part of the vitreous noise fluid; the card's
     confine_to_retina clears it, and unticking the box shows the network's own output for comparison."""
-    from reseg.inference import segment
+    from reseg.inference import segment as segment_volume
     from reseg.io import read_volume
     from reseg.zoo import load_model
 
     path = shared_data("spectralis_vol", "Willis_B_716_0.vol")
     [image] = viewer.open(str(path), plugin="napari-reseg")
-    _choose(widget, image=image.name)
-    assert widget.postprocess_check.isVisibleTo(widget) and widget.postprocess_check.isChecked()
-    assert "confine_to_retina" in widget.postprocess_check.toolTip()
+    assert segment.model_combo.currentText() == "lightreseg-oct"
+    assert segment.postprocess_check.isVisibleTo(segment) and segment.postprocess_check.isChecked()
+    assert "confine_to_retina" in segment.postprocess_check.toolTip()
 
-    widget.start()
-    wait_for_run(widget)
+    click(segment.run_button)
+    wait_for(segment)
     cleaned = np.array(viewer.layers[f"{image.name} labels"].data).reshape(-1, *image.data.shape[-2:])
-    widget.postprocess_check.setChecked(False)
-    widget.start()
-    wait_for_run(widget)
+    segment.postprocess_check.setChecked(False)
+    click(segment.run_button)
+    wait_for(segment)
     raw = np.array(viewer.layers[f"{image.name} labels"].data).reshape(cleaned.shape)
 
     volume = read_volume(path)
-    expected = segment(load_model("lightreseg-oct", device="cpu"), volume.data, raw=True,
-                       pixel_spacing=volume.pixel_spacing).labels
+    expected = segment_volume(load_model("lightreseg-oct", device="cpu"), volume.data, raw=True,
+                              pixel_spacing=volume.pixel_spacing).labels
     np.testing.assert_array_equal(raw, expected)
     ilm = volume.metadata["boundaries"]["ILM"][0]
     above_ilm = np.arange(raw.shape[1])[:, None] < np.nan_to_num(ilm, nan=0)[None, :] - 5
     assert (raw[0][above_ilm] == 9).sum() > 1000  # "fluid" in the vitreous
     assert (cleaned[0][above_ilm] == 9).sum() == 0
 
-    widget.model_combo.setCurrentText("l2gnet-ct")  # a card without post-processing: no switch
-    assert not widget.postprocess_check.isVisibleTo(widget)
+    segment.model_combo.setCurrentText("l2gnet-ct")  # a card without post-processing: no switch
+    assert not segment.postprocess_check.isVisibleTo(segment)
+
+
+def test_image_layers_of_other_kinds_still_get_a_scan_identity(viewer, segment):
+    layer = viewer.add_image(np.zeros((3, 20, 20), np.float32) - 1000, name="hu stack")
+    assert isinstance(viewer.layers["hu stack"], Image)
+    segment.image_combo.setCurrentText("hu stack")
+    assert segment.model_combo.currentText() == "l2gnet-ct"  # Hounsfield units: a CT scan
+    assert layer.metadata["reseg"].modality == "CT"

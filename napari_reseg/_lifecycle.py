@@ -1,0 +1,116 @@
+"""The lifecycle of what a widget starts and connects, written once for every widget: background work on
+napari's thread pool (progress, result, cancellation or error delivered on the GUI thread), the event
+connections it made, and the moment the widget is closed, when both must stop.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Callable
+
+from napari.qt.threading import FunctionWorker, GeneratorWorker, create_worker
+from qtpy.QtCore import QEvent, QObject
+from qtpy.QtWidgets import QWidget
+
+Callback = Callable[..., None]
+
+
+class BackgroundTask:
+    """At most one worker at a time. Callbacks run on the GUI thread; `on_finish` runs last, whatever the end.
+
+    The worker (napari's, for its signals and the activity dock) runs on a Python thread of its own, not on
+    Qt's global thread pool that napari's `worker.start()` uses. Qt runs its own parallel work on that pool
+    (image scaling and conversion, e.g. when napari's activity indicator starts its animation) while the GUI
+    thread waits holding Python's GIL, so pool threads of ours waiting for the GIL freeze the interface for
+    good (seen on 2 cores). A pool of our own would deadlock the same way when it is destroyed with a worker
+    still running. The thread is a daemon: closing napari never waits for it (writes are atomic, and the
+    widgets stop their work when they close).
+    """
+
+    def __init__(self, owner: QObject) -> None:
+        self.worker: FunctionWorker | GeneratorWorker | None = None
+        self._abandoned = False
+        owner.destroyed.connect(self._abandon)
+
+    def _abandon(self) -> None:
+        """The owner is gone (napari closed): stop the work and deliver nothing more to it."""
+        self._abandoned = True
+        self.cancel()
+
+    def _deliver(self, callback: Callback) -> Callback:
+        return lambda *args: None if self._abandoned else callback(*args)
+
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def start(self, function: Callable, *args: Any, on_yield: Callback | None = None,
+              on_done: Callback | None = None, on_cancel: Callback | None = None,
+              on_error: Callable[[Exception], None] | None = None, on_finish: Callable[[], None] | None = None,
+              progress: dict | None = None, **kwargs: Any) -> FunctionWorker | GeneratorWorker:
+        """Run `function(*args, **kwargs)` in a worker; an error goes to `on_error`, never to a traceback."""
+        if self.worker is not None:
+            raise RuntimeError("a task is already running")  # the widgets disable their start buttons first
+        options = {"_ignore_errors": True, **({"_progress": progress} if progress else {})}
+        worker = create_worker(function, *args, **options, **kwargs)
+        for signal, callback in ((getattr(worker, "yielded", None), on_yield), (worker.returned, on_done),
+                                 (getattr(worker, "aborted", None), on_cancel), (worker.errored, on_error)):
+            if signal is not None and callback is not None:
+                signal.connect(self._deliver(callback))
+        worker.finished.connect(lambda: self._finished(worker, None if self._abandoned else on_finish))
+        self.worker = worker
+        threading.Thread(target=worker.run, name=f"napari-reseg: {function.__name__}", daemon=True).start()
+        return worker
+
+    def _finished(self, worker: FunctionWorker | GeneratorWorker, on_finish: Callable[[], None] | None) -> None:
+        if self.worker is worker:
+            self.worker = None
+        if on_finish is not None:
+            on_finish()
+
+    def cancel(self) -> None:
+        """Ask a generator to stop at its next yield; a function worker cannot be interrupted and runs out."""
+        if isinstance(self.worker, GeneratorWorker):
+            self.worker.quit()
+
+
+class _ClosingWatcher(QObject):
+    def __init__(self, widget: QWidget, callback: Callable[[], None]) -> None:
+        super().__init__(widget)
+        self._callback = callback
+        self._called = False
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        closed = event.type() == QEvent.Type.Close
+        undocked = event.type() == QEvent.Type.ParentChange and watched.parent() is None
+        if (closed or undocked) and not self._called:
+            self._called = True
+            self._callback()
+        return False
+
+
+def when_closed(widget: QWidget, callback: Callable[[], None]) -> None:
+    """Call `callback` once when `widget` is closed, or taken out of its dock (napari's dock close button
+    removes the widget from its dock without closing it)."""
+    widget.installEventFilter(_ClosingWatcher(widget, callback))
+
+
+class Connections:
+    """Event connections a widget made to the viewer, its layers and the plugin's own events, undone together
+    when the widget closes or is destroyed (it must not go on reacting, nor keep layers alive)."""
+
+    def __init__(self, owner: QObject) -> None:
+        self._made: list[tuple[Any, Callable]] = []
+        owner.destroyed.connect(self.disconnect_all)
+
+    def connect(self, emitter: Any, callback: Callable) -> None:
+        emitter.connect(callback)
+        self._made.append((emitter, callback))
+
+    def disconnect_all(self) -> None:
+        for emitter, callback in self._made:
+            try:
+                emitter.disconnect(callback)
+            except (RuntimeError, TypeError, ValueError):
+                pass  # the emitter's object is gone already
+        self._made.clear()
