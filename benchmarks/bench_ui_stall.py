@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QApplication
+from qtpy.QtCore import QEventLoop, QTimer
 
 
 class Probe:
@@ -42,19 +41,23 @@ class Probe:
         return np.diff(ticks) * 1e3 if len(ticks) > 1 else np.zeros(1)
 
 
+def spin_until(done, limit: float = 900.0) -> float:
+    """Run napari's event loop (a real one: `processEvents` alone never deletes what Qt scheduled for
+    deletion, so e.g. the activity indicator would animate, and repaint the window, forever) until `done()`."""
+    start = time.perf_counter()
+    loop = QEventLoop()
+    check = QTimer()
+    check.setInterval(10)
+    check.timeout.connect(lambda: loop.quit() if done() or time.perf_counter() - start > limit else None)
+    check.start()
+    loop.exec()
+    check.stop()
+    return time.perf_counter() - start
+
+
 def spin(seconds: float) -> None:
     end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        QApplication.processEvents()
-        time.sleep(0.001)
-
-
-def spin_until(done, limit: float = 900.0) -> float:
-    start = time.perf_counter()
-    while not done() and time.perf_counter() - start < limit:
-        QApplication.processEvents()
-        time.sleep(0.001)
-    return time.perf_counter() - start
+    spin_until(lambda: time.perf_counter() >= end)
 
 
 def row(phase: str, blocked_ms: float | None, gaps: np.ndarray, seconds: float) -> str:

@@ -13,12 +13,13 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import napari
-from qtpy.QtWidgets import QApplication
+from qtpy.QtWidgets import QApplication, QDockWidget
 
 from reseg.cli import main as reseg
 
@@ -52,8 +53,10 @@ def _viewer(width: int, height: int):
 
 
 def _open_oct(viewer) -> str:
-    if LINE_SCAN.exists():
-        [layer] = viewer.open(str(LINE_SCAN), plugin="napari-reseg")
+    if LINE_SCAN.exists():  # a copy: the review session is saved beside the scan, never into ../shared
+        copy = Path(tempfile.mkdtemp()) / LINE_SCAN.name
+        shutil.copy(LINE_SCAN, copy)
+        [layer] = viewer.open(str(copy), plugin="napari-reseg")
         return layer.name
     viewer.open_sample("napari-reseg", "oct-phantom")
     viewer.layers["OCT phantom true labels"].visible = False
@@ -88,6 +91,10 @@ def three_widgets_screenshot() -> None:
     _, review = viewer.window.add_plugin_dock_widget("napari-reseg", "Review")
     _, finetune = viewer.window.add_plugin_dock_widget("napari-reseg", "Fine-tune")
     review.buttons["reviewed"].click()
+    dock = review
+    while not isinstance(dock, QDockWidget):
+        dock = dock.parent()
+    dock.raise_()  # the Review tab in front, as mid-review
     viewer.layers.selection.active = viewer.layers[f"{name} labels"]
     viewer.reset_view()
     _wait(finetune)
@@ -104,7 +111,9 @@ def ct_screenshot() -> None:
         print(f"skipped the CT screenshot: {CT} is not here")
         return
     viewer = _viewer(1600, 950)
-    [scan] = viewer.open(str(CT), plugin="napari-reseg")
+    copy = Path(tempfile.mkdtemp()) / CT.name
+    shutil.copy(CT, copy)
+    [scan] = viewer.open(str(copy), plugin="napari-reseg")
     segment = _segment(viewer)
     viewer.dims.set_current_step(0, scan.data.shape[0] // 2)
     viewer.reset_view()

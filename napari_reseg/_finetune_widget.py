@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterator
 
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QColor
 from qtpy.QtWidgets import (
     QComboBox,
@@ -183,7 +183,7 @@ class FinetuneWidget(Panel):
         self.remove_model_button.clicked.connect(self.remove_selected_model)
         self.connections.connect(model_registry_events().changed, self._fill_models)
         when_closed(self, self._close)
-        self._on_base_chosen(self.base_combo.currentText())
+        self._on_base_chosen(self.base_combo.currentText())  # lists the base's parts once napari has docked it
 
     # --- inputs ----------------------------------------------------------------------------------------
 
@@ -229,13 +229,18 @@ class FinetuneWidget(Panel):
         self._load_parts()
 
     def _load_parts(self) -> None:
+        """List the chosen base's parts; the worker starts after this event (torch would compete for the GIL
+        with what the event is doing, e.g. napari docking the widget)."""
+        QTimer.singleShot(0, self._start_loading_parts)
+
+    def _start_loading_parts(self) -> None:
         base = self.base_combo.currentText()
         if not base or base == self.parts_base or self.engine.running:
             return  # a load that is running ends with `_load_parts` again, for the base chosen by then
         self.freeze_list.clear()
         self.freeze_list.addItem("(reading the network's parts...)")
-        self.engine.start(_engine_and_parts, base, on_done=self._show_parts, on_error=lambda error: self._no_parts(
-            base, error), on_finish=self._load_parts)
+        self.engine.start(_engine_and_parts, base, on_done=self._show_parts,
+                          on_error=lambda error: self._no_parts(base, error), on_finish=self._load_parts)
 
     def _no_parts(self, base: str, error: Exception) -> None:
         self.parts_base = base

@@ -9,7 +9,7 @@ import threading
 from typing import Any, Callable
 
 from napari.qt.threading import FunctionWorker, GeneratorWorker, create_worker
-from qtpy.QtCore import QEvent, QObject
+from qtpy.QtCore import QCoreApplication, QEvent, QObject
 from qtpy.QtWidgets import QWidget
 
 Callback = Callable[..., None]
@@ -23,14 +23,17 @@ class BackgroundTask:
     (image scaling and conversion, e.g. when napari's activity indicator starts its animation) while the GUI
     thread waits holding Python's GIL, so pool threads of ours waiting for the GIL freeze the interface for
     good (seen on 2 cores). A pool of our own would deadlock the same way when it is destroyed with a worker
-    still running. The thread is a daemon: closing napari never waits for it (writes are atomic, and the
-    widgets stop their work when they close).
+    still running. When the owner goes away or napari quits the work is asked to stop (after its batch or
+    step), and Python waits for the thread before it exits: a thread killed inside torch aborts the process.
     """
 
     def __init__(self, owner: QObject) -> None:
         self.worker: FunctionWorker | GeneratorWorker | None = None
         self._abandoned = False
         owner.destroyed.connect(self._abandon)
+        application = QCoreApplication.instance()
+        if application is not None:
+            application.aboutToQuit.connect(self._abandon)
 
     def _abandon(self) -> None:
         """The owner is gone (napari closed): stop the work and deliver nothing more to it."""
@@ -51,7 +54,7 @@ class BackgroundTask:
         """Run `function(*args, **kwargs)` in a worker; an error goes to `on_error`, never to a traceback."""
         if self.worker is not None:
             raise RuntimeError("a task is already running")  # the widgets disable their start buttons first
-        options = {"_ignore_errors": True, **({"_progress": progress} if progress else {})}
+        options = {"_ignore_errors": True}
         worker = create_worker(function, *args, **options, **kwargs)
         for signal, callback in ((getattr(worker, "yielded", None), on_yield), (worker.returned, on_done),
                                  (getattr(worker, "aborted", None), on_cancel), (worker.errored, on_error)):
@@ -59,7 +62,7 @@ class BackgroundTask:
                 signal.connect(self._deliver(callback))
         worker.finished.connect(lambda: self._finished(worker, None if self._abandoned else on_finish))
         self.worker = worker
-        threading.Thread(target=worker.run, name=f"napari-reseg: {function.__name__}", daemon=True).start()
+        threading.Thread(target=worker.run, name=f"napari-reseg: {function.__name__}").start()
         return worker
 
     def _finished(self, worker: FunctionWorker | GeneratorWorker, on_finish: Callable[[], None] | None) -> None:
@@ -97,18 +100,25 @@ def when_closed(widget: QWidget, callback: Callable[[], None]) -> None:
 
 class Connections:
     """Event connections a widget made to the viewer, its layers and the plugin's own events, undone together
-    when the widget closes or is destroyed (it must not go on reacting, nor keep layers alive)."""
+    when the widget closes (it must not go on reacting, nor keep layers alive).
+
+    When Qt destroys the widget without closing it (napari quits), only napari's own emitters are undone:
+    Qt drops connections to a destroyed receiver itself, and touching a Qt signal whose object Qt has
+    already deleted crashes the process.
+    """
 
     def __init__(self, owner: QObject) -> None:
         self._made: list[tuple[Any, Callable]] = []
-        owner.destroyed.connect(self.disconnect_all)
+        owner.destroyed.connect(lambda *_: self.disconnect_all(qt_signals=False))
 
     def connect(self, emitter: Any, callback: Callable) -> None:
         emitter.connect(callback)
         self._made.append((emitter, callback))
 
-    def disconnect_all(self) -> None:
+    def disconnect_all(self, qt_signals: bool = True) -> None:
         for emitter, callback in self._made:
+            if not qt_signals and type(emitter).__module__.startswith(("PyQt", "PySide")):
+                continue
             try:
                 emitter.disconnect(callback)
             except (RuntimeError, TypeError, ValueError):

@@ -106,8 +106,10 @@ class SegmentWidget(Panel):
         self.batch_spin.setValue(settings.batch_size)
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([WHOLE_VOLUME, CURRENT_SLICE])
-        self.confidence_check = QCheckBox("add a doubt layer (orange = low model confidence)")
-        self.postprocess_check = QCheckBox("apply the model's post-processing")
+        self.confidence_check = QCheckBox("doubt layer (orange: model unsure)")
+        self.confidence_check.setToolTip("adds an image layer over the labels: transparent where the model is "
+                                         "confident, orange where its confidence is low")
+        self.postprocess_check = QCheckBox("model's post-processing")
         self.postprocess_check.setChecked(True)
         self.run_button = QPushButton("Run")
         self.cancel_button = QPushButton("Cancel")
@@ -119,6 +121,7 @@ class SegmentWidget(Panel):
         self.legend.setHorizontalHeaderLabels(["", "class", "voxels"])
         self.legend.verticalHeader().setVisible(False)
         self.legend.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeMode.Stretch)
+        self.legend.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.legend.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
         self.legend.setColumnWidth(0, 18)
         self.legend.verticalHeader().setDefaultSectionSize(20)
@@ -160,8 +163,10 @@ class SegmentWidget(Panel):
             self.connections.connect(event, self._fill_images)
         self.connections.connect(self.viewer.layers.selection.events.active, self._follow_selection)
         when_closed(self, self._close)
-        # The engine (torch, seconds to import) comes in now, off the GUI thread, so the first Run is quick.
-        self.engine.start(load_engine, on_done=lambda devices: self._fill_devices(devices, self._device()))
+        # The engine (torch, seconds to import) comes in off the GUI thread once napari has docked the widget
+        # (an import competing for the GIL would slow the docking down), so that the first Run is quick.
+        QTimer.singleShot(0, lambda: self.engine.start(
+            load_engine, on_done=lambda devices: self._fill_devices(devices, self._device())))
 
     # --- pickers ---------------------------------------------------------------------------------------
 

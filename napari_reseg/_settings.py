@@ -38,15 +38,22 @@ class Preferences:
         return 1.0 if self.bscan_aspect == PHYSICAL else max(1.0, float(self.axial_stretch))
 
 
-def preferences() -> Preferences:
-    """The current plugin settings, or the defaults where napari has no plugin settings (before 0.9)."""
+def _plugin_settings():
+    """napari's settings object of this plugin, or None (a napari before 0.9, or the plugin disabled)."""
     try:
         from napari.settings import get_plugin_settings
     except ImportError:
-        return Preferences()
+        return None
     try:
-        settings = get_plugin_settings(PLUGIN_NAME)
-    except KeyError:  # the plugin's manifest is not registered (disabled): nothing was set
+        return get_plugin_settings(PLUGIN_NAME)
+    except KeyError:  # the plugin's manifest is not registered: nothing can have been set
+        return None
+
+
+def preferences() -> Preferences:
+    """The current plugin settings, or the defaults where napari has none."""
+    settings = _plugin_settings()
+    if settings is None:
         return Preferences()
     return Preferences(
         device=settings.segmentation.device, batch_size=int(settings.segmentation.batch_size),

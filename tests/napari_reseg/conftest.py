@@ -4,6 +4,8 @@ hands: clicks, answers to questions, waiting for work to finish."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import tifffile
 from qtpy.QtCore import Qt
@@ -101,13 +103,27 @@ def small_oct(viewer, oct_file):
     return layer, phantom
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def reseg_settings(tmp_path, monkeypatch):
-    """napari's plugin settings of napari-reseg (Preferences > napari-reseg), kept in the test's folder."""
-    settings = pytest.importorskip("napari.settings")
-    if not hasattr(settings, "get_plugin_settings"):
-        pytest.skip("this napari has no plugin settings (napari < 0.9): the plugin uses its defaults")
-    settings._clear_plugin_settings_cache()
-    monkeypatch.setattr(settings, "_CFG_PATH", str(tmp_path / "napari-settings.yaml"))
-    yield settings.get_plugin_settings("napari-reseg")
-    settings._clear_plugin_settings_cache()
+    """napari's plugin settings of napari-reseg (Preferences > napari-reseg), kept in the test's folder, with
+    review sessions saved there too: a test never writes beside a scan of ../shared/data. Where napari has
+    no plugin settings (before 0.9) a stand-in with the manifest's sections plays their part."""
+    import napari.settings
+
+    from napari_reseg import _settings
+
+    if hasattr(napari.settings, "get_plugin_settings"):
+        napari.settings._clear_plugin_settings_cache()
+        monkeypatch.setattr(napari.settings, "_CFG_PATH", str(tmp_path / "napari-settings.yaml"))
+        settings = napari.settings.get_plugin_settings("napari-reseg")
+    else:
+        defaults = _settings.Preferences()
+        settings = SimpleNamespace(
+            segmentation=SimpleNamespace(device=defaults.device, batch_size=defaults.batch_size),
+            review=SimpleNamespace(reviewer=defaults.reviewer, session_folder=defaults.session_folder),
+            display=SimpleNamespace(bscan_aspect=defaults.bscan_aspect, axial_stretch=defaults.axial_stretch))
+        monkeypatch.setattr(_settings, "_plugin_settings", lambda: settings)
+    settings.review.session_folder = str(tmp_path / "sessions")
+    yield settings
+    if hasattr(napari.settings, "get_plugin_settings"):
+        napari.settings._clear_plugin_settings_cache()

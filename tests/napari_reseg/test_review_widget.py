@@ -97,9 +97,13 @@ def test_a_painted_stroke_is_tracked_against_the_prediction(viewer, segmented, r
     qtbot.waitUntil(lambda: "autosaved" in review.save_label.text(), timeout=10_000)
 
 
-def test_autosave_survives_and_restores_in_a_new_viewer(make_napari_viewer_proxy, viewer, segmented, review, click,
-                                                        oct_file, qtbot, answers):
-    image, labels = segmented
+def test_autosave_survives_and_restores_in_a_new_viewer(make_napari_viewer_proxy, viewer, segment, small_oct, click,
+                                                        wait_for, dock, oct_file, qtbot, answers, reseg_settings):
+    reseg_settings.review.session_folder = ""  # the default: beside the scan (here in the test's folder)
+    click(segment.run_button)
+    wait_for(segment)
+    labels = viewer.layers["scan.tif labels"]
+    review = dock("Review")
     viewer.dims.set_current_step(0, 0)
     click(review.buttons["reviewed"])  # a review mark saves at once
     labels.paint((1, 120, 100), 9)
@@ -126,7 +130,7 @@ def test_autosave_survives_and_restores_in_a_new_viewer(make_napari_viewer_proxy
 
 def test_sessions_go_where_the_preferences_say(viewer, segment, small_oct, click, wait_for, dock, tmp_path,
                                                reseg_settings):
-    reseg_settings.review.session_folder = str(tmp_path / "sessions")
+    reseg_settings.review.session_folder = str(tmp_path / "my sessions")
     reseg_settings.review.reviewer = "dr. bob"
     click(segment.run_button)
     wait_for(segment)
@@ -134,7 +138,8 @@ def test_sessions_go_where_the_preferences_say(viewer, segment, small_oct, click
     assert review.reviewer_edit.text() == "dr. bob"
     viewer.dims.set_current_step(0, 0)
     click(review.buttons["reviewed"])
-    assert review.controller.session_path.parent == tmp_path / "sessions" and review.controller.session_path.exists()
+    assert review.controller.session_path.parent == tmp_path / "my sessions"
+    assert review.controller.session_path.exists()
     assert review.controller.session.review.slices[0].reviewer == "dr. bob"
 
 
