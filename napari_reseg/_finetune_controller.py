@@ -16,7 +16,7 @@ from reseg.data.manifest import read_manifest
 from reseg.errors import ResegError
 
 if TYPE_CHECKING:
-    from reseg.finetune import FinetuneResult
+    from ._engine_process import TrainingResult
 
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -27,19 +27,11 @@ class Phase(Enum):
     DECIDING = "deciding"  # a new model is staged: keep it or discard it
 
 
-def network_parts(model: str) -> dict[str, int]:
-    """Parameter count of each freezable part of a model's network (builds it: torch; call from a worker)."""
-    from reseg.models import build_network
-
-    card = resolve_card(model)[0]
-    return build_network(card.architecture, card.arguments).parts()
-
-
 class FinetuneController:
     def __init__(self) -> None:
         self.phase = Phase.IDLE
         self.staging: Path | None = None
-        self.result: "FinetuneResult | None" = None
+        self.result: "TrainingResult | None" = None
 
     @staticmethod
     def base_models() -> list[str]:
@@ -48,6 +40,14 @@ class FinetuneController:
     @staticmethod
     def own_models() -> list[str]:
         return sorted(name for name, path in model_paths().items() if path.parent == user_model_dir())
+
+    @staticmethod
+    def parts(model: str) -> dict[str, int]:
+        """The freezable parts of a model and their parameter counts, as its card lists them ({} if it does not)."""
+        try:
+            return dict(resolve_card(model)[0].parts)
+        except ResegError:
+            return {}
 
     @staticmethod
     def base_for(folder: Path, current: str) -> str | None:
@@ -89,7 +89,7 @@ class FinetuneController:
         self.phase = Phase.TRAINING
         return self.staging
 
-    def trained(self, result: "FinetuneResult") -> None:
+    def trained(self, result: "TrainingResult") -> None:
         self.result, self.phase = result, Phase.DECIDING
 
     def stopped(self) -> None:
@@ -102,8 +102,8 @@ class FinetuneController:
         """Move the staged model into the user model folder; returns its name."""
         if self.result is None:
             raise ResegError("there is no new model to keep")
-        keep_model(self.result.weights.with_suffix(".json"))
-        name = self.result.card.name
+        keep_model(self.result.card_path)
+        name = self.result.name
         self.discard()
         return name
 

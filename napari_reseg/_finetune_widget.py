@@ -37,8 +37,8 @@ from reseg.devices import DEVICE_CHOICES
 from reseg.errors import ResegError
 
 from ._curve_plot import CurvePlot
-from ._engine_loading import load_engine
-from ._finetune_controller import FinetuneController, network_parts
+from ._engine_process import EngineProcess, EngineStopped, TrainingEpoch, TrainingResult, TrainingStep
+from ._finetune_controller import FinetuneController
 from ._lifecycle import BackgroundTask, Connections, when_closed
 from ._model_events import model_registry_events
 from ._panel import Panel, Section, confirm
@@ -47,25 +47,16 @@ from ._settings import preferences
 if TYPE_CHECKING:
     import napari
 
-    from reseg.finetune import Comparison
-
 BETTER, WORSE = QColor(60, 170, 90), QColor(220, 80, 70)
 
 
-def _finetune(base: str, folders: list[str], name: str, staging: str, settings: dict,
-              held_out: float) -> Iterator[object]:
-    """The worker's body: torch and MONAI come in here, off the event loop, when training starts.
-    `settings` are `TrainingConfig` fields (the class lives beside MONAI's training code)."""
-    load_engine()
-    from reseg.finetune import iter_finetune
-    from reseg.training import TrainingConfig
-
-    yield from iter_finetune(base, folders, name, staging, TrainingConfig(**settings), held_out_fraction=held_out)
-
-
-def _engine_and_parts(base: str) -> tuple[list[str], str, dict[str, int]]:
-    """Worker body: the devices this machine has and the base network's parts, both needing torch."""
-    return load_engine(), base, network_parts(base)
+def _in_engine(engine: EngineProcess, command: str, **arguments) -> Iterator[object]:
+    """Worker body: a command of the engine process, its yields passed on; a closed widget's ends quietly."""
+    try:
+        yield from engine.run(command, **arguments)
+    except EngineStopped:
+        if not engine.closing:
+            raise
 
 
 class FinetuneWidget(Panel):
@@ -76,7 +67,9 @@ class FinetuneWidget(Panel):
         self.viewer = napari_viewer
         self.controller = FinetuneController()
         self.task = BackgroundTask(self)
-        self.engine = BackgroundTask(self)
+        self.engine = BackgroundTask(self)  # asks the engine process for a network's parts, when a card lacks them
+        self.engine_process = EngineProcess()  # started on the first need: training, or a card without parts
+        self.destroyed.connect(lambda *_: self.engine_process.close())  # napari quits without closing docks
         self.connections = Connections(self)
         self.epochs_planned = 0
         self.parts_base: str | None = None  # the base model whose parts the freeze list shows (or tried to)
@@ -229,27 +222,27 @@ class FinetuneWidget(Panel):
         self._load_parts()
 
     def _load_parts(self) -> None:
-        """List the chosen base's parts; the worker starts after this event (torch would compete for the GIL
-        with what the event is doing, e.g. napari docking the widget)."""
-        QTimer.singleShot(0, self._start_loading_parts)
-
-    def _start_loading_parts(self) -> None:
+        """List the chosen base's parts: from its card, or from the engine process for an older card."""
         base = self.base_combo.currentText()
-        if not base or base == self.parts_base or self.engine.running:
-            return  # a load that is running ends with `_load_parts` again, for the base chosen by then
-        self.freeze_list.clear()
-        self.freeze_list.addItem("(reading the network's parts...)")
-        self.engine.start(_engine_and_parts, base, on_done=self._show_parts,
-                          on_error=lambda error: self._no_parts(base, error), on_finish=self._load_parts)
+        if not base or base == self.parts_base:
+            return
+        parts = self.controller.parts(base)
+        if parts:
+            self._show_parts(base, parts)
+        elif not self.engine.running:
+            self.freeze_list.clear()
+            self.freeze_list.addItem("(reading the network's parts...)")
+            self.engine_process.start()
+            self.engine.start(_in_engine, self.engine_process, "parts", model=base,
+                              on_yield=lambda found: self._show_parts(base, found),
+                              on_error=lambda error: self._no_parts(base, error), on_finish=self._load_parts)
 
     def _no_parts(self, base: str, error: Exception) -> None:
         self.parts_base = base
         self.freeze_list.clear()
         self.status.setText(f"cannot read the network of {base!r}: {error}")
 
-    def _show_parts(self, found: tuple[list[str], str, dict[str, int]]) -> None:
-        devices, base, parts = found
-        self._fill_devices(devices)
+    def _show_parts(self, base: str, parts: dict[str, int]) -> None:
         self.parts_base = base
         if base != self.base_combo.currentText():
             return
@@ -299,10 +292,11 @@ class FinetuneWidget(Panel):
         self.status.setText(f"fine-tuning {self.base_combo.currentText()} on {len(self.folders())} folder(s)...")
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
-        self.task.start(_finetune, self.base_combo.currentText(), self.folders(), self.name_edit.text().strip(),
-                        str(staging), settings, self.held_out_spin.value(), on_yield=self._on_event,
-                        on_cancel=lambda: self.status.setText("cancelled; nothing was kept"),
-                        on_error=self._on_error, on_finish=self._on_task_finished)
+        self.engine_process.start()
+        self.task.start(_in_engine, self.engine_process, "finetune", base=self.base_combo.currentText(),
+                        folders=self.folders(), name=self.name_edit.text().strip(), staging=str(staging),
+                        settings=settings, held_out=self.held_out_spin.value(), on_yield=self._on_event,
+                        on_error=self._on_error, on_finish=self._on_task_finished, stop=self.engine_process.stop)
 
     def cancel(self) -> None:
         if self.task.running:
@@ -310,39 +304,34 @@ class FinetuneWidget(Panel):
             self.task.cancel()
 
     def _on_event(self, event: object) -> None:
-        from reseg.finetune import FinetuneResult
-        from reseg.training import EpochReport, StepReport
-
-        if isinstance(event, StepReport):
+        if isinstance(event, TrainingStep):
             if event.step == 1 and event.epoch == 1:
                 self.plot.clear(event.steps)
                 self.progress_bar.setMaximum(event.steps * self.epochs_planned)
             self.plot.add_loss(event.loss)
             self.progress_bar.setValue((event.epoch - 1) * event.steps + event.step)
-        elif isinstance(event, EpochReport):
-            self.plot.add_dice(event.epoch, event.validation["mean_dice"])
+        elif isinstance(event, TrainingEpoch):
+            self.plot.add_dice(event.epoch, event.mean_dice)
             self.status.setText(f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.4f}, held-out mean "
-                                f"Dice {event.validation['mean_dice']:.3f} ({event.seconds:.0f} s)")
-        elif isinstance(event, FinetuneResult):
+                                f"Dice {event.mean_dice:.3f} ({event.seconds:.0f} s)")
+        elif isinstance(event, TrainingResult):
             self.controller.trained(event)
-            self._show_comparison(event.comparison)
+            self._show_comparison(event)
 
-    def _show_comparison(self, comparison: "Comparison") -> None:
-        rows = comparison.rows()
-        summary = [("mean Dice", comparison.base.summary["mean_dice"], comparison.new.summary["mean_dice"])]
-        self.comparison_table.setRowCount(len(rows) + 1)
-        for row, (name, old, new) in enumerate(rows + summary):
+    def _show_comparison(self, result: TrainingResult) -> None:
+        rows = result.rows + [("mean Dice", result.base_mean_dice, result.new_mean_dice)]
+        self.comparison_table.setRowCount(len(rows))
+        for row, (name, old, new) in enumerate(rows):
             cells = [name, f"{old:.3f}", f"{new:.3f}", f"{new - old:+.3f}"]
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
                 if column == 3 and abs(new - old) >= 0.0005:
                     item.setForeground(BETTER if new > old else WORSE)
                 self.comparison_table.setItem(row, column, item)
-        gain = comparison.mean_dice_change
+        gain = result.mean_dice_change
         verdict = "better" if gain > 0 else "not better"
-        self.status.setText(f"{comparison.new_name} is {verdict} than {comparison.base_name} on "
-                            f"{len(comparison.held_out_scans)} held-out scan(s) (mean Dice {gain:+.3f}). "
-                            "Keep it or discard it.")
+        self.status.setText(f"{result.name} is {verdict} than {result.base_name} on {len(result.held_out_scans)} "
+                            f"held-out scan(s) (mean Dice {gain:+.3f}). Keep it or discard it.")
         self._set_decision_enabled(True)
 
     def _on_error(self, error: Exception) -> None:
@@ -351,6 +340,8 @@ class FinetuneWidget(Panel):
         show_error(f"napari-reseg: fine-tuning failed: {message}")
 
     def _on_task_finished(self) -> None:
+        if self.controller.result is None and self.status.text().startswith("cancelling"):
+            self.status.setText("cancelled; nothing was kept")
         self.controller.stopped()
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
@@ -395,6 +386,7 @@ class FinetuneWidget(Panel):
     # --- closing ---------------------------------------------------------------------------------------
 
     def _close(self) -> None:
-        """The dock was closed: stop training after its step (nothing is kept), stop listening."""
+        """The dock was closed: end the engine process (training in it is not kept), stop listening."""
         self.cancel()
+        self.engine_process.close()
         self.connections.disconnect_all()

@@ -29,8 +29,9 @@ class BackgroundTask:
 
     def __init__(self, owner: QObject) -> None:
         self.worker: FunctionWorker | GeneratorWorker | None = None
+        self._stop: Callable[[], None] | None = None
         self._abandoned = False
-        owner.destroyed.connect(self._abandon)
+        owner.destroyed.connect(lambda *_: self._abandon())
         application = QCoreApplication.instance()
         if application is not None:
             application.aboutToQuit.connect(self._abandon)
@@ -50,12 +51,17 @@ class BackgroundTask:
     def start(self, function: Callable, *args: Any, on_yield: Callback | None = None,
               on_done: Callback | None = None, on_cancel: Callback | None = None,
               on_error: Callable[[Exception], None] | None = None, on_finish: Callable[[], None] | None = None,
-              progress: dict | None = None, **kwargs: Any) -> FunctionWorker | GeneratorWorker:
-        """Run `function(*args, **kwargs)` in a worker; an error goes to `on_error`, never to a traceback."""
+              stop: Callable[[], None] | None = None, **kwargs: Any) -> FunctionWorker | GeneratorWorker:
+        """Run `function(*args, **kwargs)` in a worker; an error goes to `on_error`, never to a traceback.
+
+        `stop` is how `cancel` asks the work to end (default: a generator stops at its next yield).
+        napari's activity dock is not used: its animated indicator repaints the whole window all the time
+        (with software OpenGL a quarter of the CPU), and each widget shows its own progress.
+        """
         if self.worker is not None:
             raise RuntimeError("a task is already running")  # the widgets disable their start buttons first
-        options = {"_ignore_errors": True}
-        worker = create_worker(function, *args, **options, **kwargs)
+        worker = create_worker(function, *args, _ignore_errors=True, **kwargs)
+        self._stop = stop
         for signal, callback in ((getattr(worker, "yielded", None), on_yield), (worker.returned, on_done),
                                  (getattr(worker, "aborted", None), on_cancel), (worker.errored, on_error)):
             if signal is not None and callback is not None:
@@ -72,8 +78,12 @@ class BackgroundTask:
             on_finish()
 
     def cancel(self) -> None:
-        """Ask a generator to stop at its next yield; a function worker cannot be interrupted and runs out."""
-        if isinstance(self.worker, GeneratorWorker):
+        """Ask the work to stop (`stop`), or a generator at its next yield; a function worker runs out."""
+        if self.worker is None:
+            return
+        if self._stop is not None:
+            self._stop()
+        elif isinstance(self.worker, GeneratorWorker):
             self.worker.quit()
 
 

@@ -51,25 +51,6 @@ class RunPlan:
         return -(-len(self.slices) // self.batch_size)
 
 
-class ModelCache:
-    """The last model loaded, reused while the weights and device stay the same (loading costs ~0.5 s).
-
-    Used from the worker thread only, one run at a time."""
-
-    def __init__(self) -> None:
-        self._key: tuple | None = None
-        self._model = None
-
-    def get(self, model_ref: str, card: "ModelCard", device: str):
-        from reseg.zoo import load_model
-
-        key = (model_ref, card.weights_sha256, device)
-        if key != self._key:
-            self._model, self._key = None, None  # free the old network before the new one is built
-            self._model, self._key = load_model(model_ref, device=device), key
-        return self._model
-
-
 def has_user_edits(record: LabelsRecord | None, data: np.ndarray, slices: list[int]) -> bool:
     """True when a labels layer holds work a run would replace: it differs from the last prediction on one of
     `slices`, or it has labels and no prediction at all (labels opened from a file, or painted by hand)."""

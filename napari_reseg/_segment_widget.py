@@ -1,13 +1,14 @@
 """The Segment dock widget: pick a scan, a model and a device, run, watch the labels appear, cancel.
 
-Inference runs in a worker that yields after every batch, so the event loop stays free; each batch is written
-straight into the labels layer's own array and that layer is refreshed. The decisions (which model suits the
-scan, what to ask before a run, the run's state) are `SegmentController`'s; this module lays out the widget
-and connects it to napari. Nothing here imports torch: the worker brings the engine in (`_engine_loading`).
+The model runs in the engine process (`_engine_process`: torch never loads into napari); a worker thread
+receives each batch and writes it straight into the labels layer's own array, and that layer is refreshed.
+The decisions (which model suits the scan, what to ask before a run, the run's state) are
+`SegmentController`'s; this module lays out the widget and connects it to napari.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
@@ -34,7 +35,7 @@ from qtpy.QtWidgets import (
 from reseg.devices import DEVICE_CHOICES
 from reseg.errors import ResegError
 
-from ._engine_loading import load_engine
+from ._engine_process import EngineProcess, EngineStopped
 from ._layer_state import (
     DerivedImageRecord,
     LabelsRecord,
@@ -49,7 +50,7 @@ from ._layers import class_features, labels_colormap
 from ._lifecycle import BackgroundTask, Connections, when_closed
 from ._model_events import model_registry_events
 from ._panel import Panel, Section, confirm
-from ._segment_controller import ModelCache, Phase, RunPlan, SegmentController
+from ._segment_controller import Phase, RunPlan, SegmentController
 from ._settings import preferences
 
 if TYPE_CHECKING:
@@ -65,19 +66,33 @@ DOUBT_COLORMAP = Colormap([[1.0, 0.45, 0.0, 0.9], [1.0, 0.45, 0.0, 0.0]], contro
 DOUBT_LIMITS = (0.5, 1.0)
 
 
-def _segment_in_worker(plan: RunPlan, cache: ModelCache, image: np.ndarray, labels: np.ndarray,
+def _segment_in_engine(engine: EngineProcess, plan: RunPlan, image: np.ndarray, labels: np.ndarray,
                        confidence: np.ndarray | None, slice_confidence: np.ndarray) -> Iterator[tuple[int, str, int]]:
-    """Worker body: bring the engine in, load (or reuse) the model, segment batch by batch into the arrays.
-    Yields (slices done, device, batch size)."""
-    load_engine()
-    from reseg.inference import iter_segment
+    """Worker body: the engine process segments, this thread writes each batch into the layers' arrays.
+    Yields (slices done, device, batch size); ends early when the engine is told to stop or closed."""
+    messages = engine.run("segment", model_ref=plan.model_ref, weights_sha256=plan.card.weights_sha256,
+                          device=plan.device, image=image, slices=plan.slices, batch_size=plan.batch_size,
+                          pixel_spacing=plan.scan.pixel_spacing, raw=plan.raw,
+                          with_confidence=confidence is not None)
+    try:
+        yield 0, next(messages), plan.batch_size
+        for batch in messages:
+            chunk = list(batch.slices)
+            labels[chunk] = batch.labels
+            if confidence is not None:
+                confidence[chunk] = batch.confidence
+            slice_confidence[chunk] = batch.slice_confidence
+            yield batch.done, batch.device, batch.batch_size
+    except EngineStopped:
+        if not engine.closing:
+            raise  # a crash; a closed widget's engine ends quietly
 
-    model = cache.get(plan.model_ref, plan.card, plan.device)
-    yield 0, str(model.device), plan.batch_size
-    for progress in iter_segment(model, image, labels, confidence_out=confidence,
-                                 slice_confidence_out=slice_confidence, batch_size=plan.batch_size,
-                                 slices=plan.slices, pixel_spacing=plan.scan.pixel_spacing, raw=plan.raw):
-        yield progress.done, str(model.device), progress.batch_size
+
+def _ready_for_a_run(engine: EngineProcess) -> list[str]:
+    """Worker body: wait for the engine process, and meanwhile import pandas, which napari needs for the class
+    names (`features`) of the first labels layer: 0.4 s that would otherwise stall the first Run."""
+    importlib.import_module("pandas")
+    return engine.wait_ready()
 
 
 def _stack(array: np.ndarray) -> np.ndarray:
@@ -92,8 +107,9 @@ class SegmentWidget(Panel):
         self.viewer = napari_viewer
         self.controller = SegmentController()
         self.task = BackgroundTask(self)
-        self.engine = BackgroundTask(self)
-        self.models = ModelCache()
+        self.engine = BackgroundTask(self)  # waits for the engine process to be ready, then lists the devices
+        self.engine_process = EngineProcess()
+        self.destroyed.connect(lambda *_: self.engine_process.close())  # napari quits without closing docks
         self.connections = Connections(self)
         self.model_chosen_by_user = False
         settings = preferences()
@@ -163,10 +179,16 @@ class SegmentWidget(Panel):
             self.connections.connect(event, self._fill_images)
         self.connections.connect(self.viewer.layers.selection.events.active, self._follow_selection)
         when_closed(self, self._close)
-        # The engine (torch, seconds to import) comes in off the GUI thread once napari has docked the widget
-        # (an import competing for the GIL would slow the docking down), so that the first Run is quick.
-        QTimer.singleShot(0, lambda: self.engine.start(
-            load_engine, on_done=lambda devices: self._fill_devices(devices, self._device())))
+        # The engine process starts once napari has docked the widget, and loads torch while the user
+        # chooses, so that the first Run is quick.
+        QTimer.singleShot(0, self._start_engine)
+
+    def _start_engine(self) -> None:
+        if self.engine.running or self.task.running:
+            return
+        self.engine_process.start()
+        self.engine.start(_ready_for_a_run, self.engine_process,
+                          on_done=lambda devices: self._fill_devices(devices, self._device()))
 
     # --- pickers ---------------------------------------------------------------------------------------
 
@@ -312,12 +334,10 @@ class SegmentWidget(Panel):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.task.start(
-            _segment_in_worker, plan, self.models, image, _stack(labels.data),
+            _segment_in_engine, self.engine_process, plan, image, _stack(labels.data),
             None if confidence is None else _stack(confidence.data), slice_confidence,
-            on_yield=self._on_batch, on_done=lambda _: self._end(self.controller.finished(), slice_confidence),
-            on_cancel=lambda: self._end(self.controller.cancelled(), slice_confidence, info=True),
-            on_error=self._on_error, on_finish=self._on_task_finished,
-            progress={"total": plan.batches + 1, "desc": f"{plan.card.name} on {plan.scan_name}"},
+            on_yield=self._on_batch, on_done=lambda _: self._end(slice_confidence), on_error=self._on_error,
+            on_finish=self._on_task_finished, stop=self.engine_process.stop,
         )
 
     def _prepare_target(self, target: Labels | None, scan_layer: Image, card: "ModelCard") -> Labels:
@@ -367,9 +387,11 @@ class SegmentWidget(Panel):
             if layer is not None:
                 layer.refresh()
 
-    def _end(self, text: str, slice_confidence: np.ndarray, info: bool = False) -> None:
+    def _end(self, slice_confidence: np.ndarray) -> None:
         """The run is over (finished or cancelled): the layer's record gets the prediction it now holds."""
         run = self.controller.run
+        cancelled = self.controller.phase is Phase.CANCELLING or run.done < len(run.slices)
+        text = self.controller.cancelled() if cancelled else self.controller.finished()
         labels = self._target()
         if labels is not None:
             record = labels_record(labels)
@@ -385,7 +407,7 @@ class SegmentWidget(Panel):
             labels.refresh()
             self.update_legend(labels)
         self.status.setText(text)
-        if info:
+        if cancelled:
             show_info(f"napari-reseg: {text}")
 
     def _on_error(self, error: Exception) -> None:
@@ -397,6 +419,8 @@ class SegmentWidget(Panel):
         self.controller.ended()
         self.run_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        if not self.engine_process.alive and not self.engine_process.closing:
+            QTimer.singleShot(0, self._start_engine)  # it died (killed, out of memory): ready for the next run
 
     # --- legend ----------------------------------------------------------------------------------------
 
@@ -433,7 +457,8 @@ class SegmentWidget(Panel):
     # --- closing ---------------------------------------------------------------------------------------
 
     def _close(self) -> None:
-        """The dock was closed: stop the run after its batch, and stop listening to the viewer."""
+        """The dock was closed: end the engine process (and the run in it), stop listening to the viewer."""
         self.cancel()
+        self.engine_process.close()
         self.legend_timer.stop()
         self.connections.disconnect_all()

@@ -36,6 +36,8 @@ class ModelCard:
     parent: str | None = None
     # Steps applied to the labels after the argmax (reseg.postprocessing), e.g. ["confine_to_retina"].
     postprocessing: list[str] = field(default_factory=list)
+    # The network's freezable parts and their parameter counts, so a user interface lists them without torch.
+    parts: dict[str, int] = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:

@@ -126,6 +126,7 @@ def save_model(network: SegmentationNetwork, card: ModelCard, folder: str | Path
         state = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
         save_file(state, str(temporary_weights))
         card.parameters = count_parameters(network)
+        card.parts = network.parts()
         card.weights_sha256 = sha256_of(temporary_weights)
         write_card(card, temporary_card)
         os.replace(temporary_weights, weights)

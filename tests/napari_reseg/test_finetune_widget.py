@@ -9,10 +9,8 @@ from reseg.catalogue import model_paths
 
 
 @pytest.fixture
-def finetune(dock, user_models, qtbot):
-    widget = dock("Fine-tune")
-    qtbot.waitUntil(lambda: widget.freeze_list.count() and widget.freeze_list.item(0).data(0x0100), timeout=60_000)
-    return widget
+def finetune(dock, user_models):
+    return dock("Fine-tune")
 
 
 def _items(combo) -> list[str]:
@@ -24,8 +22,6 @@ def test_finetune_shows_curves_and_comparison_and_a_kept_model_is_pickable_then_
     finetune.add_data_folder(corrections)
     assert finetune.base_combo.currentText() == "lightreseg-oct"  # its classes are the export's
     assert finetune.name_edit.text() == "lightreseg-oct-finetuned"
-    qtbot.waitUntil(lambda: "encoder" in [finetune.freeze_list.item(i).data(0x0100)
-                                          for i in range(finetune.freeze_list.count())], timeout=60_000)
     assert "encoder" in [finetune.freeze_list.item(i).data(0x0100) for i in range(finetune.freeze_list.count())]
     finetune.set_frozen(["encoder"])
     finetune.epochs_spin.setValue(2)
