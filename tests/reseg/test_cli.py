@@ -114,3 +114,24 @@ def test_a_phantom_that_cannot_be_made_leaves_no_folder(tmp_path):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "height=90" in lines[0] and "use a larger height" in lines[0], lines
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_model_for_another_modality_is_run_only_with_a_warning(tmp_path, capsys):
+    """The CT model on an OCT B-scan saved as PNG (grey levels, no Hounsfield units): labels 'liver' without
+    a word of warning before; now the command says what is wrong before it runs."""
+    image = make_oct_phantom(n_bscans=1, height=224, width=160, seed=3).image[0]
+    Image.fromarray(image).save(tmp_path / "bscan.png")
+    assert main(["segment", str(tmp_path / "bscan.png"), "-o", str(tmp_path / "ct.tif"), "--model", "l2gnet-ct"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: bscan.png has no Hounsfield units" in err and "trained on CT" in err
+    assert main(["segment", str(tmp_path / "bscan.png"), "-o", str(tmp_path / "oct.tif")]) == 0
+    assert "warning" not in capsys.readouterr().err  # the default model for a grey image is the OCT one
+
+
+def test_commands_that_run_no_model_do_not_import_torch():
+    """`reseg --help` and `reseg models` answer without the deep-learning stack (seconds of start-up)."""
+    code = ("import sys; from reseg.cli import main; main(['models']); "
+            "print('torch' in sys.modules, 'monai' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False False"

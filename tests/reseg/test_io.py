@@ -316,6 +316,26 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch) -> No
     assert _no_temporaries(tmp_path)
 
 
+@pytest.mark.parametrize("name", ["labels.tif", "labels.nii.gz"])
+@pytest.mark.parametrize("shape", [(1, 8, 9), (3, 8, 9)])
+def test_label_maps_record_their_classes_modality_scan_and_shape(tmp_path: Path, name: str, shape) -> None:
+    """A one-slice stack stays 3-D although a TIFF page cannot say so; a plain image stays an image."""
+    from reseg.classes import OCT_CLASSES
+
+    scan = tmp_path / "scan.vol"  # a one-B-scan .vol is a 3-D stack of one slice
+    scan.write_bytes(b"a scan")
+    volume = Volume(_grey(shape), (0.12, 0.004, 0.011), "OCT", scan,
+                    metadata={"spacing_known": (True, True, True)})
+    labels = np.random.default_rng(1).integers(0, 10, shape).astype(np.uint8)
+    back = read_volume(write_labels(tmp_path / name, labels, volume, classes=OCT_CLASSES))
+    assert back.label_classes == OCT_CLASSES and back.modality == "OCT"
+    assert back.metadata["labelled_scan"] == str(scan.resolve())
+    assert back.ndim_on_disk == 3 and back.data.shape == shape
+    np.testing.assert_array_equal(back.data, labels)
+    np.testing.assert_allclose(back.spacing, volume.spacing, rtol=1e-5)
+    assert read_volume(write_labels(tmp_path / f"plain-{name}", labels, volume)).label_classes is None
+
+
 # --- real data -------------------------------------------------------------------------------------------
 
 

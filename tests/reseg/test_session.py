@@ -156,3 +156,21 @@ def test_autosave_survives_a_killed_process(tmp_path):
             break
     assert killed_mid_write
     assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_chosen_session_folder_keeps_and_finds_the_session(scan, tmp_path):
+    folder = tmp_path / "graders' sessions"
+    path = save_session(session_path_for(scan, folder), _session(scan))
+    assert path.parent == folder and path.name.startswith("eye.tif-")  # keyed by the scan's absolute path
+    assert find_session(scan, folder).path == path
+    assert not find_session(scan).path  # not beside the scan, not in the user data folder
+
+
+def test_a_rerun_replaces_the_prediction_and_clears_the_marks_of_its_slices(scan):
+    session = _session(scan)
+    rerun = np.zeros_like(session.prediction)
+    session.model_rerun([1], rerun, "lightreseg-oct-finetuned", "cd" * 32)
+    assert not session.prediction[1].any() and session.prediction[0].any()  # only the slice that ran again
+    assert session.review.slices[1].status.value == "unreviewed"
+    assert session.review.slices[2].status.value == "skipped"  # untouched slices keep their marks
+    assert session.model_name == "lightreseg-oct-finetuned"

@@ -25,7 +25,9 @@ def test_bundled_models_are_listed_with_complete_cards():
         card = cards[name]
         weights = bundled_model_dir() / f"{name}.safetensors"
         assert card.weights_sha256 == sha256_of(weights)
-        assert card.parameters == count_parameters(build_network(card.architecture, card.arguments))
+        network = build_network(card.architecture, card.arguments)
+        assert card.parameters == count_parameters(network)
+        assert card.parts == network.parts()  # listed for user interfaces that do not load torch
         assert card.training["data"] and card.terms and card.normalization["method"]
         assert 0 < card.metrics["validation"]["mean_dice"] <= 1
         assert all(len(c.color) == 3 for c in card.classes)
