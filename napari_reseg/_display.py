@@ -30,6 +30,11 @@ class LayerTransform:
     translate: tuple[float, ...]
     units: tuple[str, ...]
 
+    @classmethod
+    def of(cls, layer) -> "LayerTransform":
+        """The transform a layer has now (a scan's labels copy their scan's, whatever the user changed)."""
+        return cls(tuple(layer.scale), tuple(layer.translate), tuple(str(unit) for unit in layer.units))
+
     def kwargs(self) -> dict:
         return {"scale": self.scale, "translate": self.translate, "units": self.units}
 

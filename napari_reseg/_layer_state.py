@@ -93,10 +93,10 @@ def scan_record(layer: Image) -> ScanRecord:
     record = layer.metadata.get(METADATA_KEY)
     if isinstance(record, ScanRecord):
         return record
-    from reseg.io import Volume, as_stack
+    from reseg.io import Volume
 
-    shape = as_stack(np.empty(layer.data.shape[-3:] if layer.ndim >= 3 else layer.data.shape, np.uint8)).shape
     data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
+    shape = (1, *data.shape) if data.ndim == 2 else data.shape
     modality = "CT" if data.dtype.kind in "if" and data.size and data.min() < _HU_MIN else "unknown"
     spacing = ((1.0,) * 3 + tuple(float(s) for s in layer.scale))[-3:]
     geometry = Volume(np.broadcast_to(np.uint8(0), shape), tuple(abs(s) for s in spacing), modality,
@@ -119,9 +119,9 @@ def set_record(layer: Image | Labels, record: ScanRecord | LabelsRecord) -> None
 
 
 def is_scan(layer: object) -> bool:
-    """An image layer one can segment: greyscale, and not a map made by this plugin (confidence)."""
-    return isinstance(layer, Image) and not layer.rgb and not isinstance(layer.metadata.get(METADATA_KEY),
-                                                                         DerivedImageRecord)
+    """An image layer one can segment: greyscale, 2-D or 3-D, and not a map made by this plugin (doubt)."""
+    return (isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)
+            and not isinstance(layer.metadata.get(METADATA_KEY), DerivedImageRecord))
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 from reseg.errors import ExportClash, ResegError
 from reseg.review import SliceStatus
 
+from ._display import LayerTransform
 from ._layer_state import LabelsRecord, ScanRecord, find_scan, labels_record, pixel_free, set_record
 from ._layers import labels_layer_kwargs
 from ._lifecycle import BackgroundTask, Connections, when_closed
@@ -388,7 +389,7 @@ class ReviewWidget(Panel):
         record = LabelsRecord(scan_key=scan.key, classes=tuple(session.classes), geometry=pixel_free(scan.geometry),
                               modality=session.modality, prediction=session.prediction,
                               slice_confidence=session.confidence, session=session)
-        kwargs = labels_layer_kwargs(session.classes, _transform_of(image), f"{image.name} labels")
+        kwargs = labels_layer_kwargs(session.classes, LayerTransform.of(image), f"{image.name} labels")
         kwargs["metadata"] = {"reseg": record}
         data = session.labels if image.ndim == 3 else session.labels[0]
         labels = self.viewer.add_labels(data, **kwargs)
@@ -485,8 +486,3 @@ class ReviewWidget(Panel):
         self.connections.disconnect_all()
         self.layer_connections.disconnect_all()
 
-
-def _transform_of(image: Image):
-    from ._display import LayerTransform
-
-    return LayerTransform(tuple(image.scale), tuple(image.translate), tuple(str(u) for u in image.units))

@@ -46,7 +46,8 @@ from ._layer_state import (
     scan_record,
     set_record,
 )
-from ._layers import class_features, labels_colormap
+from ._display import LayerTransform
+from ._layers import class_features, labels_colormap, labels_layer_kwargs
 from ._lifecycle import BackgroundTask, Connections, when_closed
 from ._model_events import model_registry_events
 from ._panel import Panel, Section, confirm
@@ -145,7 +146,7 @@ class SegmentWidget(Panel):
         self.legend_timer.setSingleShot(True)
         self.legend_timer.setInterval(LEGEND_DELAY_MS)
         self.legend_timer.timeout.connect(self.update_legend)
-        self.legend_of: tuple[str, tuple] | None = None  # (scan key, class names) of the layer the legend shows
+        self.legend_of: tuple[str, tuple] | None = None  # (scan key, classes) of the layer the legend shows
 
         form = QFormLayout()
         form.addRow("image", self.image_combo)
@@ -348,11 +349,9 @@ class SegmentWidget(Panel):
         scan = scan_record(scan_layer)
         record = LabelsRecord(scan_key=scan.key, classes=tuple(card.classes), geometry=scan.geometry,
                               modality=card.modality)  # what the labels mean: the model's modality
-        return self.viewer.add_labels(
-            np.zeros(scan_layer.data.shape, dtype=np.uint8), name=f"{scan_layer.name} labels",
-            scale=scan_layer.scale, translate=scan_layer.translate, units=scan_layer.units,
-            colormap=labels_colormap(card.classes), features=class_features(card.classes), opacity=0.5,
-            metadata={"reseg": record})
+        kwargs = labels_layer_kwargs(card.classes, LayerTransform.of(scan_layer), f"{scan_layer.name} labels")
+        return self.viewer.add_labels(np.zeros(scan_layer.data.shape, dtype=np.uint8), **kwargs,
+                                      metadata={"reseg": record})
 
     def _doubt_layer(self, scan_layer: Image, plan: RunPlan) -> Image:
         existing = find_derived(self.viewer.layers, plan.scan.key, "confidence")
@@ -360,8 +359,7 @@ class SegmentWidget(Panel):
             return existing
         return self.viewer.add_image(
             np.ones(scan_layer.data.shape, dtype=np.float32), name=f"{scan_layer.name} doubt",
-            scale=scan_layer.scale, translate=scan_layer.translate, units=scan_layer.units,
-            colormap=DOUBT_COLORMAP, contrast_limits=DOUBT_LIMITS, blending="translucent",
+            **LayerTransform.of(scan_layer).kwargs(), colormap=DOUBT_COLORMAP, contrast_limits=DOUBT_LIMITS, blending="translucent",
             metadata={"reseg": DerivedImageRecord(plan.scan.key, "confidence")})
 
     def _target(self) -> Labels | None:
@@ -433,7 +431,7 @@ class SegmentWidget(Panel):
         record = labels_record(labels)
         if self.legend_of is None or self.legend_of[0] != record.scan_key:
             self.connections.connect(labels.events.paint, lambda _: self.legend_timer.start())
-        self.legend_of = (record.scan_key, tuple(c.name for c in record.classes))
+        self.legend_of = (record.scan_key, record.classes)
         counts = np.bincount(np.asarray(labels.data).ravel(), minlength=256)
         self.legend.setRowCount(len(record.classes))
         for row, segmentation_class in enumerate(record.classes):
@@ -446,13 +444,7 @@ class SegmentWidget(Panel):
             self.legend.setItem(row, 2, count)
 
     def _legend_layer(self) -> Labels | None:
-        if self.legend_of is None:
-            return None
-        key, names = self.legend_of
-        return next((layer for layer in self.viewer.layers if isinstance(layer, Labels) and labels_record(layer)
-                     and labels_record(layer).scan_key == key
-                     and tuple(c.name for c in labels_record(layer).classes) == names
-                     and not labels_record(layer).reference), None)
+        return find_run_target(self.viewer.layers, *self.legend_of) if self.legend_of else None
 
     # --- closing ---------------------------------------------------------------------------------------
 

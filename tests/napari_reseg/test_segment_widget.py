@@ -191,11 +191,12 @@ def test_model_error_in_the_worker_becomes_a_notification(viewer, segment, small
     assert "failed" in segment.status.text() and segment.run_button.isEnabled()
 
 
-def test_rgb_and_label_layers_are_not_offered_as_scans(viewer, segment):
+def test_rgb_label_and_4d_layers_are_not_offered_as_scans(viewer, segment):
     viewer.add_image(np.zeros((32, 32, 3), np.uint8), name="photo", rgb=True)
     viewer.add_labels(np.zeros((32, 32), np.uint8), name="some labels")
+    viewer.add_image(np.zeros((2, 3, 16, 16), np.uint8), name="time series")
     offered = [segment.image_combo.itemText(i) for i in range(segment.image_combo.count())]
-    assert "photo" not in offered and "some labels" not in offered
+    assert offered == []
 
 
 def test_post_processing_can_be_switched_off_on_a_real_scan(viewer, segment, shared_data, click, wait_for):
