@@ -1,6 +1,6 @@
-"""The lifecycle of what a widget starts and connects, written once for every widget: background work on
-napari's thread pool (progress, result, cancellation or error delivered on the GUI thread), the event
-connections it made, and the moment the widget is closed, when both must stop.
+"""The lifecycle of what a widget starts and connects, written once for every widget: background work (its
+progress, result or error delivered on the GUI thread; cancellable), the event connections it made, and the
+moment the widget is closed, when both must stop.
 """
 
 from __future__ import annotations
@@ -18,13 +18,12 @@ Callback = Callable[..., None]
 class BackgroundTask:
     """At most one worker at a time. Callbacks run on the GUI thread; `on_finish` runs last, whatever the end.
 
-    The worker (napari's, for its signals and the activity dock) runs on a Python thread of its own, not on
-    Qt's global thread pool that napari's `worker.start()` uses. Qt runs its own parallel work on that pool
-    (image scaling and conversion, e.g. when napari's activity indicator starts its animation) while the GUI
-    thread waits holding Python's GIL, so pool threads of ours waiting for the GIL freeze the interface for
-    good (seen on 2 cores). A pool of our own would deadlock the same way when it is destroyed with a worker
-    still running. When the owner goes away or napari quits the work is asked to stop (after its batch or
-    step), and Python waits for the thread before it exits: a thread killed inside torch aborts the process.
+    The worker (napari's, for its thread-safe signals) runs on a Python thread of its own, not on Qt's global
+    thread pool that napari's `worker.start()` uses. Qt runs its own parallel work on that pool (image scaling
+    and conversion, e.g. when napari's activity indicator starts its animation) while the GUI thread waits
+    holding Python's GIL, so pool threads of ours waiting for the GIL freeze the interface for good (seen on
+    2 cores). A pool of our own would deadlock the same way when it is destroyed with a worker still running.
+    When the owner goes away or napari quits, the work is asked to stop and nothing more is delivered.
     """
 
     def __init__(self, owner: QObject) -> None:
@@ -49,8 +48,7 @@ class BackgroundTask:
         return self.worker is not None
 
     def start(self, function: Callable, *args: Any, on_yield: Callback | None = None,
-              on_done: Callback | None = None, on_cancel: Callback | None = None,
-              on_error: Callable[[Exception], None] | None = None, on_finish: Callable[[], None] | None = None,
+              on_done: Callback | None = None, on_error: Callable[[Exception], None] | None = None, on_finish: Callable[[], None] | None = None,
               stop: Callable[[], None] | None = None, **kwargs: Any) -> FunctionWorker | GeneratorWorker:
         """Run `function(*args, **kwargs)` in a worker; an error goes to `on_error`, never to a traceback.
 
@@ -63,7 +61,7 @@ class BackgroundTask:
         worker = create_worker(function, *args, _ignore_errors=True, **kwargs)
         self._stop = stop
         for signal, callback in ((getattr(worker, "yielded", None), on_yield), (worker.returned, on_done),
-                                 (getattr(worker, "aborted", None), on_cancel), (worker.errored, on_error)):
+                                 (worker.errored, on_error)):
             if signal is not None and callback is not None:
                 signal.connect(self._deliver(callback))
         worker.finished.connect(lambda: self._finished(worker, None if self._abandoned else on_finish))

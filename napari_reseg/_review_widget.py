@@ -34,7 +34,7 @@ from reseg.errors import ExportClash, ResegError
 from reseg.review import SliceStatus
 
 from ._display import LayerTransform
-from ._layer_state import LabelsRecord, ScanRecord, find_scan, labels_record, pixel_free, set_record
+from ._layer_state import LabelsRecord, ScanRecord, find_scan, labels_record, pixel_free
 from ._layers import labels_layer_kwargs
 from ._lifecycle import BackgroundTask, Connections, when_closed
 from ._paint_events import touched_slices

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 class Phase(Enum):
     IDLE = "idle"
-    LOADING = "loading"  # the worker imports torch and loads the weights
+    LOADING = "loading"  # the engine process loads the model (and torch, on the first run)
     RUNNING = "running"
     CANCELLING = "cancelling"
 
@@ -45,10 +45,6 @@ class RunPlan:
     done: int = 0
     device_used: str = ""
     batch_size_used: int = 0
-
-    @property
-    def batches(self) -> int:
-        return -(-len(self.slices) // self.batch_size)
 
 
 def has_user_edits(record: LabelsRecord | None, data: np.ndarray, slices: list[int]) -> bool:

@@ -41,7 +41,7 @@ def test_no_model_is_preselected_when_none_suits(monkeypatch):
 def test_a_run_asks_about_another_modality_and_about_edits():
     controller = SegmentController()
     plan = controller.plan(_scan("OCT"), "scan", "l2gnet-ct", "cpu", 2, None, raw=False, with_confidence=False)
-    assert plan.slices == [0, 1, 2] and plan.batches == 2
+    assert plan.slices == [0, 1, 2]
     assert "trained on CT" in controller.modality_question(plan)
     plan = controller.plan(_scan("OCT"), "scan", "lightreseg-oct", "cpu", 2, 1, raw=False, with_confidence=False)
     assert controller.modality_question(plan) is None and plan.slices == [1]

@@ -24,7 +24,10 @@ _WHERE = {
     "replace_atomically": "_atomic", "write_image": "_write", "write_labels": "_write",
 }
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "MODALITIES", "Volume", "as_stack", "extension", "is_supported", "read_volume", "reading", "replace_atomically",
+    "write_image", "write_labels",
+]
 
 if TYPE_CHECKING:
     from reseg.io._common import extension, reading
