@@ -65,6 +65,8 @@ LEGEND_DELAY_MS = 300  # counting 18 M voxels takes ~30 ms: once after a stroke,
 # Doubt, not confidence, is what a grader looks for: confident pixels are transparent, doubtful ones orange.
 DOUBT_COLORMAP = Colormap([[1.0, 0.45, 0.0, 0.9], [1.0, 0.45, 0.0, 0.0]], controls=[0.0, 1.0], name="reseg doubt")
 DOUBT_LIMITS = (0.5, 1.0)
+# Numbers align right; the item role takes the flags as an int in every Qt binding (setTextAlignment does not).
+RIGHT_ALIGNED = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
 
 def _segment_in_engine(engine: EngineProcess, plan: RunPlan, image: np.ndarray, labels: np.ndarray,
@@ -438,7 +440,7 @@ class SegmentWidget(Panel):
             swatch = QTableWidgetItem("")
             swatch.setBackground(QColor(*segmentation_class.color))
             count = QTableWidgetItem(f"{counts[segmentation_class.index]:,}")
-            count.setTextAlignment(int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter))
+            count.setData(Qt.ItemDataRole.TextAlignmentRole, RIGHT_ALIGNED)
             self.legend.setItem(row, 0, swatch)
             self.legend.setItem(row, 1, QTableWidgetItem(segmentation_class.name))
             self.legend.setItem(row, 2, count)
