@@ -27,7 +27,7 @@ from qtpy.QtCore import QEventLoop, QTimer
 
 
 class Probe:
-    """Ticks every 5 ms on the GUI thread; `gaps(start, end)` are the tick gaps (ms) inside a window."""
+    """Ticks every 5 ms on the GUI thread; `gaps(start, end)` are the tick gaps (ms) of a window."""
 
     def __init__(self) -> None:
         self.ticks: list[float] = []
@@ -37,7 +37,9 @@ class Probe:
         self.timer.start()
 
     def gaps(self, start: float, end: float) -> np.ndarray:
-        ticks = np.array([t for t in self.ticks if start <= t <= end])
+        """Gaps from the last tick before `start` on, so a call that blocks from `start` counts in full."""
+        before = [t for t in self.ticks if t < start][-1:]
+        ticks = np.array(before + [t for t in self.ticks if start <= t <= end])
         return np.diff(ticks) * 1e3 if len(ticks) > 1 else np.zeros(1)
 
 

@@ -91,10 +91,16 @@ def _segment_in_engine(engine: EngineProcess, plan: RunPlan, image: np.ndarray, 
             raise  # a crash; a closed widget's engine ends quietly
 
 
+# What napari imports when it builds the first labels layer: pandas for the class names (`features`, 0.4 s),
+# skimage.color (with scipy.linalg) for its default label colours (0.1 s). Imported in the worker instead, so
+# they do not stall the first Run.
+FIRST_LABELS_LAYER_IMPORTS = ("pandas", "skimage.color")
+
+
 def _ready_for_a_run(engine: EngineProcess) -> list[str]:
-    """Worker body: wait for the engine process, and meanwhile import pandas, which napari needs for the class
-    names (`features`) of the first labels layer: 0.4 s that would otherwise stall the first Run."""
-    importlib.import_module("pandas")
+    """Worker body: wait for the engine process, and meanwhile import what napari's first labels layer needs."""
+    for module in FIRST_LABELS_LAYER_IMPORTS:
+        importlib.import_module(module)
     return engine.wait_ready()
 
 
