@@ -29,6 +29,10 @@ class InputError(_FileProblem):
     """An input file or array that cannot be used (missing, unreadable, wrong shape, RGB, NaN, empty)."""
 
 
+class OutputError(_FileProblem):
+    """An output that cannot be written (a full disk, no permission); nothing half-written is left behind."""
+
+
 class ExportClash(InputError):
     """An export would replace what an earlier, different export wrote there; allowed only when asked to overwrite."""
 

@@ -22,8 +22,9 @@ Both: exporting the same scan again adds new slices and replaces re-exported one
 index), never duplicates. A folder that is not such an export, a different export (other classes or
 modality), or a file name taken by another scan is refused unless `overwrite=True`; with it the export
 replaces what it clashes with, and the image/label folders end up holding exactly what dataset.json lists.
-Every file is written under a temporary name and renamed; dataset.json comes last, so an interrupted export
-leaves whole files and the previous dataset.json.
+All files of an export land together or not at all (`reseg.io._staged`): an export killed or stopped by a
+full disk leaves the folder as it was, or, killed after every file was complete, is finished by the next
+export there. Every path written is inside the folder, whatever an existing dataset.json lists.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ import numpy as np
 from .classes import IGNORE_INDEX
 from .data.manifest import DATASET_FILE, DATASET_FORMAT, read_manifest
 from .edits import slice_edit_statistics
-from .errors import ExportClash, InputError, ResegError
-from .io import Volume, extension, read_volume, replace_atomically, write_image, write_labels
+from .errors import ExportClash, InputError, OutputError, ResegError
+from .io import Volume, extension, read_volume, write_image, write_labels
+from .io._atomic import output_error
+from .io._staged import StagedFolder, recover
 from .review import SliceStatus, now_iso
 from .session import Session, scan_sha256
 
@@ -94,16 +97,12 @@ def export_training_set(session: Session, folder: str | Path, *, volume: Volume 
         folder, previous.get("items", []), session, include_unreviewed, overwrite,
         lambda index: (f"images/{stem}_s{index:04d}.tif", f"labels/{stem}_s{index:04d}.tif"),
     )
-    for case in cases:
-        like = _slice_volume(image[case.index], session)
-        write_image(folder / case.item["image"], like)
-        write_labels(folder / case.item["label"], case.labels[None], like)
-    _write_json(folder / DATASET_FILE, {
+    manifest = {
         **previous, "format": DATASET_FORMAT, "version": 1, "modality": session.modality, "source": "reseg export",
         "classes": [c.to_dict() for c in session.classes], "ignore_index": IGNORE_INDEX, "items": items,
-    })
-    if overwrite:
-        _remove_unlisted(folder, ("images", "labels"), items)
+    }
+    _write_export(folder, image, session, cases, manifest, _unlisted(folder, ("images", "labels"), items)
+                  if overwrite else [], remap=lambda labels: labels)
     return ExportResult(folder, added, updated, len(items))
 
 
@@ -144,20 +143,16 @@ def export_nnunet(session: Session, raw_folder: str | Path, dataset_id: int, dat
         folder, previous.get("reseg", {}).get("items", []), session, include_unreviewed, overwrite,
         lambda index: (f"imagesTr/{stem}_s{index:04d}_0000.nii.gz", f"labelsTr/{stem}_s{index:04d}.nii.gz"),
     )
-    for case in cases:
-        like = _slice_volume(image[case.index], session)
-        write_image(folder / case.item["image"], like)
-        remapped = np.where(case.labels == IGNORE_INDEX, num_classes, case.labels).astype(np.uint8)
-        write_labels(folder / case.item["label"], remapped[None], like)
-    _write_json(folder / DATASET_FILE, {
+    manifest = {
         **previous, "channel_names": channels, "labels": labels, "numTraining": len(items), "file_ending": ".nii.gz",
         "overwrite_image_reader_writer": NNUNET_READER, "name": dataset_name,
         "description": "corrected slices exported by napari-reseg; 'ignore' marks unreviewed pixels",
         "reseg": {"format": NNUNET_FORMAT, "version": 1, "classes": [c.to_dict() for c in session.classes],
                   "items": items},
-    })
-    if overwrite:
-        _remove_unlisted(folder, ("imagesTr", "labelsTr"), items)
+    }
+    _write_export(folder, image, session, cases, manifest, _unlisted(folder, ("imagesTr", "labelsTr"), items)
+                  if overwrite else [],
+                  remap=lambda labels: np.where(labels == IGNORE_INDEX, num_classes, labels).astype(np.uint8))
     return ExportResult(folder, added, updated, len(items))
 
 
@@ -186,6 +181,7 @@ def _previous_manifest(folder: Path, mismatch: Callable[[dict[str, Any]], str | 
     folder or one being overwritten, or a refusal to touch the folder."""
     if folder.exists() and not folder.is_dir():
         raise InputError(folder, "is a file; the export needs a folder")
+    recover(folder)  # an export killed here before: finish it or roll it back, whichever it had reached
     if not folder.exists() or not any(folder.iterdir()):
         return {}
     manifest = read_manifest(folder)
@@ -268,15 +264,26 @@ def _slice_volume(image_slice: np.ndarray, session: Session) -> Volume:
                   ndim_on_disk=2, metadata={"spacing_known": (True, True, True)})
 
 
-def _write_json(path: Path, content: dict[str, Any]) -> None:
-    text = json.dumps(content, indent=2) + "\n"
-    replace_atomically(path, lambda temporary: temporary.write_text(text, encoding="utf-8"))
+def _write_export(folder: Path, image: np.ndarray, session: Session, cases: list[_Case], manifest: dict[str, Any],
+                  remove: list[str], remap: Callable[[np.ndarray], np.ndarray]) -> None:
+    """Write the cases' files and the manifest so that they land together or not at all (`StagedFolder`)."""
+    try:
+        with StagedFolder(folder) as staged:
+            for case in cases:
+                like = _slice_volume(image[case.index], session)
+                write_image(staged.path(case.item["image"]), like)
+                write_labels(staged.path(case.item["label"]), remap(case.labels)[None], like)
+            text = json.dumps(manifest, indent=2) + "\n"
+            staged.path(DATASET_FILE).write_text(text, encoding="utf-8")
+            staged.commit(remove)
+    except OutputError as error:
+        raise OutputError(folder, f"the export {error.problem}") from None
+    except OSError as error:
+        raise output_error(folder, error) from error
 
 
-def _remove_unlisted(folder: Path, subfolders: tuple[str, ...], items: list[dict[str, Any]]) -> None:
-    """After an overwrite, drop files of the image/label folders that dataset.json no longer lists."""
+def _unlisted(folder: Path, subfolders: tuple[str, ...], items: list[dict[str, Any]]) -> list[str]:
+    """For an overwrite: the files of the image/label folders that dataset.json will no longer list."""
     listed = {name for item in items for name in (item["image"], item["label"])}
-    for subfolder in subfolders:
-        for file in (folder / subfolder).iterdir():
-            if file.is_file() and f"{subfolder}/{file.name}" not in listed:
-                file.unlink()
+    return [f"{subfolder}/{file.name}" for subfolder in subfolders if (folder / subfolder).is_dir()
+            for file in (folder / subfolder).iterdir() if file.is_file() and f"{subfolder}/{file.name}" not in listed]

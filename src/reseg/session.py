@@ -33,6 +33,7 @@ import platformdirs
 from .cards import sha256_of
 from .classes import SegmentationClass
 from .errors import InputError
+from .fields import FieldProblem, require_classes, require_mapping, require_number, require_numbers, require_text
 from .io import Volume
 from .io import reading, replace_atomically
 from .review import ReviewState, SliceStatus, now_iso
@@ -172,10 +173,37 @@ def read_session_header(path: str | Path) -> dict[str, Any]:
             header = json.loads(archive.read(_HEADER))
     if not isinstance(header, dict) or header.get("format") != SESSION_FORMAT:
         raise InputError(path, f"is not a reseg session file (no '{SESSION_FORMAT}' header)")
-    if int(header.get("version", 0)) > SESSION_VERSION:
-        raise InputError(path, f"was written by a newer napari-reseg (session version {header['version']}); "
-                               "update napari-reseg to open it")
+    try:
+        version = require_number(header.get("version"), "version", low=1, integer=True)
+        if version > SESSION_VERSION:
+            raise InputError(path, f"was written by a newer napari-reseg (session version {version:g}); "
+                                   "update napari-reseg to open it")
+        _check_header(header)
+    except FieldProblem as problem:
+        raise InputError(path, f"is a damaged session file: its header's {problem}") from None
     return header
+
+
+def _check_header(header: dict[str, Any]) -> None:
+    """Every field of a session header that restoring or exporting the session uses."""
+    for field in ("source", "source_sha256", "created"):
+        require_text(header, field)
+    require_text(header, "modality", optional=True)
+    require_text(header, "saved", optional=True)
+    require_numbers(header.get("spacing"), "spacing", lengths=(3,), above=0)
+    require_numbers(header.get("shape"), "shape", lengths=(3,), low=1, integer=True)
+    require_classes(header.get("classes"), "classes")
+    model = require_mapping(header.get("model"), "model")
+    require_text(model, "name", optional=True, where="model.name")
+    require_text(model, "weights_sha256", optional=True, where="model.weights_sha256")
+    review = require_mapping(header.get("review"), "review")
+    slices = review.get("slices")
+    if not isinstance(slices, list) or len(slices) != header["shape"][0]:
+        raise FieldProblem("review.slices", f"must list one review per slice ({header['shape'][0]})")
+    statuses = {status.value for status in SliceStatus}
+    for i, entry in enumerate(slices):
+        if not isinstance(entry, dict) or entry.get("status") not in statuses:
+            raise FieldProblem(f"review.slices[{i}].status", f"must be one of {', '.join(sorted(statuses))}")
 
 
 def _read_array(archive: zipfile.ZipFile, name: str) -> np.ndarray:

@@ -6,6 +6,10 @@ against the card. Which models exist is `reseg.catalogue`'s job (no torch there)
 from __future__ import annotations
 
 import os
+import pickle
+import pickletools
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,10 +17,11 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .cards import ModelCard, sha256_of, write_card
+from .cards import ModelCard, card_json, sha256_of
 from .catalogue import FOREIGN_SUFFIXES, resolve_card
 from .devices import resolve_device
 from .errors import CheckpointError
+from .io._atomic import output_error, temporary_beside
 from .models import SegmentationNetwork, build_network, count_parameters
 
 @dataclass
@@ -49,12 +54,50 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         if path.suffix == ".safetensors":
             return load_file(str(path))
         if path.suffix in FOREIGN_SUFFIXES:
-            return _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True), path)
+            with warnings.catch_warnings():  # the refusal below says what matters, once
+                warnings.simplefilter("ignore")
+                loaded = torch.load(path, map_location="cpu", weights_only=True)
+            return _unwrap_state_dict(loaded, path)
+    except pickle.UnpicklingError:  # torch's weights-only unpickler stopped
+        called = _foreign_callables(path)
+        if called:
+            raise CheckpointError(path, f"is refused: loading it would execute code it names ({', '.join(called[:3])})"
+                                        "; only plain tensors are loaded, e.g. from .safetensors") from None
+        raise CheckpointError(path, "is corrupt or not a PyTorch weights file (it does not unpickle as plain "
+                                    "tensors)") from None
     except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as error:
         raise CheckpointError(path, f"is corrupt or not a weights file ({str(error).splitlines()[0]})") from None
-    except Exception as error:  # torch.load's unpickler refuses code objects with assorted error types
-        raise CheckpointError(path, f"cannot be loaded safely ({type(error).__name__}: {error})") from None
     raise CheckpointError(path, f"unsupported weights format {path.suffix!r} (use .safetensors, .pt or .pth)")
+
+
+def _foreign_callables(path: Path) -> list[str]:
+    """What a pickled checkpoint would import and call on loading, beyond torch's own tensor rebuilding:
+    read from its opcodes, never by unpickling."""
+    try:
+        if zipfile.is_zipfile(path):  # torch.save's format: the pickle is <archive>/data.pkl
+            with zipfile.ZipFile(path) as archive:
+                data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
+        else:
+            data = path.read_bytes()
+        names, texts = [], []
+        for opcode, argument, _ in pickletools.genops(data):
+            if opcode.name in ("GLOBAL", "INST"):
+                names.append(str(argument).replace(" ", "."))
+            elif opcode.name == "STACK_GLOBAL" and len(texts) >= 2:
+                names.append(".".join(texts[-2:]))
+            elif isinstance(argument, str):
+                texts.append(argument)
+    except (OSError, StopIteration, ValueError, zipfile.BadZipFile):
+        return []
+    return [name for name in dict.fromkeys(names) if not name.startswith(("torch.", "collections.OrderedDict"))]
+
+
+def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
+    """NaN or infinite weights give a confident-looking nonsense result (one class everywhere): refuse them."""
+    broken = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
+    if broken:
+        raise CheckpointError(path, f"holds NaN or infinite weights in {len(broken)} tensor(s), e.g. {broken[0]}; "
+                                    "the file is damaged or came from a diverged training")
 
 
 def _check_state_dict(network: SegmentationNetwork, state: dict[str, torch.Tensor], card: ModelCard, path: Path) -> None:
@@ -108,6 +151,7 @@ def load_model(
     except (TypeError, ValueError) as error:
         raise CheckpointError(weights_path, f"its card cannot build the network ({error})") from None
     _check_state_dict(network, state, model_card, weights_path)
+    _check_finite(state, weights_path)
     network.load_state_dict(state)
     target = resolve_device(device)
     network.to(target, memory_format=torch.channels_last).eval()  # faster convolutions on CPU and GPU
@@ -115,22 +159,29 @@ def load_model(
 
 
 def save_model(network: SegmentationNetwork, card: ModelCard, folder: str | Path) -> Path:
-    """Write `<folder>/<card.name>.safetensors` and its card (with parameter count and sha256) atomically."""
+    """Write `<folder>/<card.name>.safetensors` and its card (with parameter count and sha256) atomically.
+
+    Both are written in full under temporary names before either replaces its target, so a kill or a full
+    disk leaves the earlier pair (a full disk is an OutputError naming the file).
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     weights = folder / f"{card.name}.safetensors"
     card_path = weights.with_suffix(".json")
-    temporary_weights = weights.with_name(f".{weights.name}.partial")
-    temporary_card = card_path.with_name(f".{card_path.name}.partial")
+    temporary_weights, temporary_card = temporary_beside(weights), temporary_beside(card_path)
+    target = weights
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         state = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
         save_file(state, str(temporary_weights))
         card.parameters = count_parameters(network)
         card.parts = network.parts()
         card.weights_sha256 = sha256_of(temporary_weights)
-        write_card(card, temporary_card)
+        target = card_path
+        temporary_card.write_text(card_json(card), encoding="utf-8")
         os.replace(temporary_weights, weights)
         os.replace(temporary_card, card_path)
+    except OSError as error:
+        raise output_error(target, error) from error
     finally:
         temporary_weights.unlink(missing_ok=True)
         temporary_card.unlink(missing_ok=True)

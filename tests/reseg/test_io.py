@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 import nibabel as nib
@@ -13,7 +15,7 @@ from PIL import Image
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from reseg.errors import InputError
+from reseg.errors import InputError, OutputError
 from reseg.io import Volume, is_supported, read_volume, write_image, write_labels
 
 
@@ -291,7 +293,7 @@ def _fail_midway(*args, **kwargs) -> None:
     """Stands in for tifffile.imwrite(path, ...) and nib.save(image, path): starts the file, then fails."""
     path = next(arg for arg in args if isinstance(arg, (str, Path)))
     Path(path).write_bytes(b"half a file")
-    raise OSError("disk full")
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 @pytest.mark.parametrize("name", ["labels.tif", "labels.nii.gz"])
@@ -299,7 +301,7 @@ def test_failed_write_leaves_no_target_and_no_temporary(tmp_path: Path, monkeypa
     monkeypatch.setattr(tifffile, "imwrite", _fail_midway)
     monkeypatch.setattr(nib, "save", _fail_midway)
     volume = Volume(_grey((2, 4, 5)), source=tmp_path / "v.tif")
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(OutputError, match=rf"{name}: cannot be written: no space left .*nothing was changed"):
         write_labels(tmp_path / name, np.zeros((2, 4, 5), np.uint8), volume)
     assert not (tmp_path / name).exists()
     assert list(tmp_path.iterdir()) == []
@@ -309,7 +311,7 @@ def test_failed_write_keeps_the_previous_file(tmp_path: Path, monkeypatch) -> No
     volume = Volume(_grey((2, 4, 5)), source=tmp_path / "v.tif")
     target = write_labels(tmp_path / "labels.tif", np.ones((2, 4, 5), np.uint8), volume)
     monkeypatch.setattr(tifffile, "imwrite", _fail_midway)
-    with pytest.raises(OSError):
+    with pytest.raises(OutputError):
         write_labels(target, np.zeros((2, 4, 5), np.uint8), volume)
     monkeypatch.undo()
     np.testing.assert_array_equal(tifffile.imread(target), np.ones((2, 4, 5), np.uint8))

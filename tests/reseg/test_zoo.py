@@ -109,8 +109,19 @@ def test_pickled_code_is_never_executed(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"state_dict": Payload()}, path)
-    with pytest.raises(CheckpointError, match=r"evil\.pt: cannot be loaded safely"):
+    with pytest.raises(CheckpointError) as refused:
         load_model(path, card="lightreseg-oct")
+    message = str(refused.value)
+    assert message.startswith(f"{path}: is refused: loading it would execute code it names (")
+    assert "print" in message and "\n" not in message and "weights_only" not in message
+
+
+def test_nan_weights_are_refused_at_load(tmp_path):
+    state = load_model("lightreseg-oct", device="cpu").network.state_dict()
+    save_file({k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v).contiguous()
+               for k, v in state.items()}, str(tmp_path / "nan.safetensors"))
+    with pytest.raises(CheckpointError, match=r"nan\.safetensors: holds NaN or infinite weights"):
+        load_model(tmp_path / "nan.safetensors", card="lightreseg-oct")
 
 
 def test_replaced_weights_fail_the_sha256_check(tmp_path):
