@@ -23,6 +23,12 @@ def shared_data():
     return locate
 
 
+@pytest.fixture(scope="session")
+def shared_data_root() -> Path | None:
+    """../shared/data, or None in a clone without it (tests built on it then use synthetic files only)."""
+    return SHARED_DATA if SHARED_DATA.is_dir() else None
+
+
 @pytest.fixture
 def user_models(tmp_path, monkeypatch) -> Path:
     """An empty user model folder that the registry reads instead of the real one."""

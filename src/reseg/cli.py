@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
@@ -23,6 +24,17 @@ OUTPUT_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
 
 def _suffix(path: Path) -> str:
     return ".nii.gz" if path.name.lower().endswith(".nii.gz") else path.suffix.lower()
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (a batch size, a count of epochs)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _check_output(path: Path, what: str) -> None:
@@ -54,9 +66,7 @@ def _models(args: argparse.Namespace) -> int:
 
 def _segment(args: argparse.Namespace) -> int:
     from .catalogue import DEFAULT_MODEL, modality_warning, resolve_card
-    from .inference import iter_segment
     from .io import read_volume, write_image, write_labels
-    from .zoo import load_model
 
     output, confidence_path = Path(args.output), Path(args.confidence) if args.confidence else None
     _check_output(output, "output")
@@ -70,6 +80,10 @@ def _segment(args: argparse.Namespace) -> int:
     warning = modality_warning(resolve_card(model_name, args.card)[0], volume.modality, volume.source.name)
     if warning:
         print(f"reseg: warning: {warning}", file=sys.stderr)
+    # torch only now: a file or card that cannot be used is refused in a fraction of a second
+    from .inference import iter_segment
+    from .zoo import load_model
+
     model = load_model(model_name, device=args.device, card=args.card)
     labels = np.zeros(volume.data.shape, dtype=np.uint8)
     confidence = np.zeros(volume.data.shape, dtype=np.float32) if confidence_path else None
@@ -229,8 +243,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_training_options(parser: argparse.ArgumentParser, epochs: int, lr: float, batch_size: int) -> None:
-    parser.add_argument("--epochs", type=int, default=epochs)
-    parser.add_argument("--batch-size", type=int, default=batch_size, help="per process under torchrun")
+    parser.add_argument("--epochs", type=_positive_int, default=epochs)
+    parser.add_argument("--batch-size", type=_positive_int, default=batch_size, help="per process under torchrun")
     parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--crop", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
     parser.add_argument("--steps-per-epoch", type=int)
@@ -254,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--model", help="model name (see `reseg models`) or checkpoint path; default by modality")
     segment.add_argument("--card", help="model card (name or .json) for a checkpoint that has none beside it")
     segment.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    segment.add_argument("--batch-size", type=int, default=4)
+    segment.add_argument("--batch-size", type=_positive_int, default=4)
     segment.add_argument("--confidence", help="also write the per-pixel confidence (max softmax) here")
     segment.add_argument("--raw", action="store_true",
                          help="the network's argmax without the post-processing its card lists")
@@ -276,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "with device boundaries (Spectralis .vol): then ILM and BM errors only")
     evaluate.add_argument("-o", "--output", help="also write the report as JSON here")
     evaluate.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    evaluate.add_argument("--batch-size", type=int, default=4)
+    evaluate.add_argument("--batch-size", type=_positive_int, default=4)
     evaluate.add_argument("--raw", action="store_true", help="score a model's argmax without its card's post-processing")
     evaluate.set_defaults(run=_evaluate)
 
@@ -323,8 +337,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A library's warning as one labelled line, not a two-line source excerpt."""
+    print(f"reseg: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.run(args)
     except ResegError as error:

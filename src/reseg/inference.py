@@ -16,8 +16,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .errors import DeviceMemoryError
-from .io import as_stack
+from .errors import DeviceMemoryError, ResegError
+from .io import as_stack, max_slice_pixels
 from .normalization import normalize_slices
 from .postprocessing import postprocess
 from .resampling import spacing_grid
@@ -67,6 +67,17 @@ def _predict_batch(
     return labels, confidence.cpu().numpy() if want_confidence else None
 
 
+def _check_model_grid(model: LoadedModel, shape: tuple[int, int], pixel_spacing: Sequence[float] | None) -> None:
+    """A slice resampled to the model's spacing must still fit the slice budget (`reseg.io.max_slice_pixels`)."""
+    grid = spacing_grid(shape, pixel_spacing, model.card.input_spacing)
+    limit = max_slice_pixels()
+    if grid[0] * grid[1] > limit:
+        raise ResegError(f"slices of {shape[0]} x {shape[1]} pixels of {tuple(pixel_spacing or ())} mm become "
+                         f"{grid[0]} x {grid[1]} at the {tuple(model.card.input_spacing or ())} mm of model "
+                         f"{model.card.name}, more than the {limit / 1e6:g} megapixels a slice may have; check "
+                         "the scan's pixel size")
+
+
 def iter_segment(
     model: LoadedModel,
     image: np.ndarray,
@@ -95,6 +106,7 @@ def iter_segment(
     order = list(range(len(stack))) if slices is None else [int(s) for s in slices]
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_model_grid(model, stack.shape[1:], pixel_spacing)
     model.network.eval()
     done = 0
     with torch.inference_mode():

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,6 +19,13 @@ from reseg.io._volume import Volume
 
 # Intensities below this are only found in Hounsfield units (air is -1000 HU): the volume is CT.
 HU_MIN = -500
+# The size budget, settable in the environment: an image beyond it is refused before it is decoded (a 140 kB
+# PNG can decode to 12000 x 12000). A slice: B-scans are ~0.4 and CT slices 0.26 megapixels; at 16 (4096 x
+# 4096) a network's feature maps already take gigabytes. A scan: 4 GiB is ~8000 CT slices of 512 x 512 int16.
+SLICE_BUDGET_VARIABLE = "RESEG_MAX_SLICE_MEGAPIXELS"
+DEFAULT_MAX_SLICE_MEGAPIXELS = 16.0
+SIZE_BUDGET_VARIABLE = "RESEG_MAX_IMAGE_GB"
+DEFAULT_MAX_IMAGE_GB = 4.0
 # Millimetres per unit, for the unit names used by ImageJ, tifffile and NIfTI headers.
 MM_PER_UNIT = {
     "mm": 1.0, "millimeter": 1.0, "millimetre": 1.0, "cm": 10.0, "centimeter": 10.0, "m": 1000.0,
@@ -27,23 +36,50 @@ MM_PER_UNIT = {
 
 @contextmanager
 def reading(source: Path, kind: str) -> Iterator[None]:
-    """Turn whatever a file library raises on a bad file into an InputError naming the file.
+    """Turn whatever a file library raises on a bad file into one-line InputError naming the file.
 
-    The libraries' own log warnings about the file are silenced meanwhile: the InputError says it once.
+    tifffile does not raise on some damage (a page beyond the end of a cut file, a series that no longer
+    fits its shape): it logs an error and returns what it could read. Its errors logged by this thread
+    meanwhile are caught, kept from the log, and make the read fail; other threads' records pass untouched.
     """
+    library_errors = _ThreadRecords()
     library_log = logging.getLogger("tifffile")
-    level = library_log.level
-    library_log.setLevel(logging.ERROR + 1)
+    library_log.addFilter(library_errors)
     try:
         yield
+        if library_errors.errors:
+            raise InputError(source, f"is damaged or cut short: {_one_line(library_errors.errors[0])}")
     except InputError:
         raise
     except MemoryError as exc:
         raise InputError(source, "too large to load into memory") from exc
     except Exception as exc:
-        raise InputError(source, f"cannot be read as {kind}: the file is corrupt or not {kind} ({exc})") from exc
+        raise InputError(source, f"cannot be read as {kind}: the file is corrupt or not {kind} "
+                                 f"({_one_line(str(exc))})") from exc
     finally:
-        library_log.setLevel(level)
+        library_log.removeFilter(library_errors)
+
+
+class _ThreadRecords(logging.Filter):
+    """A logger filter that takes the records of the thread that made it out of the log, keeping errors."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread = threading.get_ident()
+        self.errors: list[str] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:
+            return True
+        if record.levelno >= logging.ERROR:
+            self.errors.append(record.getMessage())
+        return False
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    """A library's message as one line of at most `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
 
 
 def require(module: str, source: Path, kind: str) -> ModuleType:
@@ -64,8 +100,12 @@ def to_volume(source: Path, data: np.ndarray, spacing: Sequence[float], affine: 
     return Volume(data, tuple(spacing), modality, source, affine, ndim, metadata)
 
 
-def check_array(source: Path, data: np.ndarray, axes: str) -> np.ndarray:
-    """Reject what cannot be segmented (empty, colour, wrong dimensionality, NaN/Inf); collapse grey channels."""
+def check_array(source: Path, data: np.ndarray, axes: str, alpha_samples: int = 0) -> np.ndarray:
+    """Reject what cannot be segmented (empty, colour, wrong dimensionality, NaN/Inf); collapse grey channels.
+
+    `axes` names each axis as tifffile does (S: colour samples, C: channels); `alpha_samples` is how many of
+    the last samples the file declares as transparency (TIFF ExtraSamples, a Pillow mode ending in A).
+    """
     if data.size == 0:
         raise InputError(source, f"contains no pixels (shape {data.shape})")
     if data.dtype.kind == "b":
@@ -74,7 +114,8 @@ def check_array(source: Path, data: np.ndarray, axes: str) -> np.ndarray:
         raise InputError(source, f"unsupported pixel type {data.dtype}; expected grey integers or floats")
     for channel_axis in "SC":  # tifffile's names: S samples (RGB), C channels (ImageJ)
         if channel_axis in axes:
-            data = _grey_channel(source, data, axes.index(channel_axis), alpha=channel_axis == "S")
+            alpha = alpha_samples if channel_axis == "S" else 0
+            data = _grey_channel(source, data, axes.index(channel_axis), alpha)
             axes = axes.replace(channel_axis, "")
     if data.ndim not in (2, 3):
         raise InputError(source, f"is {data.ndim}-D (shape {data.shape}); expected a 2-D image or a 3-D stack")
@@ -84,17 +125,55 @@ def check_array(source: Path, data: np.ndarray, axes: str) -> np.ndarray:
     return data
 
 
-def _grey_channel(source: Path, data: np.ndarray, axis: int, alpha: bool) -> np.ndarray:
+def _grey_channel(source: Path, data: np.ndarray, axis: int, alpha_samples: int) -> np.ndarray:
     """Grey stored as RGB(A) or as identical channels is common: keep one channel; reject true colour.
-
-    With `alpha` (TIFF samples, Pillow modes) a 2nd of 2 or 4th of 4 samples is transparency and is ignored.
-    """
+    Transparency samples are ignored."""
     count = data.shape[axis]
-    colours = count - 1 if alpha and count in (2, 4) else count
+    colours = max(count - alpha_samples, 1)
     first = np.take(data, 0, axis=axis)
     if any(not np.array_equal(first, np.take(data, c, axis=axis)) for c in range(1, colours)):
-        raise InputError(source, f"has {count} channels that differ (colour); a greyscale image is expected")
+        raise InputError(source, f"has {count} colour channels that differ; a greyscale image is expected")
     return first
+
+
+def invert_grey(data: np.ndarray, bits: int) -> np.ndarray:
+    """Flip a grey image stored white-lowest (DICOM MONOCHROME1, TIFF MinIsWhite) to black-lowest, within the
+    range its `bits` can hold (floats, which declare none, within their own range)."""
+    if data.dtype.kind == "u":
+        return (np.asarray((1 << bits) - 1, data.dtype) - data).astype(data.dtype)
+    if data.dtype.kind == "i":
+        return (-1 - data).astype(data.dtype)  # two's complement: maps [-2^(b-1), 2^(b-1) - 1] onto itself
+    return (data.max() + data.min() - data).astype(data.dtype)
+
+
+def check_size(source: Path, height: int, width: int, total_bytes: float) -> None:
+    """Refuse, before decoding, an image beyond the size budget: a slice larger than inference can hold, or
+    more decoded bytes than a scan may take. Both limits are settings (environment variables)."""
+    slice_limit = max_slice_pixels()
+    if height * width > slice_limit:
+        raise InputError(source, f"would decode to slices of {height} x {width} pixels ({height * width / 1e6:.0f} "
+                                 f"megapixels), more than the {slice_limit / 1e6:g} a model can segment; set "
+                                 f"{SLICE_BUDGET_VARIABLE} to allow more")
+    budget = _setting(SIZE_BUDGET_VARIABLE, DEFAULT_MAX_IMAGE_GB) * 2**30
+    if total_bytes > budget:
+        raise InputError(source, f"would decode to {total_bytes / 2**30:.1f} GiB of pixels, more than the "
+                                 f"{budget / 2**30:g} GiB a scan may take; set {SIZE_BUDGET_VARIABLE} to allow more")
+
+
+def max_slice_pixels() -> float:
+    """The most pixels a slice may have (RESEG_MAX_SLICE_MEGAPIXELS, default 16 megapixels)."""
+    return _setting(SLICE_BUDGET_VARIABLE, DEFAULT_MAX_SLICE_MEGAPIXELS) * 1e6
+
+
+def _setting(variable: str, default: float) -> float:
+    text = os.environ.get(variable, "")
+    try:
+        value = float(text) if text else default
+    except ValueError:
+        value = float("nan")
+    if not value > 0:
+        raise InputError(variable, f"(an environment setting) must be a positive number, not {text!r}")
+    return value
 
 
 def to_canonical(xyz: np.ndarray, affine: np.ndarray, zooms: Sequence[float]

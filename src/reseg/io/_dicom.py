@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from reseg.errors import InputError
-from reseg.io._common import check_array, natural_key, reading, require, to_canonical
+from reseg.io._common import check_array, invert_grey, natural_key, reading, require, to_canonical
 from reseg.io._volume import Volume
 
 _MARKER_END = 132  # a PS3.10 file starts with a 128-byte preamble and the 4 bytes b"DICM"
@@ -74,8 +74,9 @@ def read_dicom(source: Path) -> Volume:
     else:
         dataset = _header(pydicom, source)
         if not _has_pixels(dataset):
-            raise InputError(source, "is a DICOM file without pixel data (a report, DICOMDIR or the like), "
-                                     "not an image")
+            raise InputError(source, "is a DICOM image (it has rows and columns) without pixel data: the file is "
+                                     "damaged or cut short" if _is_image_class(dataset) else
+                                     "is a DICOM file without pixel data (a report, DICOMDIR or the like), not an image")
         uid = dataset.get("SeriesInstanceUID")  # anonymised files may all have none: then they are one series
         others = [f for f in _dicom_files(source.parent) if f.name != source.name]
         images = [(source, dataset)] + [
@@ -93,7 +94,10 @@ def _dicom_files(folder: Path) -> list[Path]:
 
 def _header(pydicom: ModuleType, file: Path) -> Any:
     with reading(file, "DICOM"):
-        return pydicom.dcmread(file, defer_size=_DEFER_BYTES)
+        dataset = pydicom.dcmread(file, defer_size=_DEFER_BYTES)
+    if len(dataset) == 0:  # pydicom gives up quietly on a data set cut short
+        raise InputError(file, "is a DICOM file whose data set cannot be parsed: it is damaged or cut short")
+    return dataset
 
 
 def _headers(pydicom: ModuleType, files: list[Path]) -> list[tuple[Path, Any]]:
@@ -105,8 +109,26 @@ def _has_pixels(dataset: Any) -> bool:
 
 
 def _images(headers: list[tuple[Path, Any]]) -> list[tuple[Path, Any]]:
-    """Drop what is not an image (DICOMDIR, structured reports, presentation states) from a folder listing."""
-    return [(file, dataset) for file, dataset in headers if _has_pixels(dataset)]
+    """Drop what is not an image (DICOMDIR, structured reports, presentation states) from a folder listing.
+
+    A file whose SOP class is an image's but that holds no pixels is damaged (cut short, stripped): a series
+    read without it would silently miss a slice, so it is an error naming the file.
+    """
+    images = []
+    for file, dataset in headers:
+        if _has_pixels(dataset):
+            images.append((file, dataset))
+        elif _is_image_class(dataset):
+            raise InputError(file, "is a DICOM image (it has rows and columns) without pixel data: the file is "
+                                   "damaged or cut short, and its series would miss a slice")
+    return images
+
+
+def _is_image_class(dataset: Any) -> bool:
+    """Whether a file describes an image: an image storage SOP class (CT Image, Ophthalmic Tomography...) or,
+    where anonymisation removed the class, the Image Pixel module's Rows (no report or DICOMDIR has them)."""
+    name = str(getattr(dataset.get("SOPClassUID"), "name", ""))
+    return "Image Storage" in name or "Rows" in dataset
 
 
 def _by_series(images: list[tuple[Path, Any]]) -> dict[str | None, list[tuple[Path, Any]]]:
@@ -159,9 +181,15 @@ def _assemble(source: Path, images: list[tuple[Path, Any]]) -> Volume:
     frames, zooms, known, affine = _geometry(source, frames)
     stored = _pixels(frames)
     samples = int(first.dataset.get("SamplesPerPixel") or 1)
-    data = _rescale(frames, check_array(source, stored, "ZYXS" if samples > 1 else "ZYX"))
     tag = str(first.dataset.get("Modality", "")).upper()
     modality = _MODALITIES.get(tag, "unknown")
+    stored = check_array(source, stored, "ZYXS" if samples > 1 else "ZYX")
+    # MONOCHROME1 stores white as the lowest value. Models see tissue bright, as MONOCHROME2 stores it; CT
+    # values are Hounsfield units whatever the display, so they stay.
+    inverted = str(first.dataset.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1" and modality != "CT"
+    if inverted:
+        stored = invert_grey(stored, int(first.dataset.get("BitsStored") or 8 * stored.dtype.itemsize))
+    data = _rescale(frames, stored)
     metadata = {
         "format": "dicom", "dtype": str(stored.dtype), "axes": "XYZ", "dicom_modality": tag,
         "dicom_series_uid": str(first.dataset.get("SeriesInstanceUID", "")),
@@ -169,6 +197,7 @@ def _assemble(source: Path, images: list[tuple[Path, Any]]) -> Volume:
         "dicom_files": list(dict.fromkeys(frame.file.name for frame in frames)),
         "spacing_known": known[::-1],  # all True whenever the volume is turned below: no need to turn it too
         "nifti_sform_code": 1, "nifti_qform_code": 1,  # scanner coordinates, as dcm2niix writes them
+        **({"inverted": "MONOCHROME1"} if inverted else {}),
     }
     xyz = data.transpose(2, 1, 0)  # (column, row, slice): the axes of the affine
     # OCT frames are B-scans (depth down the rows) whatever their patient geometry: keep them as acquired.

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import gzip
+import zlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import tifffile
 from PIL import Image
+from tifffile import EXTRASAMPLE, PHOTOMETRIC, PLANARCONFIG, TIFF
 
 from reseg.io import _label_maps
-from reseg.io._common import MM_PER_UNIT, check_array, reading, to_canonical, to_volume
+from reseg.errors import InputError
+from reseg.io._common import (MM_PER_UNIT, check_array, check_size, extension, invert_grey, reading, to_canonical,
+                               to_volume)
 from reseg.io._volume import Volume
 
 PIL_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
@@ -18,6 +23,8 @@ TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
 NIFTI_EXTENSIONS = frozenset({".nii", ".nii.gz"})
 _NIFTI_COMMENT = 6  # NIfTI-1 extension code "comment": free text, here the label map's JSON description
 
+# Bytes per band of the Pillow modes that are not 8-bit.
+_PIL_BAND_BYTES = {"I;16": 2, "I;16B": 2, "I;16L": 2, "I": 4, "F": 4}
 # TIFF ResolutionUnit tag values (1 = none) to millimetres.
 _TIFF_RESOLUTION_UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 1e-3}
 # Image editors write these by default: a display setting, not a physical pixel size.
@@ -26,20 +33,28 @@ _SCREEN_DPI = (72.0, 96.0)
 
 def read_pil(source: Path) -> Volume:
     with reading(source, "an image"), Image.open(source) as image:
+        width, height = image.size
+        bands = image.getbands()
+        check_size(source, height, width, height * width * len(bands) * _PIL_BAND_BYTES.get(image.mode, 1))
         if image.mode == "P":  # palette indices mean nothing as intensities: compare the colours
             image = image.convert("RGBA")
+        alpha = int(image.mode.endswith("A"))  # LA, RGBA, PA: the last band is transparency
         data = np.asarray(image)
         dpi = image.info.get("dpi")
     axes = "YX" if data.ndim == 2 else "YXS"
     spacing, known = _xy_spacing(dpi, MM_PER_UNIT["inch"])
-    return _make_volume(source, data, axes, spacing, known, kind="image")
+    return _make_volume(source, data, axes, spacing, known, kind="image", alpha_samples=alpha)
 
 
 def read_tiff(source: Path) -> Volume:
     with reading(source, "a TIFF"), tifffile.TiffFile(source) as tif:
         series = tif.series[0]
-        data = series.asarray()
         page = series.keyframe
+        _check_decodable(source, page, series)
+        axes, alpha = _sample_axes(tif, page, series.axes)
+        data = series.asarray()
+        if page.photometric == PHOTOMETRIC.MINISWHITE:
+            data = invert_grey(data, int(page.bitspersample))
         resolution, tag_unit = page.resolution, int(page.resolutionunit)
         imagej = tif.is_imagej
         if imagej:
@@ -48,7 +63,6 @@ def read_tiff(source: Path) -> Volume:
             header = tif.shaped_metadata[0]
         else:
             header = {}
-    axes = series.axes
     if imagej and header.get("mode") == "grayscale" and "C" in axes and "Z" not in axes:
         # A plain 3-D array saved with imagej=True (tifffile's default) is stored as grey "channels": slices.
         axes = axes.replace("C", "Z")
@@ -59,17 +73,49 @@ def read_tiff(source: Path) -> Volume:
     z = header.get("spacing")
     if header_unit is not None and isinstance(z, (int, float)) and z > 0:
         spacing[0], known[0] = float(z) * header_unit, True
-    volume = _make_volume(source, data, axes, spacing, known, kind="tiff")
+    volume = _make_volume(source, data, axes, spacing, known, kind="tiff", alpha_samples=alpha)
     properties = header.get("Properties")
     description = properties.get(_label_maps.TIFF_PROPERTY) if isinstance(properties, dict) else None
     return _as_label_map(volume, description)
 
 
+def _check_decodable(source: Path, page: tifffile.TiffPage, series: tifffile.TiffPageSeries) -> None:
+    """Before decoding: a codec this installation has, and a size within the budget."""
+    if page.compression not in TIFF.DECOMPRESSORS:
+        raise InputError(source, f"is compressed with {page.compression.name}, which this installation cannot "
+                                 "decode: pip install imagecodecs")
+    shape, axes = series.shape, series.axes
+    height, width = (shape[axes.index(a)] if a in axes else 1 for a in "YX")
+    check_size(source, height, width, float(np.prod(shape, dtype=np.float64)) * series.dtype.itemsize)
+
+
+def _sample_axes(tif: tifffile.TiffFile, page: tifffile.TiffPage, axes: str) -> tuple[str, int]:
+    """What a TIFF's samples (tifffile's axis S) hold, read from its tags, and how many are transparency.
+
+    Colour (photometric RGB and the like): the samples are colours, and those the ExtraSamples tag calls
+    alpha are transparency. Grey (MinIsBlack / MinIsWhite) with several samples, or RGB stored plane by
+    plane by tifffile's own writer (its legacy default for any (3 or 4, Y, X) array, recorded in its shaped
+    description): the samples are grey planes, i.e. slices.
+    """
+    if "S" not in axes:
+        return axes, 0
+    grey = page.photometric in (PHOTOMETRIC.MINISBLACK, PHOTOMETRIC.MINISWHITE)
+    planes_by_tifffile = (page.photometric == PHOTOMETRIC.RGB and page.planarconfig == PLANARCONFIG.SEPARATE
+                          and tif.is_shaped)
+    if grey or planes_by_tifffile:
+        return axes.replace("S", "C" if "Z" in axes else "Z"), 0
+    alpha = sum(extra in (EXTRASAMPLE.ASSOCALPHA, EXTRASAMPLE.UNASSALPHA) for extra in page.extrasamples)
+    return axes, alpha
+
+
 def read_nifti(source: Path) -> Volume:
     with reading(source, "NIfTI"):
-        image = nib.load(source, mmap=False)  # in memory: the file may be replaced while the volume is open
+        image = _load_nifti(source)
         data = np.asanyarray(image.dataobj)
     header = image.header
+    if not np.isfinite(image.affine).all():
+        raise InputError(source, "has NaN or infinite values in its affine (the sform/qform of its header), so "
+                                 "where its voxels lie and how large they are is unknown; fix the header")
     dtype_on_disk = image.get_data_dtype()
     if data.dtype == np.float64 and dtype_on_disk != np.float64:
         data = data.astype(np.float32)  # scaled integers: float32 holds them and halves the memory
@@ -80,7 +126,7 @@ def read_nifti(source: Path) -> Volume:
     unit = MM_PER_UNIT.get(unit_name, 1.0)  # NIfTI's "unknown" unit is taken as mm, as ITK and nibabel do
     zooms = [float(z) * unit for z in header.get_zooms()[: data.ndim]]
     metadata = {
-        "format": "nifti", "dtype": str(dtype_on_disk), "axes": "XYZ"[: data.ndim], "spacing_known": (True,) * 3,
+        "format": "nifti", "dtype": str(dtype_on_disk), "axes": "XYZ"[: data.ndim],
         "nifti_unit": unit_name if unit_name != "unknown" else "mm",
         "nifti_sform_code": int(header["sform_code"]), "nifti_qform_code": int(header["qform_code"]),
     }
@@ -88,10 +134,33 @@ def read_nifti(source: Path) -> Volume:
         data, zooms, orientation = to_canonical(data, image.affine, zooms)
         metadata.update(orientation)
     spacing = ([1.0] + zooms[::-1])[-3:]
+    # A voxel size of 0, negative or NaN (pixdim) says nothing: pixel units, as for a file without one.
+    known = tuple(bool(np.isfinite(size) and size > 0) for size in spacing)
+    metadata["spacing_known"] = known
+    spacing = [size if ok else 1.0 for size, ok in zip(spacing, known)]
     volume = to_volume(source, np.ascontiguousarray(data.T), spacing, image.affine, metadata)
     comments = [ext.get_content() for ext in header.extensions if ext.get_code() == _NIFTI_COMMENT]
     descriptions = [text for text in comments if isinstance(text, bytes) and _label_maps.LABEL_MAP_FORMAT.encode() in text]
     return _as_label_map(volume, descriptions[0].decode("utf-8", "replace") if descriptions else None)
+
+
+def _load_nifti(source: Path) -> nib.Nifti1Image:
+    """The image, in memory (the file may be replaced while the volume is open), its size checked before the
+    pixels are decoded and a gzip stream verified to its end (CRC and length: nibabel reads only the bytes it
+    needs, so a damaged stream would otherwise go unnoticed)."""
+    compressed = extension(source) == ".nii.gz"
+    with (gzip.open(source) if compressed else open(source, "rb")) as stream:
+        header = nib.Nifti1Header.from_fileobj(stream, check=False)
+    shape = header.get_data_shape()
+    height, width = (shape[1], shape[0]) if len(shape) > 1 else (1, shape[0] if shape else 0)
+    check_size(source, height, width, float(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize)
+    if not compressed:
+        return nib.load(source, mmap=False)
+    try:
+        raw = gzip.decompress(source.read_bytes())
+    except (gzip.BadGzipFile, EOFError, zlib.error) as error:
+        raise InputError(source, f"is a damaged gzip stream ({error}); the file is corrupt or was cut short") from None
+    return nib.Nifti1Image.from_bytes(raw)
 
 
 def _as_label_map(volume: Volume, description: str | None) -> Volume:
@@ -106,10 +175,10 @@ def _as_label_map(volume: Volume, description: str | None) -> Volume:
 
 
 def _make_volume(source: Path, data: np.ndarray, axes: str, spacing: list[float], known: list[bool],
-                 kind: str) -> Volume:
+                 kind: str, alpha_samples: int = 0) -> Volume:
     """Validate a (Y, X) or (Z, Y, X) array read with `axes` and wrap it with its geometry."""
     dtype_on_disk = str(data.dtype)
-    data = check_array(source, data, axes)
+    data = check_array(source, data, axes, alpha_samples)
     metadata = {"format": kind, "dtype": dtype_on_disk, "axes": axes, "spacing_known": tuple(known)}
     return to_volume(source, data, spacing, None, metadata)
 
