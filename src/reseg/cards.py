@@ -98,25 +98,25 @@ def _check_fields(data: dict[str, Any]) -> None:
     require_text(data, "modality")
     arguments = require_mapping(data["arguments"], "arguments")
     for key, value in arguments.items():
-        field = f"arguments.{key}"
+        where = f"arguments.{key}"
         if isinstance(value, list):
             for i, item in enumerate(value):
-                require_number(item, f"{field}[{i}]", low=1, high=MAX_ARGUMENT, integer=True)
+                require_number(item, f"{where}[{i}]", low=1, high=MAX_ARGUMENT, integer=True)
         elif isinstance(value, int) and not isinstance(value, bool):
-            require_number(value, field, low=1, high=MAX_ARGUMENT, integer=True)
+            require_number(value, where, low=1, high=MAX_ARGUMENT, integer=True)
         elif isinstance(value, float):
-            require_number(value, field, low=0)
+            require_number(value, where, low=0)
         elif not isinstance(value, (str, bool)):
-            raise FieldProblem(field, "must be a number, a list of whole numbers, text or true/false")
+            raise FieldProblem(where, "must be a number, a list of whole numbers, text or true/false")
     require_classes(data["classes"], "classes")
     _check_normalization(require_mapping(data["normalization"], "normalization"))
     if data.get("input_spacing") is not None:
         require_numbers(data["input_spacing"], "input_spacing", lengths=(2, 3),
                         low=MIN_INPUT_SPACING_MM, high=MAX_INPUT_SPACING_MM)
-    for field in ("postprocessing", "deviations"):
-        value = data.get(field, [])
+    for key in ("postprocessing", "deviations"):
+        value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-            raise FieldProblem(field, "must be a list of text")
+            raise FieldProblem(key, "must be a list of text")
     parts = require_mapping(data.get("parts", {}), "parts")
     for key, value in parts.items():
         require_number(value, f"parts.{key}", low=0, integer=True)

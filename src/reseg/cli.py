@@ -147,21 +147,26 @@ def _report_training(events) -> object:
     from .training import EpochReport, StepReport
 
     bar, last = None, None
-    for event in events:
-        if isinstance(event, EpochReport):
+    try:
+        for event in events:
+            if isinstance(event, EpochReport):
+                bar.close()
+                bar = None
+                marker = " (saved)" if event.is_best else ""
+                print(f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.4f}, validation mean Dice "
+                      f"{event.validation['mean_dice']:.4f}, mIoU {event.validation['miou']:.4f} "
+                      f"[{event.seconds:.0f} s]{marker}", flush=True)
+            elif isinstance(event, StepReport):
+                if bar is None:
+                    bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}", unit="step", leave=False,
+                               file=sys.stderr)
+                bar.update(1)
+                bar.set_postfix(loss=f"{event.loss:.4f}")
+            else:
+                last = event
+    finally:
+        if bar is not None:  # an error ends the epoch: its message starts a line of its own
             bar.close()
-            bar = None
-            marker = " (saved)" if event.is_best else ""
-            print(f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.4f}, validation mean Dice "
-                  f"{event.validation['mean_dice']:.4f}, mIoU {event.validation['miou']:.4f} "
-                  f"[{event.seconds:.0f} s]{marker}", flush=True)
-        elif isinstance(event, StepReport):
-            if bar is None:
-                bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}", unit="step", leave=False, file=sys.stderr)
-            bar.update(1)
-            bar.set_postfix(loss=f"{event.loss:.4f}")
-        else:
-            last = event
     return last
 
 

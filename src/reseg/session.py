@@ -14,7 +14,7 @@ it too) holding
 
 Every save writes a temporary file beside the target, fsyncs it and renames it over the target, so the file
 on disk is always a complete earlier or later save, never a mix. A killed save can leave a hidden
-`.<random>.tmp.<name>` file behind; it is never read.
+`.<pid>-<token>.tmp.<name>` file behind; it is never read, and the next save removes it.
 """
 
 from __future__ import annotations
@@ -186,8 +186,8 @@ def read_session_header(path: str | Path) -> dict[str, Any]:
 
 def _check_header(header: dict[str, Any]) -> None:
     """Every field of a session header that restoring or exporting the session uses."""
-    for field in ("source", "source_sha256", "created"):
-        require_text(header, field)
+    for key in ("source", "source_sha256", "created"):
+        require_text(header, key)
     require_text(header, "modality", optional=True)
     require_text(header, "saved", optional=True)
     require_numbers(header.get("spacing"), "spacing", lengths=(3,), above=0)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from .cards import ModelCard, card_json, sha256_of
 from .catalogue import FOREIGN_SUFFIXES, resolve_card
@@ -172,7 +172,7 @@ def save_model(network: SegmentationNetwork, card: ModelCard, folder: str | Path
     try:
         folder.mkdir(parents=True, exist_ok=True)
         state = {key: value.detach().cpu().contiguous() for key, value in network.state_dict().items()}
-        save_file(state, str(temporary_weights))
+        temporary_weights.write_bytes(save(state))  # Python's I/O: a full disk is an OSError with its errno
         card.parameters = count_parameters(network)
         card.parts = network.parts()
         card.weights_sha256 = sha256_of(temporary_weights)

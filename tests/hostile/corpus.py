@@ -539,25 +539,31 @@ def _weights(b: CorpusBuilder, scan: bytes, card: dict) -> None:
     model_case("weights_wrong_shapes", lambda p: save_file({"head.weight": torch.zeros(3, 3)}, str(p)))
 
 
-def _sessions(b: CorpusBuilder) -> None:
-    """`reseg export SESSION -o OUT` with damaged session files."""
+def reviewed_session(case: Case, scan_data: np.ndarray, reviewed: tuple[int, ...]) -> Path:
+    """A scan `in/scan.tif` and its saved review session with `reviewed` slices; the case exports it."""
     from reseg.classes import OCT_CLASSES
     from reseg.io import read_volume
     from reseg.review import SliceStatus
     from reseg.session import save_session, session_path_for, start_session
 
+    scan = case.inputs / "scan.tif"
+    tifffile.imwrite(scan, scan_data, photometric="minisblack")
+    session = start_session(read_volume(scan), np.ones_like(scan_data), list(OCT_CLASSES), "lightreseg-oct")
+    for index in reviewed:
+        session.review.mark(index, SliceStatus.REVIEWED)
+    path = save_session(session_path_for(scan), session)
+    case.argv[1] = str(path)
+    return path
+
+
+def _sessions(b: CorpusBuilder) -> None:
+    """`reseg export SESSION -o OUT` with damaged session files."""
     scan_data = (b.rng.random((4, 48, 64)) * 200).astype(np.uint8)
 
     def session_case(name: str, expect: str, damage: Callable[[Path], None] | None,
                      check: Callable[[Path, Path], str | None] | None = None) -> None:
         case = b.case(name, ["export", "", "-o", "{out}/dataset"], expect, check=check)
-        scan = case.inputs / "scan.tif"
-        tifffile.imwrite(scan, scan_data, photometric="minisblack")
-        session = start_session(read_volume(scan), np.ones_like(scan_data), list(OCT_CLASSES), "lightreseg-oct")
-        session.review.mark(0, SliceStatus.REVIEWED)
-        session.review.mark(2, SliceStatus.REVIEWED)
-        path = save_session(session_path_for(scan), session)
-        case.argv[1] = str(path)
+        path = reviewed_session(case, scan_data, reviewed=(0, 2))
         if damage is not None:
             damage(path)
 
@@ -621,9 +627,6 @@ def _pickled_npy() -> bytes:
 def _export_folders(b: CorpusBuilder) -> None:
     """`reseg export` of a good session into a destination that already holds a hostile or damaged export."""
     from reseg.classes import OCT_CLASSES
-    from reseg.io import read_volume
-    from reseg.review import SliceStatus
-    from reseg.session import save_session, session_path_for, start_session
 
     scan_data = (b.rng.random((3, 32, 40)) * 200).astype(np.uint8)
     classes = [c.to_dict() for c in OCT_CLASSES]
@@ -631,11 +634,7 @@ def _export_folders(b: CorpusBuilder) -> None:
     def export_case(name: str, expect: str, prepare: Callable[[Path], None],
                     check: Callable[[Path, Path], str | None] | None = None) -> None:
         case = b.case(name, ["export", "", "-o", "{out}/dataset"], expect, check=check)
-        scan = case.inputs / "scan.tif"
-        tifffile.imwrite(scan, scan_data, photometric="minisblack")
-        session = start_session(read_volume(scan), np.ones_like(scan_data), list(OCT_CLASSES), "lightreseg-oct")
-        session.review.mark(1, SliceStatus.REVIEWED)
-        case.argv[1] = str(save_session(session_path_for(scan), session))
+        reviewed_session(case, scan_data, reviewed=(1,))
         destination = case.output / "dataset"
         destination.mkdir()
         prepare(destination)

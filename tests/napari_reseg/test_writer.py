@@ -3,6 +3,8 @@ file reopens as labels with their class names and colours."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -93,3 +95,26 @@ def test_a_damaged_label_description_is_refused_naming_the_file(tmp_path):
     tifffile.imwrite(tmp_path / "other.tif", np.zeros((2, 8, 8), np.uint8), imagej=True,
                      metadata={"axes": "ZYX", "Properties": {"reseg_labels": "written by something else"}})
     assert read_volume(tmp_path / "other.tif").label_classes is None  # not ours: an ordinary image
+
+
+def test_a_full_disk_is_one_message_and_no_file(viewer, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from napari_reseg import _writer
+
+    def disk_fills_up(path, *args, **kwargs):
+        Path(path).write_bytes(b"half a file")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    shown = []
+    monkeypatch.setattr(_writer, "show_error", shown.append)
+    monkeypatch.setattr(tifffile, "imwrite", disk_fills_up)
+    folder = tmp_path / "saved"
+    folder.mkdir()
+    labels = viewer.add_labels(np.zeros((2, 3, 4), np.uint8), name="corrected")
+    assert labels.save(str(folder / "labels.tif"), plugin="napari-reseg") == []
+    assert len(shown) == 1 and "\n" not in shown[0]
+    assert shown[0].startswith(f"napari-reseg could not save 'corrected' to {folder / 'labels.tif'}: ")
+    assert "no space left" in shown[0]
+    assert list(folder.iterdir()) == []  # nothing half-written, no temporary file

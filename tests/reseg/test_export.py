@@ -196,3 +196,79 @@ def test_cli_exports_a_session_and_trains_on_the_export(tmp_path, capsys):
                  "--validation-fraction", "0.5", "--device", "cpu"]) == 0
     assert "4 slices in 2 scans (OCT)" in capsys.readouterr().out
     assert (models / "retrained.safetensors").is_file()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name", ["../../../escaped_image.tif", "/tmp/absolute_image.tif", "images\\..\\..\\x.tif"])
+def test_a_manifest_cannot_lead_an_export_outside_its_folder(session, tmp_path, name):
+    folder = tmp_path / "a" / "b" / "c" / "export"
+    export_training_set(session, folder)
+    manifest = _manifest(folder)
+    manifest["items"][0]["image"] = name
+    (folder / "dataset.json").write_text(json.dumps(manifest))
+    before = _files(tmp_path)
+    with pytest.raises(InputError, match=r"dataset\.json: is not a valid training-set manifest: field 'items\[0\]\.image'"):
+        export_training_set(session, folder, include_unreviewed=True)
+    assert _files(tmp_path) == before
+
+
+def test_a_symbolic_link_cannot_lead_an_export_outside_its_folder(session, tmp_path):
+    folder = tmp_path / "export"
+    export_training_set(session, folder)
+    (tmp_path / "elsewhere").mkdir()
+    for file in (folder / "images").iterdir():
+        file.rename(tmp_path / "elsewhere" / file.name)
+    (folder / "images").rmdir()
+    (folder / "images").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(InputError, match="leads outside the dataset folder"):
+        export_training_set(session, folder, include_unreviewed=True)
+
+
+def test_a_full_disk_leaves_the_export_folder_as_it_was(session, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from reseg.errors import OutputError
+    from reseg.io import _write
+
+    folder = tmp_path / "export"
+    export_training_set(session, folder)
+    before = _files(folder)
+    written = []
+
+    def fill_up(path, *args, **kwargs):  # the second file of the export finds the disk full
+        if written:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(path)
+        return original(path, *args, **kwargs)
+
+    original = _write._write_tiff
+    monkeypatch.setattr(_write, "_write_tiff", fill_up)
+    with pytest.raises(OutputError, match=rf"^{folder}: the export cannot be written: no space left"):
+        export_training_set(session, folder, include_unreviewed=True)
+    assert _files(folder) == before  # nothing new, nothing half-written, no temporary or staging files
+
+
+def test_an_export_killed_after_its_commit_is_finished_by_the_next(session, tmp_path, monkeypatch):
+    """Killed between the commit (plan written) and the last move: the next export there completes it."""
+    from reseg.io import _staged
+
+    folder = tmp_path / "export"
+    export_training_set(session, folder)
+
+    def killed(_folder, _staging):
+        raise KeyboardInterrupt  # stands in for the kill: the plan is on disk, nothing moved yet
+
+    monkeypatch.setattr(_staged, "_finish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export_training_set(session, folder, include_unreviewed=True)
+    monkeypatch.undo()
+    assert len(_manifest(folder)["items"]) == 2  # not yet landed
+    staging = next(folder.glob(".reseg-staged-*"))
+    staging.rename(folder / ".reseg-staged-999999-00000000")  # as a killed process left it (its pid gone)
+    result = export_training_set(session, folder, include_unreviewed=True)
+    assert result.added == [] and result.total == 3  # the killed export's slice 1 landed on recovery
+    assert not list(folder.glob(".*"))

@@ -496,7 +496,7 @@ AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
 def _dicom(path: Path, pixels: np.ndarray, position: tuple[float, float, float], *, series: str = "1.2.826.0.1.1",
            modality: str = "CT", orientation: tuple[float, ...] = AXIAL, instance: int = 1, slope: float = 1.0,
-           intercept: float = -1024.0, with_pixels: bool = True) -> Path:
+           intercept: float = -1024.0, with_pixels: bool = True, photometric: str = "MONOCHROME2") -> Path:
     """A minimal single-frame DICOM file (PS3.10, explicit VR little endian) written with pydicom."""
     dataset = Dataset()
     dataset.file_meta = FileMetaDataset()
@@ -508,7 +508,7 @@ def _dicom(path: Path, pixels: np.ndarray, position: tuple[float, float, float],
     dataset.PixelSpacing, dataset.SliceThickness = [0.5, 0.8], 5.0  # rows 0.5 mm apart, columns 0.8 mm
     dataset.RescaleSlope, dataset.RescaleIntercept = slope, intercept
     if with_pixels:
-        dataset.set_pixel_data(pixels, photometric_interpretation="MONOCHROME2", bits_stored=16)
+        dataset.set_pixel_data(pixels, photometric_interpretation=photometric, bits_stored=16)
     dataset.save_as(path, enforce_file_format=True)
     return path
 
@@ -648,3 +648,83 @@ def test_multiframe_dicom_frames_are_slices(tmp_path: Path) -> None:
     assert volume.modality == "OCT" and volume.data.shape == (3, 6, 7)
     np.testing.assert_array_equal(volume.data, frames[[1, 2, 0]])
     assert volume.spacing == pytest.approx((0.12, 0.004, 0.012))
+
+
+@pytest.mark.parametrize(("modality", "inverted"), [("OPT", True), ("CT", False)])
+def test_monochrome1_is_inverted_except_for_ct(tmp_path: Path, modality: str, inverted: bool) -> None:
+    pixels = _slices(1)[0]
+    path = _dicom(tmp_path / "one.dcm", pixels, (0.0, 0.0, 0.0), modality=modality, photometric="MONOCHROME1",
+                  intercept=0.0)
+    data = read_volume(path).data[0]
+    np.testing.assert_array_equal(data, 65535 - pixels if inverted else pixels)
+
+
+# --- TIFF samples, compression, damage and the size budget -----------------------------------------------
+
+
+@pytest.mark.parametrize("count", [3, 4])
+def test_tifffile_default_stacks_of_3_or_4_slices_are_stacks(tmp_path: Path, count: int) -> None:
+    """tifffile stores such arrays as planar RGB(A); its shaped description says they are plain arrays."""
+    stack = _grey((count, 12, 16))
+    with pytest.warns(DeprecationWarning):
+        tifffile.imwrite(tmp_path / "s.tif", stack)
+    np.testing.assert_array_equal(read_volume(tmp_path / "s.tif").data, stack)
+
+
+def test_colour_comes_from_the_photometric_tag_and_alpha_from_extrasamples(tmp_path: Path) -> None:
+    grey = _grey((12, 16))
+    tifffile.imwrite(tmp_path / "rgba.tif", np.dstack([grey, grey, grey, np.full_like(grey, 7)]),
+                     photometric="rgb", extrasamples=["unassalpha"])
+    np.testing.assert_array_equal(read_volume(tmp_path / "rgba.tif").data[0], grey)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.dstack([grey, grey + 1, grey]), photometric="rgb")
+    with pytest.raises(InputError, match="rgb.tif: has 3 colour channels that differ"):
+        read_volume(tmp_path / "rgb.tif")
+    tifffile.imwrite(tmp_path / "planes.tif", np.dstack([grey, grey + 1]), photometric="minisblack",
+                     planarconfig="contig")  # grey with an extra, unspecified sample: two grey planes
+    assert read_volume(tmp_path / "planes.tif").data.shape == (2, 12, 16)
+
+
+def test_min_is_white_reads_black_lowest(tmp_path: Path) -> None:
+    grey = _grey((12, 16))
+    tifffile.imwrite(tmp_path / "w.tif", 255 - grey, photometric="miniswhite")
+    np.testing.assert_array_equal(read_volume(tmp_path / "w.tif").data[0], grey)
+
+
+@pytest.mark.parametrize("compression", ["lzw", "zstd", "jpeg", "lzma"])
+def test_every_tiff_compression_tifffile_decodes_is_read(tmp_path: Path, compression: str) -> None:
+    stack = _grey((3, 16, 24))
+    tifffile.imwrite(tmp_path / "c.tif", stack, compression=compression, photometric="minisblack")
+    data = read_volume(tmp_path / "c.tif").data
+    assert data.shape == stack.shape
+    if compression != "jpeg":  # lossy
+        np.testing.assert_array_equal(data, stack)
+
+
+def test_a_tiff_cut_short_is_refused_not_padded(tmp_path: Path) -> None:
+    tifffile.imwrite(tmp_path / "s.tif", _grey((5, 32, 40)), compression="zlib", photometric="minisblack")
+    raw = (tmp_path / "s.tif").read_bytes()
+    (tmp_path / "cut.tif").write_bytes(raw[: int(len(raw) * 0.6)])
+    with pytest.raises(InputError, match=r"cut\.tif: (is damaged or cut short|cannot be read as a TIFF)"):
+        read_volume(tmp_path / "cut.tif")
+
+
+def test_flipped_bits_in_a_gzip_nifti_are_found(tmp_path: Path) -> None:
+    nib.save(nib.Nifti1Image(_grey((20, 24, 6), np.int16), np.eye(4)), tmp_path / "v.nii.gz")
+    raw = bytearray((tmp_path / "v.nii.gz").read_bytes())
+    raw[len(raw) * 2 // 3] ^= 0x10
+    (tmp_path / "flipped.nii.gz").write_bytes(bytes(raw))
+    with pytest.raises(InputError, match=r"flipped\.nii\.gz: (is a damaged gzip stream|cannot be read)"):
+        read_volume(tmp_path / "flipped.nii.gz")
+
+
+def test_an_image_beyond_the_size_budget_is_refused_before_decoding(tmp_path: Path, monkeypatch) -> None:
+    Image.fromarray(np.zeros((300, 400), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setenv("RESEG_MAX_SLICE_MEGAPIXELS", "0.1")
+    with pytest.raises(InputError, match=r"big\.png: would decode to slices of 300 x 400 pixels .* set "
+                                         "RESEG_MAX_SLICE_MEGAPIXELS"):
+        read_volume(tmp_path / "big.png")
+    monkeypatch.setenv("RESEG_MAX_SLICE_MEGAPIXELS", "1")
+    assert read_volume(tmp_path / "big.png").data.shape == (1, 300, 400)
+    monkeypatch.setenv("RESEG_MAX_IMAGE_GB", "0.0001")
+    with pytest.raises(InputError, match=r"big\.png: would decode to 0\.0 GiB .* RESEG_MAX_IMAGE_GB"):
+        read_volume(tmp_path / "big.png")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -174,3 +175,28 @@ def test_a_rerun_replaces_the_prediction_and_clears_the_marks_of_its_slices(scan
     assert session.review.slices[1].status.value == "unreviewed"
     assert session.review.slices[2].status.value == "skipped"  # untouched slices keep their marks
     assert session.model_name == "lightreseg-oct-finetuned"
+
+
+@pytest.mark.parametrize(("field", "edit"), [
+    ("version", lambda h: h.update(version="one")),
+    ("spacing[0]", lambda h: h.update(spacing=[float("nan"), 1.0, 1.0])),
+    ("spacing[1]", lambda h: h.update(spacing=[1.0, 0.0, 1.0])),
+    ("shape", lambda h: h.update(shape="4x224x128")),
+    ("classes", lambda h: h.update(classes=[])),
+    ("review.slices", lambda h: h["review"].update(slices=[])),
+    ("review.slices[0].status", lambda h: h["review"]["slices"][0].update(status="approved")),
+    ("model", lambda h: h.update(model="lightreseg-oct")),
+])
+def test_a_damaged_session_header_names_the_file_and_the_field(scan, field, edit):
+    path = save_session(session_path_for(scan), _session(scan))
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    header = json.loads(members["session.json"])
+    edit(header)
+    members["session.json"] = json.dumps(header).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    with pytest.raises(InputError) as refused:
+        load_session(path)
+    assert str(refused.value).startswith(f"{path}: is a damaged session file: its header's field '{field}' ")

@@ -19,8 +19,9 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..classes import CT_CLASSES, IGNORE_INDEX, OCT_CLASSES, SegmentationClass
-from ..errors import InputError
+from ..errors import InputError, OutputError
 from ..io import Volume, read_volume, write_image, write_labels
+from ..io._atomic import output_error
 from .manifest import DATASET_FILE, DATASET_FORMAT, read_manifest
 
 
@@ -181,6 +182,10 @@ def write_training_set(
         if folder.exists():
             folder.rmdir()  # empty, checked above
         partial.rename(folder)
+    except (OSError, OutputError) as error:  # a full disk: one line naming the folder, nothing left behind
+        shutil.rmtree(partial, ignore_errors=True)
+        raise (OutputError(folder, error.problem) if isinstance(error, OutputError)
+               else output_error(folder, error)) from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import glob
 import os
+import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ from reseg.errors import OutputError
 # A write that fails for one of these has no room: the disk, the user's quota, or the process's file size limit.
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _TEMPORARY = ".{pid}-{token}.tmp.{name}"
+_NEARLY_FULL_BYTES = 16 * 2**20
 
 
 def replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
@@ -46,12 +48,29 @@ def temporary_beside(target: Path) -> Path:
 
 def output_error(target: Path, error: OSError) -> OutputError:
     """What a failed write means for the user, in one line."""
-    if error.errno in _NO_SPACE:
-        return OutputError(target, f"cannot be written: no space left ({os.strerror(error.errno)}); "
-                                   "nothing was changed. Free some space and run again")
+    room = os.strerror(error.errno) if error.errno in _NO_SPACE else _short_of_room(target) if error.errno is None else None
+    if room is not None:
+        return OutputError(target, f"cannot be written: no space left ({room}); nothing was changed. Free some "
+                                   "space and run again")
     if isinstance(error, PermissionError):
         return OutputError(target, "cannot be written: permission denied; choose a folder you can write to")
     return OutputError(target, f"cannot be written ({error.strerror or error})")
+
+
+def _short_of_room(target: Path) -> str | None:
+    """Why a write came up short without an error number (libraries such as tifffile check the count written
+    themselves), if it was for room: the disk nearly full, or a file size limit on this process."""
+    try:
+        if shutil.disk_usage(target.parent).free < _NEARLY_FULL_BYTES:
+            return "the disk is full"
+    except OSError:
+        pass
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return f"files may not exceed {soft} bytes here (a file size limit)" if soft != resource.RLIM_INFINITY else None
 
 
 def remove_abandoned_temporaries(target: Path) -> None:

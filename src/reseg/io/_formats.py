@@ -53,6 +53,9 @@ def read_tiff(source: Path) -> Volume:
         _check_decodable(source, page, series)
         axes, alpha = _sample_axes(tif, page, series.axes)
         data = series.asarray()
+        if "S" in series.axes and "S" not in axes:  # grey planes: slices first, as every stack is
+            data = np.moveaxis(data, series.axes.index("S"), 0)
+            axes = axes[series.axes.index("S")] + series.axes.replace("S", "")
         if page.photometric == PHOTOMETRIC.MINISWHITE:
             data = invert_grey(data, int(page.bitspersample))
         resolution, tag_unit = page.resolution, int(page.resolutionunit)
