@@ -16,7 +16,7 @@ from typing import Any, Generator, Sequence
 import numpy as np
 import torch
 from monai import transforms as mt
-from monai.data import set_track_meta
+from monai.data import get_track_meta, set_track_meta
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
@@ -83,7 +83,7 @@ class _RandomCrops(Dataset):
     """Normalised training slices, augmented and cropped to a fixed size on every access."""
 
     def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], crop: tuple[int, int], flip: bool,
-                 appearance: bool):
+                 appearance: bool, seed: int):
         self.images, self.labels = images, labels
         keys = ("image", "label")
         steps = [
@@ -104,7 +104,7 @@ class _RandomCrops(Dataset):
             ]
         if flip:
             steps.insert(1, mt.RandFlipd(keys, prob=0.5, spatial_axis=1))
-        self.transform = mt.Compose(steps)
+        self.transform = mt.Compose(steps).set_random_state(seed=seed)  # its own generator, not numpy's global
 
     def __len__(self) -> int:
         return len(self.images)
@@ -242,22 +242,26 @@ def iter_train(
     Returns the network as it is after the last step.
     """
     process = distributed.join(config.device)
-    try:
-        network = yield from _train(process, training_set, name, output_dir, config, description, terms,
-                                    validation_set)
-        if process.distributed:
-            torch.distributed.barrier()  # the files are written before any rank goes on to use them
-        return network
-    finally:
-        process.leave()
+    tracking = get_track_meta()
+    # The seed decides the initial weights; the caller's random state and MONAI's metadata tracking are theirs,
+    # so both are given back when training ends (each augmentation and the sampler have generators of their own).
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        set_track_meta(False)  # plain tensors: faster, and nothing downstream reads MONAI's metadata
+        try:
+            network = yield from _train(process, training_set, name, output_dir, config, description, terms,
+                                        validation_set)
+            if process.distributed:
+                torch.distributed.barrier()  # the files are written before any rank goes on to use them
+            return network
+        finally:
+            set_track_meta(tracking)
+            process.leave()
 
 
 def _train(process: distributed.ProcessGroup, training_set: TrainingSet, name: str, output_dir: str | Path,
            config: TrainingConfig, description: str, terms: str, validation_set: TrainingSet | None
            ) -> Generator[StepReport | EpochReport, None, SegmentationNetwork]:
-    torch.manual_seed(config.seed)
-    np.random.seed(config.seed + process.rank)
-    set_track_meta(False)
     start = _start(config, training_set)
     modality, classes, normalization = start.modality, start.classes, start.normalization
     if validation_set is not None:
@@ -273,7 +277,8 @@ def _train(process: distributed.ProcessGroup, training_set: TrainingSet, name: s
     validation_images, validation_labels = _slices(validation_scans, normalization, start.input_spacing)
     flip = config.lateral_flip if config.lateral_flip is not None else modality == "OCT"
     crop = _crop_size(train_images, config.crop_size)
-    crops = _RandomCrops(train_images, train_labels, crop, flip, appearance=modality == "OCT")
+    crops = _RandomCrops(train_images, train_labels, crop, flip, appearance=modality == "OCT",
+                         seed=config.seed + process.rank)
     steps = config.steps_per_epoch or max(1, len(crops) // config.batch_size)
     sampler = torch.utils.data.WeightedRandomSampler(  # each rank draws batches of its own
         _folder_balanced_weights(train_scans), replacement=True, num_samples=steps * config.batch_size,

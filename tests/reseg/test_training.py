@@ -166,3 +166,23 @@ def test_every_training_folder_gets_an_equal_share_of_the_batches(tmp_path):
     slices_big = 6 * 2
     assert len(weights) == slices_big + 2
     assert weights[:slices_big].sum() == pytest.approx(weights[slices_big:].sum())
+
+
+def test_training_is_reproducible_and_gives_back_the_callers_random_state(corrections, tmp_path):
+    """Inside napari the process's random generators and MONAI's settings are the user's session."""
+    from monai.data import get_track_meta
+
+    from reseg.training import TrainingConfig, iter_train
+
+    training_set = load_training_set([corrections])
+    config = TrainingConfig(epochs=1, batch_size=2, crop_size=(64, 64), steps_per_epoch=2, seed=5, device="cpu")
+    torch.manual_seed(123)
+    np.random.seed(321)
+    torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state()
+    for run in range(2):
+        for _ in iter_train(training_set, f"run{run}", tmp_path / f"run{run}", config):
+            pass
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], numpy_state[1]) and get_track_meta()
+    weights = [load_model(tmp_path / f"run{run}" / f"run{run}.safetensors").network.state_dict() for run in range(2)]
+    assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
