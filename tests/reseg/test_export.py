@@ -272,3 +272,17 @@ def test_an_export_killed_after_its_commit_is_finished_by_the_next(session, tmp_
     result = export_training_set(session, folder, include_unreviewed=True)
     assert result.added == [] and result.total == 3  # the killed export's slice 1 landed on recovery
     assert not list(folder.glob(".*"))
+
+
+def test_an_overwrite_never_follows_a_symbolic_link_out_of_the_folder(session, tmp_path):
+    from reseg.errors import OutputError
+
+    folder, elsewhere = tmp_path / "export", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.tif").write_bytes(b"keep me")
+    folder.mkdir()
+    (folder / "images").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OutputError, match="lies outside .* nothing was written"):
+        export_training_set(session, folder, overwrite=True)
+    assert [p.name for p in elsewhere.iterdir()] == ["precious.tif"]
+    assert sorted(p.name for p in folder.iterdir()) == ["images"]  # no staging folder left

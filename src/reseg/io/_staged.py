@@ -40,6 +40,7 @@ class StagedFolder:
 
     def path(self, name: str) -> Path:
         """Where to write the file that will become `folder/name` (a relative POSIX path of ours)."""
+        self._check_inside(name)
         staged = self.staging / name
         try:
             staged.parent.mkdir(parents=True, exist_ok=True)
@@ -51,9 +52,18 @@ class StagedFolder:
     def commit(self, remove: list[str] = ()) -> None:
         """Make every staged file land, in the order staged (stage an index such as dataset.json last), and
         delete the files named in `remove`."""
+        for name in remove:
+            self._check_inside(name)
         plan = json.dumps({"files": self._names, "remove": [n for n in remove if n not in self._names]})
         replace_atomically(self.staging / _PLAN, lambda temporary: temporary.write_text(plan, encoding="utf-8"))
         _finish(self.folder, self.staging)
+
+    def _check_inside(self, name: str) -> None:
+        try:
+            _inside(self.folder, name)
+        except ValueError:
+            raise OutputError(self.folder / name, f"lies outside {self.folder} (a symbolic link leads elsewhere); "
+                                                  "nothing was written") from None
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
