@@ -43,6 +43,7 @@ SESSION_FORMAT = "reseg-session"
 SESSION_VERSION = 1
 _HEADER = "session.json"
 _ARRAYS = ("labels", "prediction", "confidence")
+_REQUIRED_ARRAYS = _ARRAYS[:2]
 
 
 @dataclass
@@ -145,6 +146,9 @@ def load_session(path: str | Path) -> Session:
     with reading(path, "a reseg session"):
         with zipfile.ZipFile(path) as archive:
             names = set(archive.namelist())
+            missing = [f"{name}.npy" for name in _REQUIRED_ARRAYS if f"{name}.npy" not in names]
+            if missing:
+                raise InputError(path, f"is a damaged session file: it lacks {', '.join(missing)}")
             arrays = {name: _read_array(archive, f"{name}.npy") for name in _ARRAYS if f"{name}.npy" in names}
         review = ReviewState.from_dict(header["review"])
         session = Session(

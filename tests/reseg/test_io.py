@@ -728,3 +728,16 @@ def test_an_image_beyond_the_size_budget_is_refused_before_decoding(tmp_path: Pa
     monkeypatch.setenv("RESEG_MAX_IMAGE_GB", "0.0001")
     with pytest.raises(InputError, match=r"big\.png: would decode to 0\.0 GiB .* RESEG_MAX_IMAGE_GB"):
         read_volume(tmp_path / "big.png")
+
+
+def test_a_decoder_failure_names_the_library_and_a_bug_of_ours_stays_a_bug(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "bad.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    _assert_input_error(path, "cannot be read as an image: PIL found it damaged")
+    from reseg.io import _formats
+
+    good = _png(tmp_path / "good.png", _grey((8, 8)))
+
+    monkeypatch.setattr(_formats, "_PIL_BAND_BYTES", None)  # a bug in reseg's own reader code
+    with pytest.raises(AttributeError, match="'NoneType' object has no attribute 'get'"):
+        read_volume(good)

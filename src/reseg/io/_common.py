@@ -34,9 +34,13 @@ MM_PER_UNIT = {
 }
 
 
+_OURS = __name__.split(".")[0]  # "reseg"
+
+
 @contextmanager
 def reading(source: Path, kind: str) -> Iterator[None]:
-    """Turn whatever a file library raises on a bad file into one-line InputError naming the file.
+    """Turn what a file library raises on a bad file into a one-line InputError naming the file and the
+    library's own cause; an exception raised in our code is a bug and stays one.
 
     tifffile does not raise on some damage (a page beyond the end of a cut file, a series that no longer
     fits its shape): it logs an error and returns what it could read. Its errors logged by this thread
@@ -54,10 +58,23 @@ def reading(source: Path, kind: str) -> Iterator[None]:
     except MemoryError as exc:
         raise InputError(source, "too large to load into memory") from exc
     except Exception as exc:
-        raise InputError(source, f"cannot be read as {kind}: the file is corrupt or not {kind} "
-                                 f"({_one_line(str(exc))})") from exc
+        library = _raised_in(exc)
+        if library == _OURS:
+            raise  # a bug of ours, not a fault of the file: it keeps its traceback
+        raise InputError(source, f"cannot be read as {kind}: {library} found it damaged or not {kind} "
+                                 f"({type(exc).__name__}: {_one_line(str(exc))})") from exc
     finally:
         library_log.removeFilter(library_errors)
+
+
+def _raised_in(error: BaseException) -> str:
+    """The top-level package whose code raised `error`: that of the innermost frame of its traceback, or for
+    a compiled decoder whose frames name no module, that of the exception's class."""
+    frame = error.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    module = frame.tb_frame.f_globals.get("__name__") if frame is not None else None
+    return str(module or type(error).__module__).split(".")[0]
 
 
 class _ThreadRecords(logging.Filter):

@@ -48,6 +48,8 @@ def read_pil(source: Path) -> Volume:
 
 def read_tiff(source: Path) -> Volume:
     with reading(source, "a TIFF"), tifffile.TiffFile(source) as tif:
+        if not tif.series:
+            raise InputError(source, "is a TIFF without any image in it (no readable page): damaged or cut short")
         series = tif.series[0]
         page = series.keyframe
         _check_decodable(source, page, series)
