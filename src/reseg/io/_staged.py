@@ -13,10 +13,12 @@ finished (the folder is as the export meant it). Either way no temporary file st
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from reseg.errors import OutputError
@@ -33,6 +35,7 @@ class StagedFolder:
         self.folder = folder
         self.staging = folder / f"{STAGING_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._names: list[str] = []
+        self._new_folder = not folder.exists()  # then a discarded write leaves no empty folder either
         try:
             self.staging.mkdir(parents=True)
         except OSError as error:
@@ -49,7 +52,7 @@ class StagedFolder:
         self._names.append(name)
         return staged
 
-    def commit(self, remove: list[str] = ()) -> None:
+    def commit(self, remove: Sequence[str] = ()) -> None:
         """Make every staged file land, in the order staged (stage an index such as dataset.json last), and
         delete the files named in `remove`."""
         for name in remove:
@@ -67,6 +70,9 @@ class StagedFolder:
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
+        if self._new_folder:
+            with contextlib.suppress(OSError):  # not empty: someone else wrote there meanwhile
+                self.folder.rmdir()
 
     def __enter__(self) -> "StagedFolder":
         return self
