@@ -48,7 +48,10 @@ def temporary_beside(target: Path) -> Path:
 
 def output_error(target: Path, error: OSError) -> OutputError:
     """What a failed write means for the user, in one line."""
-    room = os.strerror(error.errno) if error.errno in _NO_SPACE else _short_of_room(target) if error.errno is None else None
+    if error.errno in _NO_SPACE:
+        room: str | None = os.strerror(error.errno)
+    else:  # no errno: a library found the write short itself; another errno: not for lack of room
+        room = _short_of_room(target) if error.errno is None else None
     if room is not None:
         return OutputError(target, f"cannot be written: no space left ({room}); nothing was changed. Free some "
                                    "space and run again")
