@@ -17,8 +17,8 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from reseg.inference import segment
-from reseg.zoo import load_model
+from reseg.inference.segmentation import segment
+from reseg.zoo.weights import load_model
 
 HEIGHT, WIDTH = 496, 768
 

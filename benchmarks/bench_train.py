@@ -1,7 +1,7 @@
 """Training throughput (B-scans per second) of both architectures, as `reseg train` runs them.
 
-One step = forward, Dice + cross-entropy (+ L2GNet's VQ loss), backward and AdamW update on a batch of random
-crops, in channels-last memory format. Prints the median over the timed steps, after warm-up steps.
+One step is the engine's own `reseg.train.loop.train_step` (forward, Dice + cross-entropy + L2GNet's VQ loss,
+backward, AdamW update) on a batch of random crops, in channels-last memory format. Prints the median over the timed steps, after warm-up steps.
 
     python benchmarks/bench_train.py [--device cpu|cuda] [--batch 6] [--crop 320 320] [--steps 5]
 """
@@ -15,8 +15,9 @@ import time
 
 import torch
 
-from reseg.losses import DiceCrossEntropyLoss
 from reseg.models import build_network, count_parameters
+from reseg.train.loop import train_step
+from reseg.train.losses import DiceCrossEntropyLoss
 
 ARCHITECTURES = {"lightreseg": 10, "l2gnet": 9}
 
@@ -32,10 +33,7 @@ def step_seconds(architecture: str, classes: int, device: torch.device, batch: i
     times = []
     for index in range(warmup + steps):
         started = time.perf_counter()
-        loss = loss_function(network(images), labels) + network.auxiliary_loss()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(network, network, loss_function, optimizer, images, labels)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if index >= warmup:

@@ -37,9 +37,9 @@ def main() -> None:
     import matplotlib.pyplot as plt
     from skimage.segmentation import find_boundaries
 
-    from reseg.inference import segment
+    from reseg.inference.segmentation import segment
     from reseg.io import read_volume
-    from reseg.zoo import load_model
+    from reseg.zoo.weights import load_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", nargs="+", default=["lightreseg-oct"], help="[TITLE=]NAME_OR_CARD ...")

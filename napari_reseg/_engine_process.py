@@ -199,7 +199,7 @@ class _Models:
         self._model = None
 
     def get(self, model_ref: str, weights_sha256: str | None, device: str):
-        from reseg.zoo import load_model
+        from reseg.zoo.weights import load_model
 
         key = (model_ref, weights_sha256, device)
         if key != self._key:
@@ -211,7 +211,7 @@ class _Models:
 def _segment(stop: Callable[[], bool], models: _Models, model_ref: str, weights_sha256: str | None, device: str, image: np.ndarray,
              slices: list[int], batch_size: int, pixel_spacing, raw: bool, with_confidence: bool) -> Iterator[Any]:
     """Segment `slices` of `image` ((Z, H, W)); yields the device name, then one `Batch` per batch."""
-    from reseg.inference import iter_segment
+    from reseg.inference.segmentation import iter_segment
 
     model = models.get(model_ref, weights_sha256, device)
     device_name = str(model.device)
@@ -232,8 +232,8 @@ def _finetune(stop: Callable[[], bool], models: _Models, base: str, folders: lis
               held_out: float) -> Iterator[Any]:
     """Fine-tune `base` on export folders; yields a `TrainingStep` per step, a `TrainingEpoch` per epoch, then
     the `TrainingResult`."""
-    from reseg.finetune import FinetuneResult, iter_finetune
-    from reseg.training import EpochReport, StepReport, TrainingConfig
+    from reseg.train.finetune import FinetuneResult, iter_finetune
+    from reseg.train.loop import EpochReport, StepReport, TrainingConfig
 
     for event in iter_finetune(base, folders, name, staging, TrainingConfig(**settings), held_out_fraction=held_out):
         if isinstance(event, StepReport):
@@ -253,7 +253,7 @@ def _finetune(stop: Callable[[], bool], models: _Models, base: str, folders: lis
 
 def _parts(stop: Callable[[], bool], models: _Models, model: str) -> Iterator[dict[str, int]]:
     """The freezable parts of a model whose card does not list them (cards older than `ModelCard.parts`)."""
-    from reseg.catalogue import resolve_card
+    from reseg.zoo.catalogue import resolve_card
     from reseg.models import build_network
 
     card = resolve_card(model)[0]

@@ -11,7 +11,7 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reseg.catalogue import keep_model, model_paths, remove_model, resolve_card, user_model_dir
+from reseg.zoo.catalogue import keep_model, model_paths, remove_model, resolve_card, user_model_dir
 from reseg.data.manifest import read_manifest
 from reseg.errors import ResegError
 

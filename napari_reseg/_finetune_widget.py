@@ -1,6 +1,6 @@
 """The Fine-tune dock widget: retrain a model on exported corrections, see old vs new per class, keep or discard.
 
-Training runs in a napari thread worker over `reseg.finetune.iter_finetune`; every step and epoch report comes
+Training runs in a napari thread worker over `reseg.train.finetune.iter_finetune`; every step and epoch report comes
 back to the event loop, which draws the curves. The new model is written to a staging folder inside the user
 model folder and only appears in the model pickers when the user keeps it.
 """
@@ -32,7 +32,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from reseg.catalogue import user_model_dir
+from reseg.zoo.catalogue import user_model_dir
 from reseg.devices import DEVICE_CHOICES
 from reseg.errors import ResegError
 
@@ -40,7 +40,7 @@ from ._curve_plot import CurvePlot
 from ._engine_process import EngineProcess, EngineStopped, TrainingEpoch, TrainingResult, TrainingStep
 from ._finetune_controller import FinetuneController
 from ._lifecycle import BackgroundTask, Connections, when_closed
-from ._model_events import model_registry_events
+from ._model_events import model_catalogue_events
 from ._panel import Panel, Section, confirm
 from ._settings import preferences
 
@@ -174,7 +174,7 @@ class FinetuneWidget(Panel):
         self.keep_button.clicked.connect(self.keep)
         self.discard_button.clicked.connect(self.discard)
         self.remove_model_button.clicked.connect(self.remove_selected_model)
-        self.connections.connect(model_registry_events().changed, self._fill_models)
+        self.connections.connect(model_catalogue_events().changed, self._fill_models)
         when_closed(self, self._close)
         self._on_base_chosen(self.base_combo.currentText())  # lists the base's parts once napari has docked it
 
@@ -361,7 +361,7 @@ class FinetuneWidget(Panel):
             return
         self._set_decision_enabled(False)
         self.comparison_table.setRowCount(0)
-        model_registry_events().changed.emit()
+        model_catalogue_events().changed.emit()
         self.status.setText(f"kept {name!r} ({user_model_dir()}); it is in the Segment widget's model list")
         show_info(f"napari-reseg: kept model {name!r}")
 
@@ -380,7 +380,7 @@ class FinetuneWidget(Panel):
         except ResegError as error:
             show_error(f"napari-reseg: {error}")
             return
-        model_registry_events().changed.emit()
+        model_catalogue_events().changed.emit()
         self.status.setText(f"removed model {name!r}")
 
     # --- closing ---------------------------------------------------------------------------------------

@@ -23,9 +23,9 @@ from napari.layers import Image, Labels
 from reseg.classes import SegmentationClass
 
 if TYPE_CHECKING:
-    from reseg.cards import ModelCard
+    from reseg.zoo.cards import ModelCard
     from reseg.io import Volume
-    from reseg.session import Session
+    from reseg.review.session import Session
 
 METADATA_KEY = "reseg"
 # Intensities below this occur only in Hounsfield units (the engine's rule, reseg.io), so the layer is CT.

@@ -5,16 +5,16 @@ from __future__ import annotations
 from qtpy.QtCore import QObject, Signal
 
 
-class ModelRegistryEvents(QObject):
+class ModelCatalogueEvents(QObject):
     changed = Signal()
 
 
-_events: ModelRegistryEvents | None = None
+_events: ModelCatalogueEvents | None = None
 
 
-def model_registry_events() -> ModelRegistryEvents:
+def model_catalogue_events() -> ModelCatalogueEvents:
     """The process-wide instance, made on first use (after napari has created the Qt application)."""
     global _events
     if _events is None:
-        _events = ModelRegistryEvents()
+        _events = ModelCatalogueEvents()
     return _events

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from reseg.edits import slice_edit_statistics
-from reseg.review import ReviewState, SliceStatus
-from reseg.session import Session, save_session, scan_sha256, session_path_for
+from reseg.review.edits import slice_edit_statistics
+from reseg.review.state import ReviewState, SliceStatus
+from reseg.review.session import Session, save_session, scan_sha256, session_path_for
 from reseg.topology import check_oct_topology, fix_oct_topology
 
 from ._layer_state import LabelsRecord

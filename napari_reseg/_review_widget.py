@@ -31,7 +31,7 @@ from qtpy.QtWidgets import (
 )
 
 from reseg.errors import ExportClash, ResegError
-from reseg.review import SliceStatus
+from reseg.review.state import SliceStatus
 
 from ._display import LayerTransform
 from ._layer_state import LabelsRecord, ScanRecord, find_scan, labels_record, pixel_free
@@ -65,7 +65,7 @@ def _reviewable(layer: object) -> LabelsRecord | None:
 
 def _export(session, folder: Path, volume, nnunet_name: str | None, include_unreviewed: bool, overwrite: bool):
     """Worker body: one export, in our format or nnU-Net's (id 501 and the layer's name)."""
-    from reseg.export import export_nnunet, export_training_set
+    from reseg.review.export import export_nnunet, export_training_set
 
     options = {"volume": volume, "include_unreviewed": include_unreviewed, "overwrite": overwrite}
     if nnunet_name is None:
@@ -364,7 +364,7 @@ class ReviewWidget(Panel):
         record = layer.metadata.get("reseg") if isinstance(layer, Image) else None
         if not isinstance(record, ScanRecord) or not record.from_file:
             return
-        from reseg.session import find_session
+        from reseg.review.session import find_session
 
         try:
             found = find_session(record.source, preferences().session_dir)
@@ -378,7 +378,7 @@ class ReviewWidget(Panel):
 
     def restore(self, scan: ScanRecord, path: Path) -> None:
         """Add the saved corrections of a scan as its labels layer and resume reviewing them."""
-        from reseg.session import load_session
+        from reseg.review.session import load_session
 
         try:
             session = load_session(path)

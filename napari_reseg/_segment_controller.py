@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from reseg.catalogue import model_paths, modality_warning, preferred_model, resolve_card, suits
+from reseg.zoo.catalogue import model_paths, modality_warning, preferred_model, resolve_card, suits
 from reseg.errors import ResegError
 
 from ._layer_state import LabelsRecord, ScanRecord
 
 if TYPE_CHECKING:
-    from reseg.cards import ModelCard
+    from reseg.zoo.cards import ModelCard
 
 
 class Phase(Enum):

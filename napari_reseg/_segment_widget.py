@@ -49,7 +49,7 @@ from ._layer_state import (
 from ._display import LayerTransform
 from ._layers import class_features, labels_colormap, labels_layer_kwargs
 from ._lifecycle import BackgroundTask, Connections, when_closed
-from ._model_events import model_registry_events
+from ._model_events import model_catalogue_events
 from ._panel import Panel, Section, confirm
 from ._segment_controller import Phase, RunPlan, SegmentController
 from ._settings import preferences
@@ -57,7 +57,7 @@ from ._settings import preferences
 if TYPE_CHECKING:
     import napari
 
-    from reseg.cards import ModelCard
+    from reseg.zoo.cards import ModelCard
 
 LOAD_CHECKPOINT = "Load checkpoint..."
 WHOLE_VOLUME, CURRENT_SLICE = "whole volume", "current slice"
@@ -182,7 +182,7 @@ class SegmentWidget(Panel):
         self._show_postprocessing()
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
-        self.connections.connect(model_registry_events().changed, self._fill_models)
+        self.connections.connect(model_catalogue_events().changed, self._fill_models)
         for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed,
                       self.viewer.layers.events.moved):
             self.connections.connect(event, self._fill_images)

@@ -31,7 +31,7 @@ def shared_data_root() -> Path | None:
 
 @pytest.fixture
 def user_models(tmp_path, monkeypatch) -> Path:
-    """An empty user model folder that the registry reads instead of the real one."""
+    """An empty user model folder that the catalogue reads instead of the real one."""
     folder = tmp_path / "user-models"
     monkeypatch.setenv("RESEG_MODEL_DIR", str(folder))
     return folder

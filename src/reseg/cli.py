@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 from tqdm import tqdm
 
-from .devices import DEVICE_CHOICES
-from .errors import InputError, ResegError
+from reseg.devices import DEVICE_CHOICES
+from reseg.errors import InputError, ResegError
 
 if TYPE_CHECKING:
-    from .training import TrainingConfig
+    from reseg.train.loop import TrainingConfig
 
 OUTPUT_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
 
@@ -45,7 +45,7 @@ def _check_output(path: Path, what: str) -> None:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from .catalogue import bundled_model_dir, list_models, model_paths, remove_model
+    from reseg.zoo.catalogue import bundled_model_dir, list_models, model_paths, remove_model
 
     if args.remove:
         remove_model(args.remove)
@@ -65,8 +65,8 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from .catalogue import DEFAULT_MODEL, modality_warning, resolve_card
-    from .io import read_volume, write_image, write_labels
+    from reseg.zoo.catalogue import DEFAULT_MODEL, modality_warning, resolve_card
+    from reseg.io import read_volume, write_image, write_labels
 
     output, confidence_path = Path(args.output), Path(args.confidence) if args.confidence else None
     _check_output(output, "output")
@@ -81,8 +81,8 @@ def _segment(args: argparse.Namespace) -> int:
     if warning:
         print(f"reseg: warning: {warning}", file=sys.stderr)
     # torch only now: a file or card that cannot be used is refused in a fraction of a second
-    from .inference import iter_segment
-    from .zoo import load_model
+    from reseg.inference.segmentation import iter_segment
+    from reseg.zoo.weights import load_model
 
     model = load_model(model_name, device=args.device, card=args.card)
     labels = np.zeros(volume.data.shape, dtype=np.uint8)
@@ -103,8 +103,8 @@ def _segment(args: argparse.Namespace) -> int:
 
 
 def _phantom(args: argparse.Namespace) -> int:
-    from .data.dataset import write_training_set
-    from .data.phantom import make_oct_phantom
+    from reseg.data.dataset import write_training_set
+    from reseg.data.phantom import make_oct_phantom
 
     scans = (
         (f"phantom_{index:03d}", make_oct_phantom(n_bscans=args.bscans, height=args.height, width=args.width,
@@ -133,7 +133,7 @@ def _parse_arguments(pairs: Sequence[str]) -> dict:
 
 
 def _training_config(args: argparse.Namespace, **fixed) -> "TrainingConfig":
-    from .training import TrainingConfig
+    from reseg.train.loop import TrainingConfig
 
     return TrainingConfig(
         epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, crop_size=tuple(args.crop),
@@ -144,7 +144,7 @@ def _training_config(args: argparse.Namespace, **fixed) -> "TrainingConfig":
 
 def _report_training(events) -> object:
     """Print a progress bar per epoch and a line per validation; pass through any other event (the last)."""
-    from .training import EpochReport, StepReport
+    from reseg.train.loop import EpochReport, StepReport
 
     bar, last = None, None
     try:
@@ -171,9 +171,9 @@ def _report_training(events) -> object:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .data.dataset import load_training_set
-    from .distributed import is_main_process
-    from .training import iter_train
+    from reseg.data.dataset import load_training_set
+    from reseg.train.distributed import is_main_process
+    from reseg.train.loop import iter_train
 
     config = _training_config(args, architecture=args.architecture, arguments=_parse_arguments(args.arg),
                               validation_fraction=args.validation_fraction, base_model=args.base)
@@ -191,9 +191,9 @@ def _train(args: argparse.Namespace) -> int:
 def _finetune(args: argparse.Namespace) -> int:
     import tempfile
 
-    from .distributed import is_main_process
-    from .finetune import iter_finetune
-    from .catalogue import keep_model, model_paths, user_model_dir
+    from reseg.train.distributed import is_main_process
+    from reseg.train.finetune import iter_finetune
+    from reseg.zoo.catalogue import keep_model, model_paths, user_model_dir
 
     if args.output in model_paths() and not args.replace:
         raise ResegError(f"a model named {args.output!r} exists already ({model_paths()[args.output]}); "
@@ -216,8 +216,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .export import export_nnunet, export_training_set
-    from .session import load_session
+    from reseg.review.export import export_nnunet, export_training_set
+    from reseg.review.session import load_session
 
     if args.format == "nnunet" and (args.dataset_id is None or not args.dataset_name):
         raise ResegError("--format nnunet needs --dataset-id N and --dataset-name NAME (the folder DatasetNNN_NAME)")
@@ -235,8 +235,8 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
-    from .io import replace_atomically
+    from reseg.evaluation.evaluate import evaluate
+    from reseg.io import replace_atomically
 
     report = evaluate(args.prediction, args.dataset, device=args.device, batch_size=args.batch_size, raw=args.raw)
     print(report.table())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .errors import ResegError
+from reseg.errors import ResegError
 
 if TYPE_CHECKING:
     import torch

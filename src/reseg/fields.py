@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .classes import IGNORE_INDEX
+from reseg.classes import IGNORE_INDEX
 
 MAX_CLASSES = IGNORE_INDEX  # labels are uint8, and 255 is kept for unreviewed pixels
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .classes import IGNORE_INDEX, OCT_CLASSES, OCT_FLUID, OCT_RETINAL_LAYERS
+from reseg.classes import IGNORE_INDEX, OCT_CLASSES, OCT_FLUID, OCT_RETINAL_LAYERS
 
 _FIRST_LAYER, _LAST_LAYER = OCT_RETINAL_LAYERS[0], OCT_RETINAL_LAYERS[-1]
 _VITREOUS = 0

@@ -473,7 +473,7 @@ def _strip_pixels(path: Path) -> None:
 
 def _model_cards(b: CorpusBuilder) -> None:
     """`reseg segment --model <copy of a bundled model whose card is damaged>` on a good scan."""
-    from reseg.catalogue import bundled_model_dir
+    from reseg.zoo.catalogue import bundled_model_dir
 
     scan = _png((b.rng.random((64, 96)) * 200).astype(np.uint8))
     card = json.loads((bundled_model_dir() / "lightreseg-oct.json").read_text())
@@ -514,7 +514,7 @@ def _weights(b: CorpusBuilder, scan: bytes, card: dict) -> None:
     import torch
     from safetensors.torch import save_file
 
-    from reseg.zoo import load_model
+    from reseg.zoo.weights import load_model
 
     state = {k: v.contiguous() for k, v in load_model("lightreseg-oct", device="cpu").network.state_dict().items()}
     unhashed = {key: value for key, value in card.items() if key != "weights_sha256"}
@@ -543,8 +543,8 @@ def reviewed_session(case: Case, scan_data: np.ndarray, reviewed: tuple[int, ...
     """A scan `in/scan.tif` and its saved review session with `reviewed` slices; the case exports it."""
     from reseg.classes import OCT_CLASSES
     from reseg.io import read_volume
-    from reseg.review import SliceStatus
-    from reseg.session import save_session, session_path_for, start_session
+    from reseg.review.state import SliceStatus
+    from reseg.review.session import save_session, session_path_for, start_session
 
     scan = case.inputs / "scan.tif"
     tifffile.imwrite(scan, scan_data, photometric="minisblack")

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from corpus import EITHER, ERROR, OUT, SUCCESS, Case, build_corpus  # beside this file
+from tests.hostile.corpus import EITHER, ERROR, OUT, SUCCESS, Case, build_corpus
 
 pytestmark = pytest.mark.corpus
 

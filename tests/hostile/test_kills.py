@@ -23,8 +23,8 @@ import tifffile
 
 from reseg.classes import OCT_CLASSES
 from reseg.io import read_volume
-from reseg.review import SliceStatus
-from reseg.session import save_session, session_path_for, start_session
+from reseg.review.state import SliceStatus
+from reseg.review.session import save_session, session_path_for, start_session
 
 pytestmark = pytest.mark.corpus
 

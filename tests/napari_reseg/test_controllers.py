@@ -12,11 +12,11 @@ from napari_reseg._finetune_controller import FinetuneController, Phase as Tunin
 from napari_reseg._layer_state import LabelsRecord, ScanRecord, pixel_free
 from napari_reseg._review_controller import ReviewController
 from napari_reseg._segment_controller import Phase, SegmentController, has_user_edits
-from reseg.catalogue import resolve_card
+from reseg.zoo.catalogue import resolve_card
 from reseg.classes import OCT_CLASSES
 from reseg.errors import ResegError
 from reseg.io import Volume
-from reseg.review import SliceStatus
+from reseg.review.state import SliceStatus
 
 
 def _scan(modality: str, n_slices: int = 3, source: Path = Path("<array>")) -> ScanRecord:

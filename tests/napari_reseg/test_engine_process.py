@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from napari_reseg._engine_process import Batch, EngineProcess, EngineStopped
-from reseg.catalogue import bundled_model_dir
+from reseg.zoo.catalogue import bundled_model_dir
 from reseg.data.phantom import make_oct_phantom
 from reseg.errors import CheckpointError
 
@@ -28,8 +28,8 @@ def _segment(engine, image, batch_size=1, model="lightreseg-oct"):
 
 
 def test_batches_come_back_as_the_engine_segments_in_process(engine):
-    from reseg.inference import segment
-    from reseg.zoo import load_model
+    from reseg.inference.segmentation import segment
+    from reseg.zoo.weights import load_model
 
     image = make_oct_phantom(n_bscans=3, height=224, width=160, seed=7).image
     assert engine.wait_ready()[-1] == "cpu"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from reseg.cards import read_card
-from reseg.catalogue import model_paths
+from reseg.zoo.cards import read_card
+from reseg.zoo.catalogue import model_paths
 
 
 @pytest.fixture

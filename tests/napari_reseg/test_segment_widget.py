@@ -8,7 +8,7 @@ import pytest
 from napari.layers import Image, Labels
 
 from reseg.classes import OCT_CLASSES
-from reseg.metrics import per_class_scores, summarize
+from reseg.evaluation.metrics import per_class_scores, summarize
 
 
 def _choose(widget, image=None, model=None, scope="whole volume", batch=2):
@@ -177,7 +177,7 @@ def test_model_error_in_the_worker_becomes_a_notification(viewer, segment, small
     import shutil
 
     import napari_reseg._segment_widget as module
-    from reseg.catalogue import bundled_model_dir
+    from reseg.zoo.catalogue import bundled_model_dir
 
     errors = []
     monkeypatch.setattr(module, "show_error", errors.append)
@@ -202,9 +202,9 @@ def test_rgb_label_and_4d_layers_are_not_offered_as_scans(viewer, segment):
 def test_post_processing_can_be_switched_off_on_a_real_scan(viewer, segment, shared_data, click, wait_for):
     """On the Spectralis line scan the network alone calls part of the vitreous noise fluid; the card's
     confine_to_retina clears it, and unticking the box shows the network's own output for comparison."""
-    from reseg.inference import segment as segment_volume
+    from reseg.inference.segmentation import segment as segment_volume
     from reseg.io import read_volume
-    from reseg.zoo import load_model
+    from reseg.zoo.weights import load_model
 
     path = shared_data("spectralis_vol", "Willis_B_716_0.vol")
     [image] = viewer.open(str(path), plugin="napari-reseg")

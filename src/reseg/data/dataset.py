@@ -18,11 +18,11 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from ..classes import CT_CLASSES, IGNORE_INDEX, OCT_CLASSES, SegmentationClass
-from ..errors import InputError, OutputError
-from ..io import Volume, read_volume, write_image, write_labels
-from ..io._atomic import output_error
-from .manifest import DATASET_FILE, DATASET_FORMAT, read_manifest
+from reseg.classes import CT_CLASSES, IGNORE_INDEX, OCT_CLASSES, SegmentationClass
+from reseg.errors import InputError, OutputError
+from reseg.io import Volume, read_volume, write_image, write_labels
+from reseg.io._atomic import output_error
+from reseg.data.manifest import DATASET_FILE, DATASET_FORMAT, read_manifest
 
 
 

@@ -12,8 +12,8 @@ import json
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ..errors import InputError
-from ..fields import FieldProblem, require_classes, require_mapping, require_number, require_text
+from reseg.errors import InputError
+from reseg.fields import FieldProblem, require_classes, require_mapping, require_number, require_text
 
 DATASET_FILE = "dataset.json"
 DATASET_FORMAT = "reseg-dataset"

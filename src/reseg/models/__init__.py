@@ -1,8 +1,8 @@
-"""Segmentation networks (LightReSeg, L2GNet), the architecture registry and the model zoo."""
+"""Segmentation networks (LightReSeg, L2GNet) and the table of architectures model cards name."""
 
-from .base import SegmentationNetwork
-from .registry import ARCHITECTURES, build_network, count_parameters, register_architecture
-from . import lightreseg, l2gnet  # noqa: F401  (registers the architectures)
+from reseg.models.base import SegmentationNetwork
+from reseg.models.architectures import ARCHITECTURES, build_network, count_parameters, register_architecture
+from reseg.models import lightreseg, l2gnet  # noqa: F401  (defines the architectures)
 
 __all__ = [
     "ARCHITECTURES",

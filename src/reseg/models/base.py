@@ -1,4 +1,4 @@
-"""What every segmentation network in the registry shares: any input size, raw logits, optional auxiliary loss."""
+"""What every segmentation network of the architectures table shares: any input size, raw logits, optional auxiliary loss."""
 
 from __future__ import annotations
 

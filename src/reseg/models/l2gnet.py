@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import SegmentationNetwork
-from .registry import register_architecture
+from reseg.models.base import SegmentationNetwork
+from reseg.models.architectures import register_architecture
 
 
 def sinkhorn(cost: torch.Tensor, epsilon: float, iterations: int) -> torch.Tensor:

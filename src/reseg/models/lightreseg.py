@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import SegmentationNetwork
-from .registry import register_architecture
+from reseg.models.base import SegmentationNetwork
+from reseg.models.architectures import register_architecture
 
 ENCODER_WIDTHS = (16, 32, 64, 128)
 BOTTLENECK_WIDTH = 256

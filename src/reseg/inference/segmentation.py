@@ -1,0 +1,154 @@
+"""Slice-by-slice inference over 2-D images and 3-D stacks, in batches, with progress and cancellation.
+
+`iter_segment` is a generator: it yields a `Progress` after every batch, so a caller can update a progress
+bar, show partial results (they are written into the output arrays as they finish) or stop between batches
+by closing the generator. Results go into preallocated uint8 (labels) and float32 (confidence) arrays, so
+peak memory does not grow with the length of the stack.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from reseg.errors import DeviceMemoryError, ResegError
+from reseg.io import as_stack, max_slice_pixels
+from reseg.preprocessing.normalization import normalize_slices
+from reseg.inference.postprocessing import postprocess
+from reseg.preprocessing.resampling import spacing_grid
+from reseg.zoo.weights import LoadedModel
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Reported after each batch: which slices just finished, and how far the run is."""
+
+    done: int
+    total: int
+    slices: tuple[int, ...]
+    batch_size: int
+
+
+@dataclass
+class SegmentationResult:
+    labels: np.ndarray
+    confidence: np.ndarray | None
+    device: torch.device
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    if device.type == "cuda":
+        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.autocast("cuda", dtype=dtype)
+    return contextlib.nullcontext()
+
+
+def _predict_batch(
+    model: LoadedModel, raw: np.ndarray, want_confidence: bool, pixel_spacing: Sequence[float] | None
+) -> tuple[np.ndarray, np.ndarray | None]:
+    batch = torch.from_numpy(normalize_slices(raw, model.card.normalization))[:, None]
+    batch = batch.to(model.device, memory_format=torch.channels_last)
+    shape = tuple(batch.shape[-2:])
+    grid = spacing_grid(shape, pixel_spacing, model.card.input_spacing)
+    if grid != shape:
+        batch = F.interpolate(batch, size=grid, mode="bilinear", align_corners=False)
+    with _autocast(model.device):
+        logits = model.network(batch)
+    if grid != shape:
+        logits = F.interpolate(logits.float(), size=shape, mode="bilinear", align_corners=False)
+    probabilities = torch.softmax(logits.float(), dim=1)
+    confidence, labels = probabilities.max(dim=1)
+    labels = labels.to(torch.uint8).cpu().numpy()
+    return labels, confidence.cpu().numpy() if want_confidence else None
+
+
+def _check_model_grid(model: LoadedModel, shape: tuple[int, int], pixel_spacing: Sequence[float] | None) -> None:
+    """A slice resampled to the model's spacing must still fit the slice budget (`reseg.io.max_slice_pixels`)."""
+    grid = spacing_grid(shape, pixel_spacing, model.card.input_spacing)
+    limit = max_slice_pixels()
+    if grid[0] * grid[1] > limit:
+        raise ResegError(f"slices of {shape[0]} x {shape[1]} pixels of {tuple(pixel_spacing or ())} mm become "
+                         f"{grid[0]} x {grid[1]} at the {tuple(model.card.input_spacing or ())} mm of model "
+                         f"{model.card.name}, more than the {limit / 1e6:g} megapixels a slice may have; check "
+                         "the scan's pixel size")
+
+
+def iter_segment(
+    model: LoadedModel,
+    image: np.ndarray,
+    labels_out: np.ndarray,
+    *,
+    confidence_out: np.ndarray | None = None,
+    slice_confidence_out: np.ndarray | None = None,
+    batch_size: int = 4,
+    slices: Sequence[int] | None = None,
+    pixel_spacing: Sequence[float] | None = None,
+    raw: bool = False,
+) -> Iterator[Progress]:
+    """Segment the given slices of `image` ((H, W) or (Z, H, W)) into `labels_out` (same shape, uint8).
+
+    Only `slices` (default: all) are computed. On an out-of-memory error (a GPU too small for the batch) the
+    batch is retried at half the size, down to 1, then DeviceMemoryError is raised. With the in-plane `pixel_spacing` (y, x, mm) of the image and
+    a model card that records its training spacing, slices are resampled to that spacing and the logits back.
+    `Progress.batch_size` tells the caller what batch size finally worked. `slice_confidence_out` (one value
+    per slice) receives each slice's mean confidence, which review uses to find the most doubtful slices.
+    """
+    stack = as_stack(image)
+    labels_stack = as_stack(labels_out)
+    confidence_stack = as_stack(confidence_out) if confidence_out is not None else None
+    if labels_stack.shape != stack.shape:
+        raise ValueError(f"labels_out has shape {labels_out.shape}, image has {image.shape}")
+    order = list(range(len(stack))) if slices is None else [int(s) for s in slices]
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    _check_model_grid(model, stack.shape[1:], pixel_spacing)
+    model.network.eval()
+    done = 0
+    with torch.inference_mode():
+        while done < len(order):
+            chunk = order[done : done + batch_size]
+            try:
+                want_confidence = confidence_stack is not None or slice_confidence_out is not None
+                labels, confidence = _predict_batch(model, stack[chunk], want_confidence, pixel_spacing)
+            except torch.OutOfMemoryError as error:
+                if batch_size == 1:
+                    raise DeviceMemoryError(str(model.device)) from error
+                if model.device.type == "cuda":
+                    torch.cuda.empty_cache()
+                batch_size //= 2
+                continue
+            labels_stack[chunk] = labels if raw else postprocess(model.card.postprocessing, labels)
+            if confidence_stack is not None:
+                confidence_stack[chunk] = confidence
+            if slice_confidence_out is not None:
+                slice_confidence_out[chunk] = confidence.reshape(len(chunk), -1).mean(axis=1)
+            done += len(chunk)
+            yield Progress(done=done, total=len(order), slices=tuple(chunk), batch_size=batch_size)
+
+
+def segment(
+    model: LoadedModel,
+    image: np.ndarray,
+    *,
+    batch_size: int = 4,
+    with_confidence: bool = False,
+    pixel_spacing: Sequence[float] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    raw: bool = False,
+) -> SegmentationResult:
+    """Segment a whole image or stack and return labels (uint8, post-processed as the card says unless
+    `raw`) and, if asked, max-softmax confidence."""
+    labels = np.zeros(image.shape, dtype=np.uint8)
+    confidence = np.zeros(image.shape, dtype=np.float32) if with_confidence else None
+    for progress in iter_segment(
+        model, image, labels, confidence_out=confidence, batch_size=batch_size, pixel_spacing=pixel_spacing,
+        raw=raw,
+    ):
+        if on_progress is not None:
+            on_progress(progress)
+    return SegmentationResult(labels=labels, confidence=confidence, device=model.device)

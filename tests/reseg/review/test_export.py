@@ -1,0 +1,288 @@
+"""Export for retraining: our training-set format and nnU-Net v2's, read back pixel for pixel and field by field."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from reseg.classes import IGNORE_INDEX, OCT_CLASSES
+from reseg.cli import main
+from reseg.data.dataset import load_training_set
+from reseg.data.phantom import make_oct_phantom
+from reseg.review.edits import slice_edit_statistics
+from reseg.errors import InputError
+from reseg.review.export import export_nnunet, export_training_set
+from reseg.io import Volume, read_volume, write_image
+from reseg.review.session import Session, save_session, start_session
+
+SHAPE = dict(n_bscans=4, height=224, width=128)
+
+
+def _scan(path: Path, seed: int) -> Path:
+    phantom = make_oct_phantom(**SHAPE, seed=seed)
+    return write_image(path, Volume(phantom.image, phantom.spacing, "OCT", metadata={"spacing_known": (True,) * 3}))
+
+
+def _session(scan: Path, seed: int) -> Session:
+    """Slices 0 and 2 reviewed (0 unchanged, 2 corrected), 1 unreviewed, 3 skipped."""
+    volume = dataclasses.replace(read_volume(scan), modality="OCT")
+    prediction = make_oct_phantom(**SHAPE, seed=seed).labels
+    session = start_session(volume, prediction, list(OCT_CLASSES), "lightreseg-oct", "cd" * 32, reviewer="grader")
+    session.labels[2, 60:80, 20:60] = 9
+    session.review.mark(0, "reviewed")
+    session.review.mark(2, "reviewed")
+    session.review.mark(3, "skipped")
+    return session
+
+
+@pytest.fixture
+def session(tmp_path) -> Session:
+    return _session(_scan(tmp_path / "scans" / "eye.tif", seed=1), seed=1)
+
+
+def _manifest(folder: Path) -> dict:
+    return json.loads((folder / "dataset.json").read_text())
+
+
+def test_export_reads_back_with_identical_pixels_and_provenance(session, tmp_path):
+    out = tmp_path / "export"
+    result = export_training_set(session, out)
+    assert result.added == [0, 2] and result.updated == [] and result.total == 2
+    image = read_volume(session.source).data
+    manifest = _manifest(out)
+    assert manifest["format"] == "reseg-dataset" and manifest["version"] == 1 and manifest["modality"] == "OCT"
+    assert manifest["ignore_index"] == IGNORE_INDEX
+    assert manifest["classes"] == [c.to_dict() for c in OCT_CLASSES]
+    assert [item["slice"] for item in manifest["items"]] == [0, 2]
+    for item in manifest["items"]:
+        index = item["slice"]
+        assert item["image"] == f"images/eye_s{index:04d}.tif" and item["label"] == f"labels/eye_s{index:04d}.tif"
+        exported_image, exported_labels = read_volume(out / item["image"]), read_volume(out / item["label"])
+        assert np.array_equal(exported_image.data[0], image[index])
+        assert np.array_equal(exported_labels.data[0], session.labels[index])
+        assert exported_labels.spacing == pytest.approx(session.spacing)
+        review = session.review.slices[index]
+        assert item["source"] == str(session.source) and item["source_sha256"] == session.source_sha256
+        assert item["status"] == "reviewed" and item["reviewer"] == "grader" == review.reviewer
+        assert item["reviewed_at"] == review.timestamp and item["exported_at"]
+        assert item["spacing"] == pytest.approx(list(session.spacing))
+        assert item["model"] == {"name": "lightreseg-oct", "weights_sha256": "cd" * 32}
+        statistics = slice_edit_statistics(session.prediction[index], session.labels[index], 10)
+        assert item["edit_statistics"] == json.loads(json.dumps(statistics))
+    assert manifest["items"][0]["edit_statistics"]["pixels_changed"] == 0
+    assert manifest["items"][1]["edit_statistics"]["pixels_changed"] > 0
+
+    training_set = load_training_set([out])
+    assert len(training_set.scans) == 1  # the slices of one scan stay one scan for train/validation splits
+    assert np.array_equal(training_set.scans[0].labels, session.labels[[0, 2]])
+    assert [c.name for c in training_set.classes] == [c.name for c in OCT_CLASSES]
+
+
+def test_unreviewed_slices_go_out_only_when_asked_and_then_ignored(session, tmp_path):
+    result = export_training_set(session, tmp_path / "export", include_unreviewed=True)
+    assert result.added == [0, 1, 2]  # never the skipped slice 3
+    item = _manifest(tmp_path / "export")["items"][1]
+    assert item["slice"] == 1 and item["status"] == "unreviewed" and item["reviewer"] is None
+    assert item["edit_statistics"] is None
+    assert (read_volume(tmp_path / "export" / item["label"]).data == IGNORE_INDEX).all()
+    training_set = load_training_set([tmp_path / "export"])
+    assert training_set.ignore_index == IGNORE_INDEX and (training_set.scans[0].labels[1] == IGNORE_INDEX).all()
+
+
+def test_a_second_export_adds_and_updates_without_duplicating(session, tmp_path):
+    out = tmp_path / "export"
+    export_training_set(session, out)
+    session.labels[0, :5] = 4
+    session.review.mark(0, "reviewed", reviewer="second grader")
+    session.review.mark(1, "reviewed")
+    result = export_training_set(session, out)
+    assert result.added == [1] and result.updated == [0, 2] and result.total == 3
+    items = _manifest(out)["items"]
+    assert [item["slice"] for item in items] == [0, 1, 2] and items[0]["reviewer"] == "second grader"
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["eye_s0000.tif", "eye_s0001.tif", "eye_s0002.tif"]
+    assert np.array_equal(read_volume(out / items[0]["label"]).data[0], session.labels[0])
+
+    other = _session(_scan(tmp_path / "scans" / "fellow_eye.tif", seed=2), seed=2)
+    assert export_training_set(other, out).total == 5
+    assert [s.name for s in load_training_set([out]).scans] == ["export/eye", "export/fellow_eye"]
+
+
+def test_an_existing_different_export_is_not_overwritten_without_asking(session, tmp_path):
+    foreign = tmp_path / "foreign"
+    (foreign / "images").mkdir(parents=True)
+    (foreign / "images" / "mine.png").write_bytes(b"someone's image")
+    with pytest.raises(InputError, match="holds no reseg training set"):
+        export_training_set(session, foreign)
+    assert [p.name for p in foreign.rglob("*")] == ["images", "mine.png"]  # untouched
+    export_training_set(session, foreign, overwrite=True)
+    assert sorted(p.name for p in (foreign / "images").iterdir()) == ["eye_s0000.tif", "eye_s0002.tif"]
+
+    out = tmp_path / "export"
+    export_training_set(session, out)
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    namesake = _session(_scan(tmp_path / "other" / "eye.tif", seed=5), seed=5)  # same name, other scan
+    with pytest.raises(InputError, match=r"eye_s0000.tif: already holds slice 0 of .*scans/eye.tif"):
+        export_training_set(namesake, out)
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # nothing written
+    renamed = [*OCT_CLASSES[:9], dataclasses.replace(OCT_CLASSES[9], name="fluid")]
+    with pytest.raises(InputError, match="other classes"):
+        export_training_set(dataclasses.replace(session, classes=renamed), out)
+
+    result = export_training_set(namesake, out, overwrite=True)
+    assert result.added == [0, 2] and result.total == 2
+    assert {item["source_sha256"] for item in _manifest(out)["items"]} == {namesake.source_sha256}
+
+
+def test_a_changed_scan_is_not_exported_with_stale_labels(session):
+    changed = read_volume(session.source)
+    changed.data[0, 0, 0] ^= 1
+    write_image(session.source, changed)
+    with pytest.raises(InputError, match="has changed since the session was started"):
+        export_training_set(session, session.source.parent / "export")
+
+
+def test_nnunet_export_reads_back_with_nibabel(session, tmp_path):
+    result = export_nnunet(session, tmp_path / "nnUNet_raw", 501, "OCTLayers", include_unreviewed=True)
+    folder = tmp_path / "nnUNet_raw" / "Dataset501_OCTLayers"
+    assert result.folder == folder and result.added == [0, 1, 2]
+    manifest = _manifest(folder)
+    assert manifest["channel_names"] == {"0": "OCT"} and manifest["file_ending"] == ".nii.gz"
+    assert manifest["labels"] == {**{c.name: c.index for c in OCT_CLASSES}, "ignore": 10}
+    assert manifest["numTraining"] == 3 == len(list((folder / "labelsTr").iterdir()))
+    image = read_volume(session.source).data
+    _, y, x = session.spacing
+    for item in manifest["reseg"]["items"]:
+        index, case = item["slice"], f"eye_s{item['slice']:04d}"
+        assert item["image"] == f"imagesTr/{case}_0000.nii.gz" and item["label"] == f"labelsTr/{case}.nii.gz"
+        nifti_image, nifti_labels = nib.load(folder / item["image"]), nib.load(folder / item["label"])
+        assert nifti_image.shape == nifti_labels.shape == (128, 224)  # 2-D, x then y
+        for nifti in (nifti_image, nifti_labels):
+            assert nifti.header.get_zooms() == pytest.approx((x, y))
+        assert np.allclose(nifti_image.affine, nifti_labels.affine)
+        assert np.array_equal(np.asanyarray(nifti_image.dataobj).T, image[index])
+        expected = session.labels[index] if index != 1 else np.full_like(session.labels[index], IGNORE_INDEX)
+        assert np.array_equal(np.asanyarray(nifti_labels.dataobj).T, np.where(expected == IGNORE_INDEX, 10, expected))
+
+    assert export_nnunet(session, tmp_path / "nnUNet_raw", 501, "OCTLayers").updated == [0, 2]
+    assert _manifest(folder)["numTraining"] == 3
+    with pytest.raises(InputError, match="Dataset501_OCTLayers with dataset id 501"):
+        export_nnunet(session, tmp_path / "nnUNet_raw", 501, "Other")
+
+
+def test_cli_exports_a_session_and_trains_on_the_export(tmp_path, capsys):
+    out, models = tmp_path / "export", tmp_path / "models"
+    for name, seed in (("eye", 1), ("fellow_eye", 2)):
+        session = _session(_scan(tmp_path / "scans" / f"{name}.tif", seed), seed)
+        session_file = save_session(tmp_path / f"{name}.reseg-session.npz", session)
+        assert main(["export", str(session_file), "-o", str(out)]) == 0
+    assert "2 slice(s) added, 0 updated, 4 in the dataset" in capsys.readouterr().out
+
+    assert main(["export", str(session_file), "-o", str(tmp_path / "raw"), "--format", "nnunet"]) == 1
+    assert "--format nnunet needs --dataset-id" in capsys.readouterr().err
+    assert main(["export", str(session_file), "-o", str(tmp_path / "raw"), "--format", "nnunet",
+                 "--dataset-id", "7", "--dataset-name", "Eyes"]) == 0
+    assert (tmp_path / "raw" / "Dataset007_Eyes" / "dataset.json").is_file()
+    (tmp_path / "broken.reseg-session.npz").write_bytes(b"\0" * 10)
+    assert main(["export", str(tmp_path / "broken.reseg-session.npz"), "-o", str(out)]) == 1
+    assert "broken.reseg-session.npz: cannot be read as a reseg session" in capsys.readouterr().err
+
+    assert main(["train", str(out), "--name", "retrained", "-o", str(models), "--epochs", "1",
+                 "--steps-per-epoch", "1", "--batch-size", "1", "--crop", "64", "64",
+                 "--validation-fraction", "0.5", "--device", "cpu"]) == 0
+    assert "4 slices in 2 scans (OCT)" in capsys.readouterr().out
+    assert (models / "retrained.safetensors").is_file()
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("name", ["../../../escaped_image.tif", "/tmp/absolute_image.tif", "images\\..\\..\\x.tif"])
+def test_a_manifest_cannot_lead_an_export_outside_its_folder(session, tmp_path, name):
+    folder = tmp_path / "a" / "b" / "c" / "export"
+    export_training_set(session, folder)
+    manifest = _manifest(folder)
+    manifest["items"][0]["image"] = name
+    (folder / "dataset.json").write_text(json.dumps(manifest))
+    before = _files(tmp_path)
+    with pytest.raises(InputError, match=r"dataset\.json: is not a valid training-set manifest: field 'items\[0\]\.image'"):
+        export_training_set(session, folder, include_unreviewed=True)
+    assert _files(tmp_path) == before
+
+
+def test_a_symbolic_link_cannot_lead_an_export_outside_its_folder(session, tmp_path):
+    folder = tmp_path / "export"
+    export_training_set(session, folder)
+    (tmp_path / "elsewhere").mkdir()
+    for file in (folder / "images").iterdir():
+        file.rename(tmp_path / "elsewhere" / file.name)
+    (folder / "images").rmdir()
+    (folder / "images").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    with pytest.raises(InputError, match="leads outside the dataset folder"):
+        export_training_set(session, folder, include_unreviewed=True)
+
+
+def test_a_full_disk_leaves_the_export_folder_as_it_was(session, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from reseg.errors import OutputError
+    from reseg.io import _write
+
+    folder = tmp_path / "export"
+    export_training_set(session, folder)
+    before = _files(folder)
+    written = []
+
+    def fill_up(path, *args, **kwargs):  # the second file of the export finds the disk full
+        if written:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(path)
+        return original(path, *args, **kwargs)
+
+    original = _write._write_tiff
+    monkeypatch.setattr(_write, "_write_tiff", fill_up)
+    with pytest.raises(OutputError, match=rf"^{folder}: the export cannot be written: no space left"):
+        export_training_set(session, folder, include_unreviewed=True)
+    assert _files(folder) == before  # nothing new, nothing half-written, no temporary or staging files
+
+
+def test_an_export_killed_after_its_commit_is_finished_by_the_next(session, tmp_path, monkeypatch):
+    """Killed between the commit (plan written) and the last move: the next export there completes it."""
+    from reseg.io import _staged
+
+    folder = tmp_path / "export"
+    export_training_set(session, folder)
+
+    def killed(_folder, _staging):
+        raise KeyboardInterrupt  # stands in for the kill: the plan is on disk, nothing moved yet
+
+    monkeypatch.setattr(_staged, "_finish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export_training_set(session, folder, include_unreviewed=True)
+    monkeypatch.undo()
+    assert len(_manifest(folder)["items"]) == 2  # not yet landed
+    staging = next(folder.glob(".reseg-staged-*"))
+    staging.rename(folder / ".reseg-staged-999999-00000000")  # as a killed process left it (its pid gone)
+    result = export_training_set(session, folder, include_unreviewed=True)
+    assert result.added == [] and result.total == 3  # the killed export's slice 1 landed on recovery
+    assert not list(folder.glob(".*"))
+
+
+def test_an_overwrite_never_follows_a_symbolic_link_out_of_the_folder(session, tmp_path):
+    from reseg.errors import OutputError
+
+    folder, elsewhere = tmp_path / "export", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.tif").write_bytes(b"keep me")
+    folder.mkdir()
+    (folder / "images").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(OutputError, match="lies outside .* nothing was written"):
+        export_training_set(session, folder, overwrite=True)
+    assert [p.name for p in elsewhere.iterdir()] == ["precious.tif"]
+    assert sorted(p.name for p in folder.iterdir()) == ["images"]  # no staging folder left
