@@ -32,17 +32,16 @@ def write_labels(path: str | Path, labels: np.ndarray, like: Volume,
     `classes`, the file also records their names and colours, the modality and the scan (`like.source`), so
     that `read_volume` knows it for a label map (`Volume.label_classes`).
     """
-    labels = np.asarray(labels)
+    labels, target = np.asarray(labels), Path(path)
     if labels.shape != like.data.shape:
-        raise ValueError(
-            f"labels shape {labels.shape} does not match the shape {like.data.shape} of {like.source}"
-        )
+        raise InputError(target, f"cannot hold labels of shape {labels.shape}: they do not match the shape "
+                                 f"{like.data.shape} of {like.source}")
     if labels.dtype.kind not in "biu":
-        raise ValueError(f"labels must be integers, got {labels.dtype}")
+        raise InputError(target, f"cannot hold labels of type {labels.dtype}: labels must be integers")
     if labels.size and (labels.min() < 0 or labels.max() > 255):
-        raise ValueError(f"labels must be in 0..255 to be stored as uint8, got {labels.min()}..{labels.max()}")
+        raise InputError(target, f"cannot hold labels {labels.min()}..{labels.max()}: a label map stores 0..255")
     description = _label_maps.describe(classes, like.modality, like.source, like.ndim_on_disk) if classes else None
-    return _write(Path(path), labels.astype(np.uint8, copy=False), like, description)
+    return _write(target, labels.astype(np.uint8, copy=False), like, description)
 
 
 def write_image(path: str | Path, volume: Volume) -> Path:

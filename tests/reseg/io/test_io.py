@@ -276,8 +276,17 @@ def test_nifti_with_trailing_singleton_is_3d(tmp_path: Path) -> None:
 
 def test_write_labels_shape_mismatch_names_both_shapes(tmp_path: Path) -> None:
     volume = Volume(_grey((2, 4, 5)), source=tmp_path / "v.tif")
-    with pytest.raises(ValueError, match=r"\(2, 4, 6\).*\(2, 4, 5\)"):
+    with pytest.raises(InputError, match=r"l\.tif: .*\(2, 4, 6\).*\(2, 4, 5\)"):
         write_labels(tmp_path / "l.tif", np.zeros((2, 4, 6), np.uint8), volume)
+
+
+@pytest.mark.parametrize("labels, problem", [(np.full((1, 4, 5), 0.5), "must be integers"),
+                                             (np.full((1, 4, 5), 300, np.int16), "stores 0..255")])
+def test_write_labels_refuses_what_a_label_map_cannot_hold(tmp_path: Path, labels, problem) -> None:
+    volume = Volume(_grey((1, 4, 5)), source=tmp_path / "v.tif")
+    with pytest.raises(InputError, match=problem):
+        write_labels(tmp_path / "l.tif", labels, volume)
+    assert not (tmp_path / "l.tif").exists()
 
 
 def test_unsupported_output_extension(tmp_path: Path) -> None:
