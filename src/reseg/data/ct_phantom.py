@@ -126,7 +126,7 @@ class _Harmonics:
 
     def __call__(self, theta: np.ndarray, z: np.ndarray) -> np.ndarray:
         out = np.zeros(np.broadcast_shapes(theta.shape, z.shape), dtype=np.float32)
-        for k, a, p, w in zip(self.orders, self.amp, self.phase, self.drift):
+        for k, a, p, w in zip(self.orders, self.amp, self.phase, self.drift, strict=True):
             out += a * np.cos(k * theta + p + w * z)
         return out
 
@@ -168,7 +168,7 @@ def _tube(u: np.ndarray, v: np.ndarray, z: np.ndarray, points: np.ndarray, radii
     best = np.full(shape, np.inf, dtype=np.float32)
     near_v = np.zeros(shape, dtype=np.float32)
     near_r = np.ones(shape, dtype=np.float32)
-    for (p0, p1, r0, r1) in zip(points[:-1], points[1:], radii[:-1], radii[1:]):
+    for (p0, p1, r0, r1) in zip(points[:-1], points[1:], radii[:-1], radii[1:], strict=True):
         d = (p1 - p0).astype(np.float32)
         length2 = max(float(d @ d), 1e-6)
         t = ((u - p0[0]) * d[0] + (v - p0[1]) * d[1] + (z - p0[2]) * d[2]) / np.float32(length2)
@@ -182,6 +182,405 @@ def _tube(u: np.ndarray, v: np.ndarray, z: np.ndarray, points: np.ndarray, radii
         near_v = np.where(closer, pv, near_v)
         near_r = np.where(closer, r, near_r)
     return best, near_v, near_r
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+
+@dataclass
+class _Body:
+    """The patient's geometry, drawn once and shared so that every stage places its anatomy on the same body.
+
+    ``u``, ``v``, ``z`` are broadcastable anatomical-mm coordinates (see the module docstring); ``uc``, ``vc``
+    the body centre, ``a``, ``b`` its semi-axes, ``p`` the superellipse exponent, ``widen`` its growth along z
+    and ``g`` the organ size scale of this body. ``mask`` is the body, ``depth`` the in-plane distance to the
+    skin, ``fat_t`` and ``wall_t`` the subcutaneous fat and muscular wall thickness; ``cavity`` is the inside of
+    the wall and ``organ_room`` the part organs may fill. ``texture`` (smooth) and ``fine`` (speckle) are the
+    shared random textures, so mesentery, stool and parenchyma vary together.
+    """
+
+    shape: tuple[int, int, int]
+    u: np.ndarray
+    v: np.ndarray
+    z: np.ndarray
+    uc: float
+    vc: float
+    a: float
+    b: float
+    p: float
+    widen: np.ndarray
+    g: float
+    mask: np.ndarray
+    depth: np.ndarray
+    fat_t: np.ndarray
+    wall_t: np.ndarray
+    cavity: np.ndarray
+    organ_room: np.ndarray
+    texture: np.ndarray
+    fine: np.ndarray
+
+    def points(self, *rows: tuple[float, float, float]) -> np.ndarray:
+        """Polyline vertices given as fractions of the semi-axes from the body centre (u, v) and mm of z."""
+        return np.asarray([(self.uc + fu * self.a, self.vc + fv * self.b, fz) for fu, fv, fz in rows],
+                          dtype=np.float32)
+
+    def ellipsoid(self, centre: tuple[float, float, float], semi: tuple[float, float, float],
+                  **options: object) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`_ellipsoid` on this body's coordinates."""
+        return _ellipsoid(self.u, self.v, self.z, centre, semi, **options)
+
+    def tube(self, points: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`_tube` on this body's coordinates."""
+        return _tube(self.u, self.v, self.z, points, radii)
+
+
+@dataclass
+class _Spine:
+    """Where the vertebral column lies: muscles, kidneys, vessels and lungs are placed relative to it.
+
+    ``u`` is its centre column and ``v0`` its centre row at z = 0 (mm); ``v`` (Z, 1, 1) the centre row per slice,
+    which moves posteriorly going up; ``a``, ``b`` the vertebral body's semi-axes; ``canal_v`` the spinal canal.
+    """
+
+    u: float
+    v0: float
+    v: np.ndarray
+    a: float
+    b: float
+    canal_v: np.ndarray
+
+
+class _Canvas:
+    """The HU image and the label map being painted together, so that a voxel's label is always its tissue's.
+
+    Every paint overwrites what lies under it: later wins, which is how organs displace their neighbours.
+    """
+
+    def __init__(self, shape: tuple[int, int, int], background: float):
+        self.shape = shape
+        self.image = np.full(shape, background, dtype=np.float32)
+        self.labels = np.zeros(shape, dtype=np.uint8)
+
+    def paint(self, mask: np.ndarray, value: float | np.ndarray, label: int = 0) -> None:
+        """Set ``value`` (HU, scalar or broadcastable) and ``label`` where ``mask``; 0 is tissue without a class."""
+        mask = np.broadcast_to(mask, self.shape)
+        self.image[mask] = np.broadcast_to(np.asarray(value, dtype=np.float32), self.shape)[mask]
+        self.labels[mask] = label
+
+
+def _jitter(rng: np.random.Generator, scale: float) -> float:
+    """A uniform offset in [-scale, scale]: positions vary between patients around the measured mean."""
+    return rng.uniform(-1.0, 1.0) * scale
+
+
+def _organ_size(rng: np.random.Generator, g: float) -> float:
+    """An organ's size scale: the body's, +-12 %, as organs vary between patients more than bodies do."""
+    return g * rng.uniform(0.88, 1.12)
+
+
+def _tissue_hu(rng: np.random.Generator, contrast: bool) -> dict[str, float]:
+    """This scan's mean HU per tissue: patients and scanners differ by a few HU around the table values."""
+    return {k: val + rng.normal(0.0, 3.0) for k, val in (_HU_ENHANCED if contrast else _HU_PLAIN).items()}
+
+
+def _make_body(rng: np.random.Generator, n_slices: int, size: int, d: float) -> _Body:
+    """Draw the body, scaled to fit the field of view, its wall layers and the shared textures."""
+    f32 = np.float32
+    a = rng.uniform(150.0, 180.0)  # half-width, mm (the real example: 172)
+    b = a * rng.uniform(0.72, 0.82)  # half-depth (real: 0.78 a)
+    fov = size * d
+    # A field of view too small for an adult gets a proportionally smaller patient: everything is built in
+    # anatomical millimetres, which are `fit` physical millimetres.
+    fit = min(1.0, 0.9 * fov / (2 * a), 0.9 * fov / (2 * b))
+    da = d / fit  # voxel size in anatomical mm
+    g = a / _REF_HALF_WIDTH  # organ size scale relative to the real body
+    centred = (np.arange(size, dtype=np.float32) - (size - 1) / 2.0) * f32(da)
+    z = (np.arange(n_slices, dtype=np.float32) - (n_slices - 1) / 2.0) * f32(da) + f32(rng.uniform(-6, 6))
+    z = z[:, None, None]
+    v = centred[None, :, None]
+    u = centred[None, None, :]
+
+    uc, vc = rng.uniform(-5, 5), rng.uniform(-5, 5)
+    p = rng.uniform(2.2, 2.8)
+    widen = 1.0 + 0.0008 * z  # the lower chest is a little wider than the abdomen
+    bu = np.abs((u - uc) / (a * widen))
+    bv = np.abs((v - vc) / (b * widen))
+    mask = (bu**p + bv**p) < 1.0
+    depth = ndi.distance_transform_edt(mask, sampling=(1e6, da, da)).astype(np.float32)  # in-plane, mm
+    theta_body = np.arctan2(v - vc, u - uc)  # (1, Y, X)
+    fat_t = rng.uniform(6.0, 22.0) * g * (1.0 + _Harmonics(rng, 0.35, (1, 2, 3))(theta_body, z))
+    fat_t = np.maximum(fat_t, 2.5)
+    wall_t = rng.uniform(7.0, 12.0) * g * (1.0 + _Harmonics(rng, 0.2, (2, 3))(theta_body, z))
+    cavity = depth > fat_t + wall_t  # inside the abdominal wall
+    # Organs keep a millimetre or two off the wall (peritoneum, partial volume of the ring).
+    organ_room = depth > fat_t + wall_t + 1.5
+
+    shape = (n_slices, size, size)
+    texture = _smooth_field(rng, shape, (0.8, 1.6, 1.6))
+    fine = _correlated_normal(rng, shape, 0.9)
+    return _Body(shape=shape, u=u, v=v, z=z, uc=uc, vc=vc, a=a, b=b, p=p, widen=widen, g=g, mask=mask,
+                 depth=depth, fat_t=fat_t, wall_t=wall_t, cavity=cavity, organ_room=organ_room,
+                 texture=texture, fine=fine)
+
+
+def _paint_wall_and_filler(canvas: _Canvas, body: _Body, hu: dict[str, float]) -> None:
+    """Fat, muscular wall and a cavity of visceral fat, mesentery and collapsed bowel: no organ sits in a void."""
+    canvas.paint(body.mask, hu["fat"])
+    canvas.paint(body.mask & (body.depth > body.fat_t), hu["muscle"])
+    loops = 1.0 / (1.0 + np.exp(-(body.texture - 0.35) * 5.0))
+    canvas.paint(body.cavity, hu["visceral_fat"] + (hu["bowel"] - hu["visceral_fat"]) * loops)
+    # A few gas bubbles; gas floats anteriorly (supine).
+    bubbles = body.cavity & (body.texture > 1.6) & (body.fine > 0.8) & (body.v - body.vc > 0)
+    canvas.paint(bubbles, hu["gas"])
+
+
+def _place_spine(rng: np.random.Generator, body: _Body) -> _Spine:
+    """Draw the vertebral column's position, needed by the muscles and vessels before the bone is painted.
+
+    It moves posteriorly going up (lumbar lordosis into the thoracolumbar junction): on the real scan its
+    centre is at -0.25 b at L2 and -0.42 b at T12, 6 cm higher.
+    """
+    g, b = body.g, body.b
+    u = body.uc + rng.uniform(-3, 3) * g
+    v0 = body.vc + b * rng.uniform(-0.36, -0.30)
+    v = v0 - b * 0.0028 * body.z  # (Z,1,1)
+    semi_a, semi_b = 20.0 * g * rng.uniform(0.9, 1.1), 15.0 * g * rng.uniform(0.9, 1.1)
+    return _Spine(u=u, v0=v0, v=v, a=semi_a, b=semi_b, canal_v=v - semi_b - 10.0 * g)
+
+
+def _paint_spine_muscles(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine,
+                         hu: dict[str, float]) -> None:
+    """Paraspinal muscles behind the spine and the psoas beside it: soft tissue a kidney must not be confused with.
+
+    The psoas grows going down from about the level of the renal hila.
+    """
+    a, b, g = body.a, body.b, body.g
+    for side in (-1.0, 1.0):
+        back, _ = body.ellipsoid((spine.u + side * 0.24 * a, body.vc - 0.70 * b, 0.0), (38.0 * g, 24.0 * g, 1e6),
+                                 angle=side * 0.25)
+        canvas.paint(body.mask & (back < 1.0) & (body.depth > body.fat_t), hu["back_muscle"])
+        psoas_grow = np.clip((rng.uniform(0, 15) - body.z) / 45.0, 0.0, 1.0) ** 0.5
+        psoas, _ = body.ellipsoid((spine.u + side * 0.20 * a, spine.v0 - 2.0, 0.0), (11.0 * g, 13.0 * g, 1e6))
+        canvas.paint(body.cavity & (psoas < psoas_grow), hu["muscle"])
+
+
+def _paint_gut(canvas: _Canvas, body: _Body, hu: dict[str, float], points: np.ndarray, radii: np.ndarray,
+               gas_fill: float, stool: bool) -> None:
+    """One gut tube: a wall around stool or fluid, with gas above a horizontal air-fluid level (supine)."""
+    q, near_v, near_r = body.tube(points, radii)
+    inside = body.cavity & (q < 1.0)
+    lumen_r = np.maximum(near_r - 3.5, 0.5)
+    wall = inside & (q * near_r > lumen_r)
+    lumen = inside & ~wall
+    content = hu["stool"] + 90.0 * body.texture + 60.0 * body.fine if stool else np.float32(hu["fluid"])
+    canvas.paint(lumen, content)
+    level = near_v + lumen_r * (1.0 - 2.0 * gas_fill)
+    canvas.paint(lumen & (body.v > level), hu["gas"])
+    canvas.paint(wall, hu["bowel_wall"])
+
+
+def _paint_bowel(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: dict[str, float]) -> None:
+    """Colon (gas and stool) and duodenum (fluid), without a class: gut that lies against the organs."""
+    hepatic_flexure = rng.uniform(-25, 5)
+    splenic_flexure = rng.uniform(10, 40)
+    colon_r = rng.uniform(14.0, 22.0) * body.g
+    colon = body.points((0.55, 0.15, -120), (0.55, 0.25, hepatic_flexure), (0.25, 0.62, hepatic_flexure + 8),
+                        (-0.25, 0.62, hepatic_flexure + 12), (-0.55, 0.30, splenic_flexure), (-0.62, 0.05, -120))
+    _paint_gut(canvas, body, hu, colon, np.full(6, colon_r, dtype=np.float32), rng.uniform(0.2, 0.8), stool=True)
+    duodenum = body.points((0.33, 0.12, -70), (0.30, 0.20, -10), (0.12, 0.32, 5))
+    _paint_gut(canvas, body, hu, duodenum, np.asarray([12, 12, 9], dtype=np.float32) * body.g,
+               rng.uniform(0.0, 0.6), stool=False)
+
+
+def _paint_liver(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: dict[str, float]) -> None:
+    """The liver: a big right lobe against the right wall and a left lobe crossing the midline anteriorly.
+
+    Both grow going up (real: 320 px at the bottom of the example to 2080 px at the top).
+    """
+    a, b, uc, vc = body.a, body.b, body.uc, body.vc
+    s = _organ_size(rng, body.g)
+    z_liver = rng.uniform(38, 50)
+    right, _ = body.ellipsoid((uc + (0.43 + _jitter(rng, 0.04)) * a, vc + (0.12 + _jitter(rng, 0.05)) * b, z_liver),
+                              (80.0 * s, 97.0 * s, rng.uniform(85, 100)), angle=_jitter(rng, 0.2),
+                              slope=(-0.3, 0.1), outline=_Harmonics(rng, 0.08))
+    left, _ = body.ellipsoid((uc + (-0.05 + _jitter(rng, 0.06)) * a, vc + (0.45 + _jitter(rng, 0.04)) * b,
+                              z_liver + rng.uniform(0, 15)),
+                             (65.0 * s, 28.0 * s, rng.uniform(40, 52)), angle=0.3 + _jitter(rng, 0.15),
+                             outline=_Harmonics(rng, 0.08))
+    liver = body.organ_room & ((right < 1.0) | (left < 1.0))
+    canvas.paint(liver, hu["liver"] + 4.0 * body.texture, LIVER)  # mild heterogeneity (vessels, perfusion)
+
+
+def _paint_spleen(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: dict[str, float]) -> None:
+    """The spleen: a crescent against the left posterolateral wall, long axis tangent to it, concave hilum."""
+    uc, vc = body.uc, body.vc
+    s = _organ_size(rng, body.g)
+    spu, spv = uc + (-0.62 + _jitter(rng, 0.04)) * body.a, vc + (-0.25 + _jitter(rng, 0.05)) * body.b
+    tangent = np.arctan2(spv - vc, spu - uc) + np.pi / 2
+    z_spleen, c_spleen = rng.uniform(25, 40), rng.uniform(55, 70)
+    spleen, _ = body.ellipsoid((spu, spv, z_spleen), (58.0 * s, 27.0 * s, c_spleen), angle=tangent,
+                               slope=(0.1, 0.15), outline=_Harmonics(rng, 0.06))
+    # The hilum notch is a smaller ellipsoid on the medial side with the same z extent: it shrinks with the
+    # spleen towards the poles instead of cutting the tip into pieces.
+    inward = np.asarray([uc - spu, vc - spv]) / np.hypot(uc - spu, vc - spv)
+    hilum, _ = body.ellipsoid((spu + 24.0 * s * inward[0], spv + 24.0 * s * inward[1], z_spleen),
+                              (30.0 * s, 12.0 * s, c_spleen), angle=tangent, slope=(0.1, 0.15))
+    canvas.paint(body.organ_room & (spleen < 1.0) & (hilum > 1.0), hu["spleen"] + 3.0 * body.texture, SPLEEN)
+
+
+def _paint_kidneys(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine,
+                   hu: dict[str, float]) -> None:
+    """Kidneys either side of the spine, hilum anteromedial, cortex around medulla, renal sinus fat unlabelled.
+
+    The right one sits lower (under the liver), as on the real scan (right kidney ends 12 mm below the left).
+    """
+    z_right = rng.uniform(-50, -35)
+    for side, label, zk in ((1.0, RIGHT_KIDNEY, z_right), (-1.0, LEFT_KIDNEY, z_right + rng.uniform(8, 20))):
+        s = _organ_size(rng, body.g)
+        ku, kv = spine.u + side * (0.41 + _jitter(rng, 0.03)) * body.a, body.vc + (-0.27 + _jitter(rng, 0.04)) * body.b
+        angle = np.arctan2(1.0, side) + _jitter(rng, 0.2)  # long axis from posteromedial to anterolateral
+        kidney_rho, _ = body.ellipsoid((ku, kv, zk), (33.0 * s, 24.0 * s, rng.uniform(50, 58)), angle=angle,
+                                       slope=(-side * 0.15, -0.1), outline=_Harmonics(rng, 0.04))
+        hilum_dir = np.arctan2(1.0, -side)  # anteromedial
+        sinus, _ = body.ellipsoid((ku + 16.0 * s * np.cos(hilum_dir), kv + 16.0 * s * np.sin(hilum_dir), zk),
+                                  (13.0 * s, 9.0 * s, 38.0), angle=hilum_dir)
+        kidney = body.organ_room & (kidney_rho < 1.0)
+        canvas.paint(kidney, np.where(kidney_rho > 0.72, hu["kidney_cortex"], hu["kidney_medulla"]), label)
+        canvas.paint(kidney & (sinus < 1.0), hu["sinus"])  # renal sinus fat: not kidney, the hilum notch
+
+
+def _paint_stomach(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: dict[str, float]) -> None:
+    """The stomach: a curved tube from the fundus to the pylorus, with wall, food and fluid and a gas cap.
+
+    The fundus is high and posterior under the spleen's dome, the antrum and pylorus low and anterior,
+    crossing to the right. Wall, gas and contents are all stomach.
+    """
+    s = _organ_size(rng, body.g) * rng.uniform(0.65, 1.0)
+    zs = rng.uniform(-8, 8)
+    points = body.points((-0.45 + _jitter(rng, 0.04), -0.02, 70 + zs), (-0.36 + _jitter(rng, 0.04), 0.28, 25 + zs),
+                         (-0.08 + _jitter(rng, 0.04), 0.48, -8 + zs), (0.18 + _jitter(rng, 0.04), 0.38, -22 + zs))
+    q, near_v, near_r = body.tube(points, np.asarray([42, 34, 24, 14], dtype=np.float32) * s)
+    stomach = body.organ_room & (q < 1.0)
+    canvas.paint(stomach, hu["fluid"] + 15.0 * np.clip(body.texture, -1, 2), STOMACH)  # fluid mixed with food
+    lumen_r = np.maximum(near_r - 4.5, 0.5)  # the gas cap is measured inside the wall
+    gas = stomach & (body.v > near_v + lumen_r * (1.0 - 2.0 * rng.uniform(0.08, 0.4)))
+    canvas.paint(gas, hu["gas"], STOMACH)
+    canvas.paint(stomach & (q * near_r > lumen_r), hu["stomach_wall"], STOMACH)
+
+
+def _paint_gallbladder(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: dict[str, float]) -> None:
+    """The gallbladder: a pear under the liver's inferior surface, anterior and medial in the right lobe."""
+    s = _organ_size(rng, body.g)
+    gb, _ = body.ellipsoid((body.uc + (0.38 + _jitter(rng, 0.05)) * body.a,
+                            body.vc + (0.38 + _jitter(rng, 0.05)) * body.b, rng.uniform(-25, -8)),
+                           (15.0 * s, 22.0 * s, rng.uniform(22, 30)), angle=_jitter(rng, 0.5), slope=(0.1, 0.2),
+                           outline=_Harmonics(rng, 0.05))
+    canvas.paint(body.organ_room & (gb < 1.0), hu["gallbladder"], GALLBLADDER)
+
+
+def _paint_pancreas(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: dict[str, float]) -> None:
+    """The pancreas, thin and oblique, with the splenic vein along its back (unlabelled, as in the real labels).
+
+    Head by the duodenum (low, right), neck in front of the aorta, tail up to the splenic hilum (high, left,
+    posterior).
+    """
+    s = _organ_size(rng, body.g)
+    zp = rng.uniform(-14, 0)
+    points = body.points((0.22 + _jitter(rng, 0.03), 0.12, zp - 22), (0.03, 0.26 + _jitter(rng, 0.04), zp - 8),
+                         (-0.25, 0.20 + _jitter(rng, 0.04), zp), (-0.50 + _jitter(rng, 0.04), -0.05, zp + 12))
+    q, _, _ = body.tube(points, np.asarray([13, 9, 9, 7], dtype=np.float32) * s)
+    canvas.paint(body.organ_room & (q < 1.0), hu["pancreas"] + 6.0 * body.fine, PANCREAS)
+    q, _, _ = body.tube(points[1:] + np.asarray([0, -10.0 * s, 3], dtype=np.float32),
+                        np.full(3, 4.0 * body.g, dtype=np.float32))
+    canvas.paint(body.cavity & (q < 1.0), hu["vein"])
+
+
+def _paint_vessels(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine,
+                   hu: dict[str, float]) -> None:
+    """The IVC (no class) and the aorta, both following the spine; painted over the organs they run through.
+
+    The IVC lies right of the aorta, flattened, embedded in the liver higher up. The aorta is round, just
+    anterior and to the patient's left of the vertebral body, a little wider going up (real: 27 px at the
+    bottom of the example, 44 at the top).
+    """
+    a, b, g, u, v, z = body.a, body.b, body.g, body.u, body.v, body.z
+    ivc, _ = body.ellipsoid((spine.u + 0.11 * a, body.vc + 0.06 * b, 0.0), (14.0 * g, 10.0 * g, 1e6),
+                            slope=(0.0, -0.1))
+    canvas.paint(body.cavity & (ivc < 1.0), hu["vein"])
+    r_ao = rng.uniform(9.0, 12.0) * g * (1.0 + 0.003 * np.clip(z, -60, 60))
+    ao_u = spine.u - 0.07 * a + _jitter(rng, 3.0)
+    ao_v = spine.v + spine.b + r_ao + rng.uniform(2.0, 7.0)
+    aorta = ((u - ao_u) ** 2 + (v - ao_v) ** 2) < r_ao**2
+    canvas.paint(aorta & body.cavity, hu["aorta"], AORTA)
+
+
+def _paint_vertebrae(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine,
+                     hu: dict[str, float]) -> None:
+    """The vertebral column: cortical shell, cancellous bone, discs, spinal canal and the posterior arch.
+
+    Bone is what a model anchors the abdomen on, and the discs make it vary along z as a real spine does.
+    """
+    g, u, v = body.g, body.u, body.v
+    period = rng.uniform(32.0, 38.0)  # one vertebra + disc
+    disc = ((body.z / period + rng.uniform(0, 1)) % 1.0) < 0.22
+    vb = ((u - spine.u) / spine.a) ** 2 + ((v - spine.v) / spine.b) ** 2
+    bone = np.where(vb > 0.7, hu["cortical"], hu["cancellous"] + 40.0 * body.texture)
+    canvas.paint(vb < 1.0, np.where(disc, hu["disc"], bone))
+    canal_v = spine.canal_v
+    canal_r2 = (u - spine.u) ** 2 + (v - canal_v) ** 2
+    arch = (canal_r2 < (13.0 * g) ** 2) & (v < canal_v + 4.0 * g)
+    spinous = (np.abs(u - spine.u) < 4.5 * g) & (v < canal_v) & (v > canal_v - 38.0 * g)
+    transverse = (np.abs(v - canal_v - 2.0 * g) < 5.0 * g) & (np.abs(u - spine.u) < 30.0 * g)
+    canvas.paint(body.mask & (arch | spinous | transverse) & ~disc & (body.depth > body.fat_t), hu["cortical"] * 0.75)
+    canvas.paint(canal_r2 < (8.0 * g) ** 2, hu["canal"])
+
+
+def _paint_ribs(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: dict[str, float]) -> None:
+    """Rib cross-sections in the muscle wall, fewer anteriorly low down (below the costal margin).
+
+    Ribs run obliquely, so each one slides along the wall from slice to slice.
+    """
+    a, b, p, u, v, z = body.a, body.b, body.p, body.u, body.v, body.z
+    rib_depth = float(np.mean(body.fat_t + 0.5 * body.wall_t))
+    for _ in range(int(rng.integers(14, 20))):
+        side = rng.choice([-1.0, 1.0])
+        phi0 = rng.uniform(-1.2, 1.1)  # from posterior (-) to anterior (+) of the flank
+        phi = side * (np.pi / 2 + phi0) + 0.006 * z * side  # angle of the rib around the body, per slice
+        top = 0.0 if phi0 < 0 else 60.0 * phi0  # anterior ribs only higher up
+        lowest = top - 40.0 + rng.uniform(-20, 20)
+        present = (z > lowest) & (np.sin(z / rng.uniform(20, 30) + rng.uniform(0, 6)) > -0.3)
+        ang_u, ang_v = np.cos(phi), np.sin(phi)
+        # point on the wall band along that angle (approximately, from the superellipse radius)
+        radius = 1.0 / ((np.abs(ang_u) / a) ** p + (np.abs(ang_v) / b) ** p) ** (1.0 / p) * body.widen
+        centre_u = body.uc + ang_u * (radius - rib_depth)
+        centre_v = body.vc + ang_v * (radius - rib_depth)
+        rib = ((u - centre_u) ** 2 + (v - centre_v) ** 2) < (5.5 * body.g) ** 2
+        canvas.paint(rib & present & body.mask & ~body.cavity, hu["rib"])
+
+
+def _paint_lung_bases(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine,
+                      hu: dict[str, float]) -> None:
+    """Posterior costophrenic recesses in the top slices (real: from ~2 cm above the centre), beside the spine."""
+    g = body.g
+    for side in (-1.0, 1.0):
+        lung, _ = body.ellipsoid((body.uc + side * 0.55 * body.a, body.vc - 0.55 * body.b, rng.uniform(90, 105)),
+                                 (60.0 * g, 45.0 * g, 75.0), angle=-side * 0.6, outline=_Harmonics(rng, 0.06))
+        beside_spine = np.abs(body.u - spine.u) > spine.a + 8.0 * g
+        canvas.paint(body.cavity & (lung < 1.0) & beside_spine, hu["lung"] + 20.0 * body.fine)
+
+
+def _acquire(canvas: _Canvas, rng: np.random.Generator, noise: bool) -> np.ndarray:
+    """Turn the painted HU map into what a scanner returns: partial volume, CT noise, int16 in the 12-bit range.
+
+    Works on the canvas image in place; the labels stay the exact painted masks.
+    """
+    image = canvas.image
+    ndi.gaussian_filter1d(image, 0.55, axis=1, output=image, truncate=3.0)
+    ndi.gaussian_filter1d(image, 0.55, axis=2, output=image, truncate=3.0)
+    if noise:
+        image += _correlated_normal(rng, canvas.shape, 0.7) * np.float32(rng.uniform(10.0, 15.0))
+    np.clip(np.rint(image, out=image), _HU_MIN, _HU_MAX, out=image)
+    return image.astype(np.int16)
 
 
 # ------------------------------------------------------------------------------------------------ phantom
@@ -208,249 +607,25 @@ def make_ct_phantom(
     d = float(spacing_mm)
     if not np.isfinite(d) or d <= 0:
         raise ValueError(f"spacing_mm must be positive, got {spacing_mm}")
+    # The stages draw from one generator in this order; reordering them changes every seed's stack.
     rng = np.random.default_rng(seed)
-    hu = {k: val + rng.normal(0.0, 3.0) for k, val in (_HU_ENHANCED if contrast else _HU_PLAIN).items()}
-    shape = (n_slices, size, size)
-    f32 = np.float32
-
-    # ---- body size, and the field of view it must fit in ------------------------------------------------
-    a = rng.uniform(150.0, 180.0)  # half-width, mm (the real example: 172)
-    b = a * rng.uniform(0.72, 0.82)  # half-depth (real: 0.78 a)
-    fov = size * d
-    # A field of view too small for an adult gets a proportionally smaller patient: everything below is
-    # built in anatomical millimetres, which are `fit` physical millimetres.
-    fit = min(1.0, 0.9 * fov / (2 * a), 0.9 * fov / (2 * b))
-    da = d / fit  # voxel size in anatomical mm
-    g = a / _REF_HALF_WIDTH  # organ size scale relative to the real body
-
-    # Anatomical mm coordinates, broadcastable: z (Z,1,1) superior, v (1,Y,1) anterior, u (1,1,X) towards
-    # higher columns (the patient's right in this data convention).
-    centred = (np.arange(size, dtype=np.float32) - (size - 1) / 2.0) * f32(da)
-    z = (np.arange(n_slices, dtype=np.float32) - (n_slices - 1) / 2.0) * f32(da) + f32(rng.uniform(-6, 6))
-    z = z[:, None, None]
-    v = centred[None, :, None]
-    u = centred[None, None, :]
-
-    # ---- body --------------------------------------------------------------------------------------------
-    uc, vc = rng.uniform(-5, 5), rng.uniform(-5, 5)
-    p = rng.uniform(2.2, 2.8)
-    widen = 1.0 + 0.0008 * z  # the lower chest is a little wider than the abdomen
-    bu = np.abs((u - uc) / (a * widen))
-    bv = np.abs((v - vc) / (b * widen))
-    body = (bu**p + bv**p) < 1.0
-    depth = ndi.distance_transform_edt(body, sampling=(1e6, da, da)).astype(np.float32)  # in-plane, mm
-    theta_body = np.arctan2(v - vc, u - uc)  # (1, Y, X)
-    fat_t = rng.uniform(6.0, 22.0) * g * (1.0 + _Harmonics(rng, 0.35, (1, 2, 3))(theta_body, z))
-    fat_t = np.maximum(fat_t, 2.5)
-    wall_t = rng.uniform(7.0, 12.0) * g * (1.0 + _Harmonics(rng, 0.2, (2, 3))(theta_body, z))
-    cavity = depth > fat_t + wall_t  # inside the abdominal wall
-    # Organs keep a millimetre or two off the wall (peritoneum, partial volume of the ring).
-    organ_room = depth > fat_t + wall_t + 1.5
-
-    image = np.full(shape, hu["air"], dtype=np.float32)
-    labels = np.zeros(shape, dtype=np.uint8)
-
-    def paint(mask: np.ndarray, value: float | np.ndarray, label: int = 0) -> None:
-        mask = np.broadcast_to(mask, shape)
-        image[mask] = np.broadcast_to(np.asarray(value, dtype=np.float32), shape)[mask]
-        labels[mask] = label
-
-    paint(body, hu["fat"])
-    paint(body & (depth > fat_t), hu["muscle"])
-
-    # Cavity filler: visceral fat mottled with mesentery and collapsed small bowel; a few gas bubbles.
-    texture = _smooth_field(rng, shape, (0.8, 1.6, 1.6))
-    fine = _correlated_normal(rng, shape, 0.9)
-    loops = 1.0 / (1.0 + np.exp(-(texture - 0.35) * 5.0))
-    filler = hu["visceral_fat"] + (hu["bowel"] - hu["visceral_fat"]) * loops
-    paint(cavity, filler)
-    bubbles = cavity & (texture > 1.6) & (fine > 0.8) & (v - vc > 0)  # gas floats anteriorly (supine)
-    paint(bubbles, hu["gas"])
-
-    # ---- spine geometry (needed by vessels and muscles) ----------------------------------------------------
-    # The vertebral body moves posteriorly going up (lumbar lordosis into the thoracolumbar junction): on the
-    # real scan its centre is at -0.25 b at L2 and -0.42 b at T12, 6 cm higher.
-    vb_u = uc + rng.uniform(-3, 3) * g
-    vb_v0 = vc + b * rng.uniform(-0.36, -0.30)
-    vb_v = vb_v0 - b * 0.0028 * z  # (Z,1,1)
-    vb_a, vb_b = 20.0 * g * rng.uniform(0.9, 1.1), 15.0 * g * rng.uniform(0.9, 1.1)
-    canal_v = vb_v - vb_b - 10.0 * g
-
-    # ---- muscles around the spine -----------------------------------------------------------------------
-    for side in (-1.0, 1.0):
-        back, _ = _ellipsoid(u, v, z, (vb_u + side * 0.24 * a, vc - 0.70 * b, 0.0),
-                             (38.0 * g, 24.0 * g, 1e6), angle=side * 0.25)
-        paint(body & (back < 1.0) & (depth > fat_t), hu["back_muscle"])
-        # Psoas: grows going down from about the level of the renal hila.
-        psoas_grow = np.clip((rng.uniform(0, 15) - z) / 45.0, 0.0, 1.0) ** 0.5
-        ps, _ = _ellipsoid(u, v, z, (vb_u + side * 0.20 * a, vb_v0 - 2.0, 0.0), (11.0 * g, 13.0 * g, 1e6))
-        paint(cavity & (ps < psoas_grow), hu["muscle"])
-
-    # ---- colon and duodenum (no class): gas anteriorly, stool or fluid below ------------------------------
-    def paint_bowel(points: np.ndarray, radii: np.ndarray, gas_fill: float, stool: bool) -> None:
-        q, near_v, near_r = _tube(u, v, z, points, radii)
-        inside = cavity & (q < 1.0)
-        lumen_r = np.maximum(near_r - 3.5, 0.5)
-        wall = inside & (q * near_r > lumen_r)
-        lumen = inside & ~wall
-        content = hu["stool"] + 90.0 * texture + 60.0 * fine if stool else np.float32(hu["fluid"])
-        paint(lumen, content)
-        level = near_v + lumen_r * (1.0 - 2.0 * gas_fill)  # supine: the air-fluid level is horizontal
-        paint(lumen & (v > level), hu["gas"])
-        paint(wall, hu["bowel_wall"])
-
-    def pts(*rows: tuple[float, float, float]) -> np.ndarray:
-        return np.asarray([(uc + fu * a, vc + fv * b, fz) for fu, fv, fz in rows], dtype=np.float32)
-
-    hepatic_flexure = rng.uniform(-25, 5)
-    splenic_flexure = rng.uniform(10, 40)
-    colon_r = rng.uniform(14.0, 22.0) * g
-    paint_bowel(pts((0.55, 0.15, -120), (0.55, 0.25, hepatic_flexure), (0.25, 0.62, hepatic_flexure + 8),
-                    (-0.25, 0.62, hepatic_flexure + 12), (-0.55, 0.30, splenic_flexure),
-                    (-0.62, 0.05, -120)),
-                np.full(6, colon_r, dtype=np.float32), rng.uniform(0.2, 0.8), stool=True)
-    paint_bowel(pts((0.33, 0.12, -70), (0.30, 0.20, -10), (0.12, 0.32, 5)),
-                np.asarray([12, 12, 9], dtype=np.float32) * g, rng.uniform(0.0, 0.6), stool=False)
-
-    # ---- organs -------------------------------------------------------------------------------------------
-    def jitter(scale: float) -> float:
-        return rng.uniform(-1.0, 1.0) * scale
-
-    def organ_size() -> float:
-        return g * rng.uniform(0.88, 1.12)
-
-    # Liver: a big right lobe against the right wall plus a left lobe that crosses the midline anteriorly
-    # higher up. Both grow going up (real: 320 px at the bottom of the example to 2080 px at the top).
-    s = organ_size()
-    z_liver = rng.uniform(38, 50)
-    right, _ = _ellipsoid(u, v, z, (uc + (0.43 + jitter(0.04)) * a, vc + (0.12 + jitter(0.05)) * b, z_liver),
-                          (80.0 * s, 97.0 * s, rng.uniform(85, 100)), angle=jitter(0.2), slope=(-0.3, 0.1),
-                          outline=_Harmonics(rng, 0.08))
-    left, _ = _ellipsoid(u, v, z, (uc + (-0.05 + jitter(0.06)) * a, vc + (0.45 + jitter(0.04)) * b,
-                                   z_liver + rng.uniform(0, 15)),
-                         (65.0 * s, 28.0 * s, rng.uniform(40, 52)), angle=0.3 + jitter(0.15),
-                         outline=_Harmonics(rng, 0.08))
-    liver = organ_room & ((right < 1.0) | (left < 1.0))
-    liver_hu = hu["liver"] + 4.0 * texture  # mild parenchymal heterogeneity (vessels, perfusion)
-    paint(liver, liver_hu, LIVER)
-
-    # Spleen: a crescent against the left posterolateral wall, long axis tangent to the wall, concave hilum.
-    s = organ_size()
-    spu, spv = uc + (-0.62 + jitter(0.04)) * a, vc + (-0.25 + jitter(0.05)) * b
-    tangent = np.arctan2(spv - vc, spu - uc) + np.pi / 2
-    z_spleen, c_spleen = rng.uniform(25, 40), rng.uniform(55, 70)
-    spleen_rho, _ = _ellipsoid(u, v, z, (spu, spv, z_spleen), (58.0 * s, 27.0 * s, c_spleen),
-                               angle=tangent, slope=(0.1, 0.15), outline=_Harmonics(rng, 0.06))
-    # The hilum notch is a smaller ellipsoid on the medial side with the same z extent: it shrinks with the
-    # spleen towards the poles instead of cutting the tip into pieces.
-    inward = np.asarray([uc - spu, vc - spv]) / np.hypot(uc - spu, vc - spv)
-    hilum_rho, _ = _ellipsoid(u, v, z, (spu + 24.0 * s * inward[0], spv + 24.0 * s * inward[1], z_spleen),
-                              (30.0 * s, 12.0 * s, c_spleen), angle=tangent, slope=(0.1, 0.15))
-    paint(organ_room & (spleen_rho < 1.0) & (hilum_rho > 1.0), hu["spleen"] + 3.0 * texture, SPLEEN)
-
-    # Kidneys: retroperitoneal, either side of the spine, hilum facing anteromedially; the right one sits lower
-    # (under the liver), as on the real scan (right kidney ends 12 mm below the left).
-    z_right = rng.uniform(-50, -35)
-    for side, label, zk in ((1.0, RIGHT_KIDNEY, z_right), (-1.0, LEFT_KIDNEY, z_right + rng.uniform(8, 20))):
-        s = organ_size()
-        ku, kv = vb_u + side * (0.41 + jitter(0.03)) * a, vc + (-0.27 + jitter(0.04)) * b
-        angle = np.arctan2(1.0, side) + jitter(0.2)  # long axis from posteromedial to anterolateral
-        kid, _ = _ellipsoid(u, v, z, (ku, kv, zk), (33.0 * s, 24.0 * s, rng.uniform(50, 58)), angle=angle,
-                              slope=(-side * 0.15, -0.1), outline=_Harmonics(rng, 0.04))
-        hilum_dir = np.arctan2(1.0, -side)  # anteromedial
-        sinus, _ = _ellipsoid(u, v, z, (ku + 16.0 * s * np.cos(hilum_dir), kv + 16.0 * s * np.sin(hilum_dir), zk),
-                              (13.0 * s, 9.0 * s, 38.0), angle=hilum_dir)
-        kidney = organ_room & (kid < 1.0)
-        paint(kidney, np.where(kid > 0.72, hu["kidney_cortex"], hu["kidney_medulla"]), label)
-        paint(kidney & (sinus < 1.0), hu["sinus"])  # renal sinus fat: not kidney, the hilum notch
-
-    # Stomach: a curved tube from the fundus (high, posterior, under the spleen's dome) to the antrum and
-    # pylorus (low, anterior, crossing to the right); wall, gastric fluid and a gas cap anteriorly.
-    s = organ_size() * rng.uniform(0.65, 1.0)
-    zs = rng.uniform(-8, 8)
-    stomach_pts = pts((-0.45 + jitter(0.04), -0.02, 70 + zs), (-0.36 + jitter(0.04), 0.28, 25 + zs),
-                      (-0.08 + jitter(0.04), 0.48, -8 + zs), (0.18 + jitter(0.04), 0.38, -22 + zs))
-    q, near_v, near_r = _tube(u, v, z, stomach_pts, np.asarray([42, 34, 24, 14], dtype=np.float32) * s)
-    stomach = organ_room & (q < 1.0)
-    paint(stomach, hu["fluid"] + 15.0 * np.clip(texture, -1, 2), STOMACH)  # fluid mixed with food
-    lumen_r = np.maximum(near_r - 4.5, 0.5)  # the gas cap is measured inside the wall
-    paint(stomach & (v > near_v + lumen_r * (1.0 - 2.0 * rng.uniform(0.08, 0.4))), hu["gas"], STOMACH)
-    paint(stomach & (q * near_r > lumen_r), hu["stomach_wall"], STOMACH)
-
-    # Gallbladder: a pear under the liver's inferior surface, anterior and medial in the right lobe.
-    s = organ_size()
-    gb, _ = _ellipsoid(u, v, z, (uc + (0.38 + jitter(0.05)) * a, vc + (0.38 + jitter(0.05)) * b,
-                                 rng.uniform(-25, -8)),
-                       (15.0 * s, 22.0 * s, rng.uniform(22, 30)), angle=jitter(0.5), slope=(0.1, 0.2),
-                       outline=_Harmonics(rng, 0.05))
-    paint(organ_room & (gb < 1.0), hu["gallbladder"], GALLBLADDER)
-
-    # Pancreas: thin and oblique, head by the duodenum (low, right), neck in front of the aorta, tail up to the
-    # splenic hilum (high, left, posterior); the splenic vein runs along its back.
-    s = organ_size()
-    zp = rng.uniform(-14, 0)
-    pancreas_pts = pts((0.22 + jitter(0.03), 0.12, zp - 22), (0.03, 0.26 + jitter(0.04), zp - 8),
-                       (-0.25, 0.20 + jitter(0.04), zp), (-0.50 + jitter(0.04), -0.05, zp + 12))
-    q, _, _ = _tube(u, v, z, pancreas_pts, np.asarray([13, 9, 9, 7], dtype=np.float32) * s)
-    paint(organ_room & (q < 1.0), hu["pancreas"] + 6.0 * fine, PANCREAS)
-    q, _, _ = _tube(u, v, z, pancreas_pts[1:] + np.asarray([0, -10.0 * s, 3], dtype=np.float32),
-                    np.full(3, 4.0 * g, dtype=np.float32))
-    paint(cavity & (q < 1.0), hu["vein"])
-
-    # IVC (no class): right of the aorta, flattened, embedded in the liver higher up.
-    ivc, _ = _ellipsoid(u, v, z, (vb_u + 0.11 * a, vc + 0.06 * b, 0.0), (14.0 * g, 10.0 * g, 1e6),
-                        slope=(0.0, -0.1))
-    paint(cavity & (ivc < 1.0), hu["vein"])
-
-    # Aorta: round, just anterior and to the patient's left of the vertebral body, following the spine;
-    # a little wider going up (real: 27 px at the bottom of the example, 44 at the top).
-    r_ao = rng.uniform(9.0, 12.0) * g * (1.0 + 0.003 * np.clip(z, -60, 60))
-    ao_u = vb_u - 0.07 * a + jitter(3.0)
-    ao_v = vb_v + vb_b + r_ao + rng.uniform(2.0, 7.0)
-    aorta = ((u - ao_u) ** 2 + (v - ao_v) ** 2) < r_ao**2
-    paint(aorta & cavity, hu["aorta"], AORTA)
-
-    # ---- bone: vertebra (body, discs, canal, arch, spinous and transverse processes), ribs -----------------
-    period = rng.uniform(32.0, 38.0)  # one vertebra + disc
-    disc = ((z / period + rng.uniform(0, 1)) % 1.0) < 0.22
-    vb = ((u - vb_u) / vb_a) ** 2 + ((v - vb_v) / vb_b) ** 2
-    bone = np.where(vb > 0.7, hu["cortical"], hu["cancellous"] + 40.0 * texture)
-    paint(vb < 1.0, np.where(disc, hu["disc"], bone))
-    canal_r2 = (u - vb_u) ** 2 + (v - canal_v) ** 2
-    arch = (canal_r2 < (13.0 * g) ** 2) & (v < canal_v + 4.0 * g)
-    spinous = (np.abs(u - vb_u) < 4.5 * g) & (v < canal_v) & (v > canal_v - 38.0 * g)
-    transverse = (np.abs(v - canal_v - 2.0 * g) < 5.0 * g) & (np.abs(u - vb_u) < 30.0 * g)
-    paint(body & (arch | spinous | transverse) & ~disc & (depth > fat_t), hu["cortical"] * 0.75)
-    paint(canal_r2 < (8.0 * g) ** 2, hu["canal"])
-
-    # Ribs: cross-sections in the muscle wall; they run obliquely, so each one slides along the wall from
-    # slice to slice. Fewer anteriorly low down (below the costal margin).
-    rib_depth = float(np.mean(fat_t + 0.5 * wall_t))
-    for _ in range(int(rng.integers(14, 20))):
-        side = rng.choice([-1.0, 1.0])
-        phi0 = rng.uniform(-1.2, 1.1)  # from posterior (-) to anterior (+) of the flank
-        phi = side * (np.pi / 2 + phi0) + 0.006 * z * side  # angle of the rib around the body, per slice
-        top = 0.0 if phi0 < 0 else 60.0 * phi0  # anterior ribs only higher up
-        present = (z > top - 40.0 + rng.uniform(-20, 20)) & (np.sin(z / rng.uniform(20, 30) + rng.uniform(0, 6)) > -0.3)
-        ang_u, ang_v = np.cos(phi), np.sin(phi)
-        # point on the wall band along that angle (approximately, from the superellipse radius)
-        radius = 1.0 / ((np.abs(ang_u) / a) ** p + (np.abs(ang_v) / b) ** p) ** (1.0 / p) * widen
-        centre_u = uc + ang_u * (radius - rib_depth)
-        centre_v = vc + ang_v * (radius - rib_depth)
-        rib = ((u - centre_u) ** 2 + (v - centre_v) ** 2) < (5.5 * g) ** 2
-        paint(rib & present & body & ~cavity, hu["rib"])
-
-    # Lung bases: posterior costophrenic recesses in the top slices (real: from ~2 cm above the centre).
-    for side in (-1.0, 1.0):
-        lung, _ = _ellipsoid(u, v, z, (uc + side * 0.55 * a, vc - 0.55 * b, rng.uniform(90, 105)),
-                             (60.0 * g, 45.0 * g, 75.0), angle=-side * 0.6, outline=_Harmonics(rng, 0.06))
-        paint(cavity & (lung < 1.0) & (np.abs(u - vb_u) > vb_a + 8.0 * g), hu["lung"] + 20.0 * fine)
-
-    # ---- partial volume, noise, quantisation --------------------------------------------------------------
-    ndi.gaussian_filter1d(image, 0.55, axis=1, output=image, truncate=3.0)
-    ndi.gaussian_filter1d(image, 0.55, axis=2, output=image, truncate=3.0)
-    if noise:
-        image += _correlated_normal(rng, shape, 0.7) * f32(rng.uniform(10.0, 15.0))
-    np.clip(np.rint(image, out=image), _HU_MIN, _HU_MAX, out=image)
-    return CTPhantom(image=image.astype(np.int16), labels=labels, spacing=(d, d, d),
-                     body=np.broadcast_to(body, shape).copy())
+    hu = _tissue_hu(rng, contrast)
+    body = _make_body(rng, n_slices, size, d)
+    canvas = _Canvas(body.shape, hu["air"])
+    _paint_wall_and_filler(canvas, body, hu)
+    spine = _place_spine(rng, body)
+    _paint_spine_muscles(canvas, rng, body, spine, hu)
+    _paint_bowel(canvas, rng, body, hu)
+    _paint_liver(canvas, rng, body, hu)
+    _paint_spleen(canvas, rng, body, hu)
+    _paint_kidneys(canvas, rng, body, spine, hu)
+    _paint_stomach(canvas, rng, body, hu)
+    _paint_gallbladder(canvas, rng, body, hu)
+    _paint_pancreas(canvas, rng, body, hu)
+    _paint_vessels(canvas, rng, body, spine, hu)
+    _paint_vertebrae(canvas, rng, body, spine, hu)
+    _paint_ribs(canvas, rng, body, hu)
+    _paint_lung_bases(canvas, rng, body, spine, hu)
+    image = _acquire(canvas, rng, noise)
+    return CTPhantom(image=image, labels=canvas.labels, spacing=(d, d, d),
+                     body=np.broadcast_to(body.mask, body.shape).copy())
