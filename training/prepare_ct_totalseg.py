@@ -17,11 +17,11 @@ import json
 from pathlib import Path
 
 import numpy as np
-from skimage.transform import resize
 
 from reseg.classes import CT_CLASSES
 from reseg.data.dataset import write_training_set
 from reseg.io import read_volume
+from reseg.preprocessing.resampling import resample_image, resample_labels, spacing_grid
 
 # TotalSegmentator "total" ids (class_map_total.json) -> Synapse organ index of CT_CLASSES
 TOTALSEG_TO_SYNAPSE = {"aorta": 1, "gallbladder": 2, "kidney_left": 3, "kidney_right": 4, "liver": 5,
@@ -37,14 +37,14 @@ def synapse_lookup(class_map: dict[str, str]) -> np.ndarray:
 
 
 def organ_scan(image_path: Path, labels_path: Path, lookup: np.ndarray, in_plane_mm: float | None = None):
-    """(image HU, Synapse labels, spacing), optionally resampled in-plane to `in_plane_mm`."""
+    """(image HU, Synapse labels, spacing), optionally resampled in-plane to `in_plane_mm` by the rule inference
+    applies to a model with that input spacing."""
     image, labels = read_volume(image_path), read_volume(labels_path)
     hu, organs, spacing = image.data.astype(np.int16), lookup[labels.data.astype(np.uint8)], image.spacing
     if in_plane_mm is not None:
-        shape = (hu.shape[0], *(round(n * s / in_plane_mm) for n, s in zip(hu.shape[1:], spacing[1:])))
-        hu = resize(hu.astype(np.float32), shape, order=1, preserve_range=True, anti_aliasing=True)
-        hu = hu.round().astype(np.int16)
-        organs = resize(organs, shape, order=0, preserve_range=True, anti_aliasing=False).astype(np.uint8)
+        grid = spacing_grid(hu.shape[1:], spacing[1:], (in_plane_mm, in_plane_mm))
+        hu = np.stack([resample_image(s.astype(np.float32), grid) for s in hu]).round().astype(np.int16)
+        organs = np.stack([resample_labels(s, grid) for s in organs])
         spacing = (spacing[0], in_plane_mm, in_plane_mm)
     present = {CT_CLASSES[k].name: int(n) for k, n in enumerate(np.bincount(organs.ravel(), minlength=9)) if k and n}
     print(f"{image_path.name}: {hu.shape} at {spacing} mm, organ voxels {present}")

@@ -14,13 +14,12 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from reseg.errors import DeviceMemoryError, ResegError
 from reseg.io import as_stack, max_slice_pixels
 from reseg.preprocessing.normalization import normalize_slices
 from reseg.inference.postprocessing import postprocess
-from reseg.preprocessing.resampling import spacing_grid
+from reseg.preprocessing.resampling import resize_batch, spacing_grid
 from reseg.zoo.weights import LoadedModel
 
 
@@ -52,15 +51,12 @@ def _predict_batch(
     model: LoadedModel, raw: np.ndarray, want_confidence: bool, pixel_spacing: Sequence[float] | None
 ) -> tuple[np.ndarray, np.ndarray | None]:
     batch = torch.from_numpy(normalize_slices(raw, model.card.normalization))[:, None]
-    batch = batch.to(model.device, memory_format=torch.channels_last)
-    shape = tuple(batch.shape[-2:])
+    shape = (int(batch.shape[-2]), int(batch.shape[-1]))
     grid = spacing_grid(shape, pixel_spacing, model.card.input_spacing)
-    if grid != shape:
-        batch = F.interpolate(batch, size=grid, mode="bilinear", align_corners=False)
+    batch = resize_batch(batch, grid).to(model.device, memory_format=torch.channels_last)  # as training does
     with _autocast(model.device):
         logits = model.network(batch)
-    if grid != shape:
-        logits = F.interpolate(logits.float(), size=shape, mode="bilinear", align_corners=False)
+    logits = resize_batch(logits.float(), shape)
     probabilities = torch.softmax(logits.float(), dim=1)
     confidence, labels = probabilities.max(dim=1)
     labels = labels.to(torch.uint8).cpu().numpy()

@@ -1,13 +1,17 @@
-"""In-plane resampling to a model's training spacing, shared by inference and training.
+"""In-plane resampling to a model's training spacing: one rule for inference and training.
 
 A CT model trained at 3 mm pixels sees a 0.8 mm scan's organs almost four times too large; cards with an
 `input_spacing` therefore have every slice resampled to it, at inference and when such a model is trained
-further, so both see the same scale.
+further, so both see the same scale and the same pixels. Images are resampled bilinearly, anti-aliased when
+shrinking (the kernel widens with the scale, so a 0.8 mm scan brought to 3 mm averages its pixels instead of
+picking every fourth one and keeping its noise); labels by nearest neighbour. This runs in torch, on the
+model's device and on whole batches, rather than with scikit-image's `resize`, which works on one numpy
+array at a time on the CPU.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -24,12 +28,20 @@ def spacing_grid(shape: tuple[int, int], pixel_spacing: Sequence[float] | None,
     return shape if all(abs(a - b) <= 0.1 * b for a, b in zip(size, shape)) else size
 
 
+def resize_batch(batch: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """A float batch (N, C, H, W) resampled to `grid` (H, W): bilinear, anti-aliased along an axis it shrinks."""
+    if tuple(batch.shape[-2:]) == tuple(grid):
+        return batch
+    shrinks = any(new < old for new, old in zip(grid, batch.shape[-2:]))
+    return F.interpolate(batch, size=grid, mode="bilinear", align_corners=False, antialias=shrinks)
+
+
 def resample_image(image: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
-    """A float image (H, W) bilinearly resampled to `grid`."""
+    """A float image (H, W) resampled to `grid` by `resize_batch`."""
     if tuple(image.shape) == tuple(grid):
         return image
     tensor = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32))[None, None]
-    return F.interpolate(tensor, size=grid, mode="bilinear", align_corners=False)[0, 0].numpy()
+    return resize_batch(tensor, grid)[0, 0].numpy()
 
 
 def resample_labels(labels: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
