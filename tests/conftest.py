@@ -7,6 +7,17 @@ from pathlib import Path
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+PLUGIN_TESTS = Path(__file__).resolve().parent / "napari_reseg"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Markers a test cannot forget: `gui` for every plugin test (they need a display: Xvfb), `real_data` for
+    every test that asks for ../shared/data. `slow`, `distributed`, `corpus` and `smoke` are set by hand."""
+    for item in items:
+        if PLUGIN_TESTS in Path(item.path).parents:
+            item.add_marker(pytest.mark.gui)
+        if {"shared_data", "shared_data_root"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_data)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ is not blank."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 
 def _segment(viewer, segment, click, wait_for):
@@ -12,6 +13,7 @@ def _segment(viewer, segment, click, wait_for):
     return viewer.layers["scan.tif labels"]
 
 
+@pytest.mark.slow
 def test_paint_fill_erase_and_undo_on_the_result(viewer, segment, small_oct, click, wait_for):
     labels = _segment(viewer, segment, click, wait_for)
     before = labels.data.copy()
@@ -42,6 +44,7 @@ def test_segment_widget_is_in_the_plugins_and_layers_segment_menus(viewer):
     assert "napari-reseg.segment" in ids or "napari-reseg:Segment" in ids, ids
 
 
+@pytest.mark.slow
 def test_screenshot_of_the_docked_widget_beside_a_segmented_sample(viewer, segment, small_oct, click, wait_for):
     labels = _segment(viewer, segment, click, wait_for)
     viewer.reset_view()

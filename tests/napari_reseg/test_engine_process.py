@@ -27,6 +27,7 @@ def _segment(engine, image, batch_size=1, model="lightreseg-oct"):
                       with_confidence=True)
 
 
+@pytest.mark.slow
 def test_batches_come_back_as_the_engine_segments_in_process(engine):
     from reseg.inference.segmentation import segment
     from reseg.zoo.weights import load_model
@@ -43,6 +44,7 @@ def test_batches_come_back_as_the_engine_segments_in_process(engine):
     np.testing.assert_allclose(np.concatenate([b.confidence for b in batches]), expected.confidence, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_stop_ends_the_run_after_its_batch(engine):
     image = make_oct_phantom(n_bscans=6, height=224, width=160, seed=8).image
     messages = _segment(engine, image)
@@ -55,6 +57,7 @@ def test_stop_ends_the_run_after_its_batch(engine):
     assert [b.slices for b in again[1:]] == [(0, 1)]  # the next run is whole: the stop was for the last one
 
 
+@pytest.mark.slow
 def test_errors_in_the_process_arrive_as_themselves(engine, tmp_path):
     weights = tmp_path / "broken.safetensors"
     weights.write_bytes(b"\0" * 16)
@@ -63,6 +66,7 @@ def test_errors_in_the_process_arrive_as_themselves(engine, tmp_path):
         list(_segment(engine, np.zeros((1, 64, 64), np.uint8), model=str(weights)))
 
 
+@pytest.mark.slow
 def test_a_killed_process_is_a_clear_error_and_starts_again(engine):
     engine.wait_ready()
     engine._process.kill()  # what the system's out-of-memory killer does

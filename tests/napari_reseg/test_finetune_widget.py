@@ -17,6 +17,7 @@ def _items(combo) -> list[str]:
     return [combo.itemText(i) for i in range(combo.count())]
 
 
+@pytest.mark.slow
 def test_finetune_shows_curves_and_comparison_and_a_kept_model_is_pickable_then_removable(
         finetune, segment, corrections, user_models, qtbot, click, wait_for, answers):
     finetune.add_data_folder(corrections)
@@ -56,6 +57,7 @@ def test_finetune_shows_curves_and_comparison_and_a_kept_model_is_pickable_then_
     assert _items(finetune.own_models_combo) == [] and not finetune.remove_model_button.isEnabled()
 
 
+@pytest.mark.slow
 def test_cancel_stops_training_and_keeps_nothing(finetune, corrections, user_models, click, wait_for):
     finetune.add_data_folder(corrections)
     finetune.epochs_spin.setValue(50)
@@ -67,6 +69,7 @@ def test_cancel_stops_training_and_keeps_nothing(finetune, corrections, user_mod
     assert not list(user_models.iterdir())  # staging folder removed, no model
 
 
+@pytest.mark.slow
 @pytest.mark.smoke
 def test_discard_leaves_no_model_behind(finetune, corrections, user_models, click, wait_for):
     finetune.add_data_folder(corrections)
@@ -93,6 +96,7 @@ def test_bad_inputs_start_nothing_and_say_why(finetune, corrections, monkeypatch
     assert not finetune.task.running and "not a usable model name" in errors[-1]
 
 
+@pytest.mark.slow
 def test_a_failing_run_reports_the_folder_and_cleans_up(finetune, tmp_path, user_models, click, wait_for,
                                                         monkeypatch):
     errors = []

@@ -57,6 +57,7 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow
 def test_no_torch_or_monai_in_napari(tmp_path):
     done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "scan.tif")], capture_output=True,
                           text=True, timeout=600)

@@ -26,6 +26,7 @@ def review(dock):
     return dock("Review")
 
 
+@pytest.mark.slow
 @pytest.mark.smoke
 def test_opened_after_a_run_it_is_ready_and_marks_with_its_buttons(viewer, segmented, review, click):
     image, labels = segmented
@@ -47,6 +48,7 @@ def test_opened_after_a_run_it_is_ready_and_marks_with_its_buttons(viewer, segme
     assert "reviewed" in review.slice_list.item(1).text() and "alice" in review.slice_list.item(1).text()
 
 
+@pytest.mark.slow
 @pytest.mark.smoke
 def test_keys_work_and_are_released_when_the_widget_closes(viewer, segmented, review, qtbot):
     from napari.utils.key_bindings import coerce_keybinding
@@ -63,6 +65,7 @@ def test_keys_work_and_are_released_when_the_widget_closes(viewer, segmented, re
     assert review.controller.session.review.slices[1].status.value == "unreviewed"
 
 
+@pytest.mark.slow
 def test_it_follows_the_labels_layer_the_user_works_on(viewer, segment, segmented, review, write_oct_scan,
                                                         click, wait_for):
     path, _ = write_oct_scan("second.tif", seed=12)
@@ -76,6 +79,7 @@ def test_it_follows_the_labels_layer_the_user_works_on(viewer, segment, segmente
     assert review.controller.session.source.name == "scan.tif"
 
 
+@pytest.mark.slow
 def test_least_confident_unreviewed_slice_comes_from_the_model(viewer, segmented, review, click):
     confidence = review.controller.session.confidence
     assert confidence is not None and np.all(np.isfinite(confidence))
@@ -83,6 +87,7 @@ def test_least_confident_unreviewed_slice_comes_from_the_model(viewer, segmented
     assert review.current_slice() == int(np.argmin(confidence))
 
 
+@pytest.mark.slow
 def test_a_painted_stroke_is_tracked_against_the_prediction(viewer, segmented, review, qtbot):
     image, labels = segmented
     viewer.dims.set_current_step(0, 2)
@@ -97,6 +102,7 @@ def test_a_painted_stroke_is_tracked_against_the_prediction(viewer, segmented, r
     qtbot.waitUntil(lambda: "autosaved" in review.save_label.text(), timeout=10_000)
 
 
+@pytest.mark.slow
 def test_autosave_survives_and_restores_in_a_new_viewer(make_napari_viewer_proxy, viewer, segment, small_oct, click,
                                                         wait_for, dock, oct_file, qtbot, answers, reseg_settings):
     reseg_settings.review.session_folder = ""  # the default: beside the scan (here in the test's folder)
@@ -128,6 +134,7 @@ def test_autosave_survives_and_restores_in_a_new_viewer(make_napari_viewer_proxy
     assert restorer.controller.session.labels[2, 120, 100] == 9
 
 
+@pytest.mark.slow
 def test_sessions_go_where_the_preferences_say(viewer, segment, small_oct, click, wait_for, dock, tmp_path,
                                                reseg_settings):
     reseg_settings.review.session_folder = str(tmp_path / "my sessions")
@@ -143,6 +150,7 @@ def test_sessions_go_where_the_preferences_say(viewer, segment, small_oct, click
     assert review.controller.session.review.slices[0].reviewer == "dr. bob"
 
 
+@pytest.mark.slow
 def test_topology_check_and_one_click_fix_with_undo(viewer, segmented, review, click):
     image, labels = segmented
     labels.data[1, :, 40:60] = labels.data[1, ::-1, 40:60]  # turn 20 A-scans upside down
@@ -155,6 +163,7 @@ def test_topology_check_and_one_click_fix_with_undo(viewer, segmented, review, c
     np.testing.assert_array_equal(labels.data, broken)
 
 
+@pytest.mark.slow
 def test_export_writes_reviewed_slices_and_asks_before_replacing_another_export(viewer, segmented, review, click,
                                                                                  tmp_path, qtbot, monkeypatch,
                                                                                  answers):

@@ -12,6 +12,7 @@ from reseg.classes import CT_CLASSES, OCT_CLASSES
     ("key", "image_name", "classes", "modality"),
     [("oct-phantom", "OCT phantom", OCT_CLASSES, "OCT"), ("ct-phantom", "CT phantom", CT_CLASSES, "CT")],
 )
+@pytest.mark.slow
 def test_sample_opens_as_image_and_true_labels(viewer, key, image_name, classes, modality):
     viewer.open_sample("napari-reseg", key)
     image, labels = viewer.layers[image_name], viewer.layers[f"{image_name} true labels"]
@@ -25,6 +26,7 @@ def test_sample_opens_as_image_and_true_labels(viewer, key, image_name, classes,
     assert labels.metadata["reseg"].reference  # the truth to compare with: a run never overwrites it
 
 
+@pytest.mark.slow
 def test_segmenting_the_sample_keeps_its_true_labels(viewer, segment, click, wait_for):
     viewer.open_sample("napari-reseg", "oct-phantom")
     truth = viewer.layers["OCT phantom true labels"].data.copy()

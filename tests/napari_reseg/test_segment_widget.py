@@ -57,6 +57,7 @@ def test_a_run_gives_one_named_coloured_labels_layer_in_register(viewer, segment
     assert doubt.name not in [segment.image_combo.itemText(i) for i in range(segment.image_combo.count())]
 
 
+@pytest.mark.slow
 @pytest.mark.smoke
 def test_running_again_asks_and_keep_changes_nothing_and_stays_one_layer(viewer, segment, small_oct, click,
                                                                          wait_for, answers):
@@ -83,6 +84,7 @@ def test_running_again_asks_and_keep_changes_nothing_and_stays_one_layer(viewer,
     assert len(answers.asked) == 2 and len(_labels_layers(viewer)) == 1
 
 
+@pytest.mark.slow
 def test_current_slice_scope_computes_only_the_slice_on_screen(viewer, segment, small_oct, click, wait_for):
     _choose(segment, scope="current slice")
     viewer.dims.set_current_step(0, 2)
@@ -92,6 +94,7 @@ def test_current_slice_scope_computes_only_the_slice_on_screen(viewer, segment, 
     assert labels[2].any() and not labels[[0, 1, 3]].any()
 
 
+@pytest.mark.slow
 def test_cancel_stops_within_a_batch_and_keeps_finished_slices(viewer, segment, write_oct_scan, click, wait_for):
     path, _ = write_oct_scan("long.tif", n_bscans=12, seed=2)
     viewer.open(str(path), plugin="napari-reseg")
@@ -106,6 +109,7 @@ def test_cancel_stops_within_a_batch_and_keeps_finished_slices(viewer, segment, 
     assert "cancelled after" in segment.status.text()
 
 
+@pytest.mark.slow
 @pytest.mark.smoke
 def test_closing_the_dock_mid_run_stops_its_worker(viewer, segment, write_oct_scan, qtbot, click):
     path, _ = write_oct_scan("long.tif", n_bscans=16, seed=3)
@@ -119,6 +123,7 @@ def test_closing_the_dock_mid_run_stops_its_worker(viewer, segment, write_oct_sc
     assert segment.controller.run.done < 16
 
 
+@pytest.mark.slow
 def test_result_goes_to_the_layer_it_was_computed_for(viewer, segment, small_oct, click, wait_for):
     _choose(segment, batch=1)
     click(segment.run_button)
@@ -149,6 +154,7 @@ def test_a_model_for_another_modality_is_never_preselected_and_warns(viewer, seg
     assert not segment.task.running and not _labels_layers(viewer)
 
 
+@pytest.mark.slow
 def test_a_plain_array_layer_can_be_segmented(viewer, segment, click, wait_for):
     from reseg.data.phantom import make_oct_phantom
 
@@ -172,6 +178,7 @@ def test_mismatched_checkpoint_is_refused_with_the_cause(viewer, segment, tmp_pa
     assert segment.model_combo.currentText() != "Load checkpoint..."
 
 
+@pytest.mark.slow
 def test_model_error_in_the_worker_becomes_a_notification(viewer, segment, small_oct, click, wait_for, tmp_path,
                                                           monkeypatch):
     import shutil
@@ -199,6 +206,7 @@ def test_rgb_label_and_4d_layers_are_not_offered_as_scans(viewer, segment):
     assert offered == []
 
 
+@pytest.mark.slow
 def test_post_processing_can_be_switched_off_on_a_real_scan(viewer, segment, shared_data, click, wait_for):
     """On the Spectralis line scan the network alone calls part of the vitreous noise fluid; the card's
     confine_to_retina clears it, and unticking the box shows the network's own output for comparison."""

@@ -20,6 +20,7 @@ JOURNEYS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("journey", sorted(JOURNEYS))
 def test_a_graders_session_from_open_to_fine_tune(journey, viewer, dock, shared_data, click, wait_for, answers,
                                                    tmp_path, monkeypatch, qtbot, user_models):

@@ -14,6 +14,7 @@ from napari.layers import Labels
 from reseg.classes import CT_CLASSES, OCT_CLASSES
 
 
+@pytest.mark.slow
 def test_labels_saved_as_nifti_overlay_an_lps_source_exactly(viewer, segment, click, wait_for, tmp_path):
     affine = np.array([[-0.9, 0, 0, 100.0], [0, -0.9, 0, 80.0], [0, 0, 3.0, -50.0], [0, 0, 0, 1]])
     hu = np.full((40, 36, 4), -1000, np.int16)
@@ -41,6 +42,7 @@ def test_labels_saved_as_nifti_overlay_an_lps_source_exactly(viewer, segment, cl
     assert reopened.name not in [segment.image_combo.itemText(i) for i in range(segment.image_combo.count())]
 
 
+@pytest.mark.slow
 @pytest.mark.smoke
 def test_oct_labels_saved_as_tiff_reopen_as_labels_on_their_scan(viewer, segment, small_oct, click, wait_for,
                                                                 tmp_path, answers):

@@ -34,6 +34,7 @@ def test_models_lists_the_bundled_models(capsys):
     assert "lightreseg-oct" in out and "l2gnet-ct" in out and "bundled" in out
 
 
+@pytest.mark.slow
 def test_segment_tiff_stack_with_confidence(oct_stack, tmp_path):
     out, confidence = tmp_path / "labels.tif", tmp_path / "confidence.tif"
     result = run("segment", str(oct_stack), "-o", str(out), "--confidence", str(confidence), "--device", "cpu")

@@ -147,7 +147,8 @@ def load_model(
             )
     state = read_weights(weights_path)
     try:
-        network = build_network(model_card.architecture, model_card.arguments)
+        with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten: leave the caller's RNG alone
+            network = build_network(model_card.architecture, model_card.arguments)
     except (TypeError, ValueError) as error:
         raise CheckpointError(weights_path, f"its card cannot build the network ({error})") from None
     _check_state_dict(network, state, model_card, weights_path)

@@ -159,6 +159,7 @@ def test_organ_sides_follow_the_data_convention(phantom: CTPhantom) -> None:
     assert max(row(LEFT_KIDNEY), row(RIGHT_KIDNEY), row(SPLEEN)) < row(AORTA) < row(PANCREAS) < row(STOMACH)
 
 
+@pytest.mark.slow
 def test_organ_positions_match_the_real_example(shared_data) -> None:
     image, seg = _real_example(shared_data)
     for seed in (0, 1, 2):

@@ -107,6 +107,7 @@ def test_device_selection():
         resolve_device("tpu")
 
 
+@pytest.mark.slow
 def test_bundled_oct_model_segments_unseen_phantoms_accurately():
     """Seeds far from the training seeds: the bundled model must recover the layers of new anatomy."""
     phantom = make_oct_phantom(n_bscans=3, seed=9001, fluid=True)

@@ -30,6 +30,7 @@ def _training_step(network: SegmentationNetwork, shape: tuple[int, ...]) -> torc
 
 @pytest.mark.parametrize("architecture", sorted(ARCHITECTURES))
 class TestArchitectureContract:
+    @pytest.mark.slow
     @pytest.mark.parametrize("shape", [(1, 1, 203, 317), (2, 1, 496, 768)])
     def test_forward_backward_at_any_size(self, architecture: str, shape: tuple[int, ...]) -> None:
         network = _build(architecture)

@@ -16,6 +16,7 @@ from reseg.cli import main
 from reseg.zoo.weights import load_model
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
+pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
 
 def _free_port() -> int:

@@ -57,6 +57,7 @@ def test_real_line_scan_boundaries_are_as_on_the_card(shared_data, metrics, tmp_
     assert report["boundaries"]["ILM"]["mae_px"] < 5 and report["boundaries"]["BM"]["mae_px"] < 8
 
 
+@pytest.mark.slow
 def test_fluid_on_unseen_duke_subjects_is_as_on_the_card(shared_data, prepare, metrics, tmp_path):
     data = shared_data("duke_dme").parent
     subjects = [prepare.duke_subject(data, subject) for subject in prepare.DUKE_VALIDATION]
@@ -69,6 +70,7 @@ def test_fluid_on_unseen_duke_subjects_is_as_on_the_card(shared_data, prepare, m
     assert fluid["dice_pooled"] > 0.35  # the phantom-only version 1 scored 0.15 here
 
 
+@pytest.mark.slow
 def test_held_out_phantoms_are_as_on_the_card(prepare, metrics, tmp_path):
     write_training_set(tmp_path / "phantom", prepare.phantom_scans("phantom_test"), "OCT", "phantom test")
     report = _evaluate(tmp_path / "phantom", tmp_path / "phantom.json")

@@ -46,6 +46,14 @@ def test_bundled_model_loads_in_eval_mode_on_cpu(name):
     assert logits.shape == (1, model.card.num_classes, 37, 53)
 
 
+def test_loading_a_model_leaves_the_callers_random_state_alone():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    load_model("lightreseg-oct", device="cpu")
+    assert torch.equal(torch.rand(3), expected)
+
+
 def _user_checkpoint(folder, num_classes=3):
     """A freshly saved tiny-class LightReSeg with its card, as a user's training run would leave it."""
     card = read_card(bundled_model_dir() / "lightreseg-oct.json")
