@@ -88,8 +88,10 @@ def main() -> None:
         ms = ms_per_bscan(model, args.batch, args.repeats)
         rate = gflops / (ms / 1e3)
         params = sum(p.numel() for p in model.network.parameters()) / 1e6
-        print(f"| {name} ({model.card.architecture}) | {params:.2f} M | {gflops:.1f} | {ms:.0f} | {rate:.1f} | "
-              f"{rate / peak:.2f} |")
+        print(
+            f"| {name} ({model.card.architecture}) | {params:.2f} M | {gflops:.1f} | {ms:.0f} | {rate:.1f} | "
+            f"{rate / peak:.2f} |"
+        )
 
 
 if __name__ == "__main__":

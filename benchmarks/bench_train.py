@@ -1,7 +1,8 @@
 """Training throughput (B-scans per second) of both architectures, as `reseg train` runs them.
 
 One step is the engine's own `reseg.train.loop.train_step` (forward, Dice + cross-entropy + L2GNet's VQ loss,
-backward, AdamW update) on a batch of random crops, in channels-last memory format. Prints the median over the timed steps, after warm-up steps.
+backward, AdamW update) on a batch of random crops, in channels-last memory format. Prints the median over
+the timed steps, after warm-up steps.
 
     python benchmarks/bench_train.py [--device cpu|cuda] [--batch 6] [--crop 320 320] [--steps 5]
 """
@@ -22,8 +23,15 @@ from reseg.train.losses import DiceCrossEntropyLoss
 ARCHITECTURES = {"lightreseg": 10, "l2gnet": 9}
 
 
-def step_seconds(architecture: str, classes: int, device: torch.device, batch: int, crop: tuple[int, int],
-                 steps: int, warmup: int = 2) -> tuple[float, int]:
+def step_seconds(
+    architecture: str,
+    classes: int,
+    device: torch.device,
+    batch: int,
+    crop: tuple[int, int],
+    steps: int,
+    warmup: int = 2,
+) -> tuple[float, int]:
     """Median seconds per training step, and the network's parameter count."""
     network = build_network(architecture, {"num_classes": classes}).to(device, memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(network.parameters(), lr=1e-3)

@@ -64,8 +64,10 @@ def spin(seconds: float) -> None:
 
 def row(phase: str, blocked_ms: float | None, gaps: np.ndarray, seconds: float) -> str:
     call = f"{blocked_ms:.0f}" if blocked_ms is not None else "-"
-    return (f"| {phase} | {call} | {gaps.max():.0f} | {np.percentile(gaps, 99):.0f} | {np.median(gaps):.0f} "
-            f"| {seconds:.1f} |")
+    return (
+        f"| {phase} | {call} | {gaps.max():.0f} | {np.percentile(gaps, 99):.0f} | {np.median(gaps):.0f} "
+        f"| {seconds:.1f} |"
+    )
 
 
 def main() -> None:
@@ -82,8 +84,13 @@ def main() -> None:
     phantom = make_oct_phantom(n_bscans=args.bscans, seed=1)
     z, y, x = phantom.spacing
     scan = folder / "scan.tif"
-    tifffile.imwrite(scan, phantom.image, imagej=True, resolution=(1 / x, 1 / y),
-                     metadata={"spacing": z, "unit": "mm", "axes": "ZYX"})
+    tifffile.imwrite(
+        scan,
+        phantom.image,
+        imagej=True,
+        resolution=(1 / x, 1 / y),
+        metadata={"spacing": z, "unit": "mm", "axes": "ZYX"},
+    )
     viewer = napari.Viewer(show=True)
     viewer.open(str(scan), plugin="napari-reseg")
     spin(1.0)
@@ -105,8 +112,9 @@ def main() -> None:
     segment.run_button.click()  # at once: the engine is still loading in the background
     blocked = (time.perf_counter() - start) * 1e3
     seconds = spin_until(lambda: not segment.task.running)
-    lines.append(row(f"first Run, cold engine ({args.bscans} B-scans)", blocked,
-                     probe.gaps(start, time.perf_counter()), seconds))
+    lines.append(
+        row(f"first Run, cold engine ({args.bscans} B-scans)", blocked, probe.gaps(start, time.perf_counter()), seconds)
+    )
     first_status = segment.status.text()
     spin_until(lambda: not widgets["Fine-tune"].engine.running)
 
@@ -114,16 +122,26 @@ def main() -> None:
     segment.run_button.click()
     blocked = (time.perf_counter() - start) * 1e3
     seconds = spin_until(lambda: not segment.task.running)
-    lines.append(row(f"second Run, whole volume ({args.bscans} B-scans)", blocked,
-                     probe.gaps(start, time.perf_counter()), seconds))
+    lines.append(
+        row(
+            f"second Run, whole volume ({args.bscans} B-scans)",
+            blocked,
+            probe.gaps(start, time.perf_counter()),
+            seconds,
+        )
+    )
     probe.timer.stop()
 
     import torch
 
-    print(f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
-          f"torch {torch.__version__}, napari {napari.__version__}, Qt binding {__import__('qtpy').API_NAME}")
-    print(f"scan: {args.bscans} B-scans of {phantom.image.shape[1]}x{phantom.image.shape[2]}, lightreseg-oct, "
-          f"batch {args.batch}; first run: {first_status}; second run: {segment.status.text()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, "
+        f"torch {torch.__version__}, napari {napari.__version__}, Qt binding {__import__('qtpy').API_NAME}"
+    )
+    print(
+        f"scan: {args.bscans} B-scans of {phantom.image.shape[1]}x{phantom.image.shape[2]}, lightreseg-oct, "
+        f"batch {args.batch}; first run: {first_status}; second run: {segment.status.text()}"
+    )
     print()
     print("| phase | call blocked (ms) | longest gap (ms) | 99th pct (ms) | median (ms) | seconds |")
     print("|---|---|---|---|---|---|")

@@ -48,8 +48,10 @@ def main() -> None:
     reals = [imread(f) for f in sorted(glob.glob(str(DUKE / "images" / "*.png")))]
     real_px = np.concatenate([r[scan_field_mask(r)] for r in reals])
     # The phantom side pools 6 volumes: one volume has one random gain / noise floor, like one real eye.
-    syn_px = np.concatenate([ph.image.ravel()] + [
-        make_oct_phantom(n_bscans=8, seed=args.seed + i, fluid=True).image.ravel() for i in range(1, 6)])
+    syn_px = np.concatenate(
+        [ph.image.ravel()]
+        + [make_oct_phantom(n_bscans=8, seed=args.seed + i, fluid=True).image.ravel() for i in range(1, 6)]
+    )
     q = (5, 25, 50, 75, 95)
     pr, ps = np.percentile(real_px, q), np.percentile(syn_px, q)
 
@@ -65,8 +67,9 @@ def main() -> None:
     axes[1, 0].set_title("phantom labels (OCT_CLASSES colours)", fontsize=11)
     axes[1, 0].axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(c.color) / 255) for c in OCT_CLASSES]
-    axes[1, 0].legend(handles, [f"{c.index} {c.name}" for c in OCT_CLASSES], fontsize=7, loc="lower left",
-                      ncol=2, framealpha=0.8)
+    axes[1, 0].legend(
+        handles, [f"{c.index} {c.name}" for c in OCT_CLASSES], fontsize=7, loc="lower left", ncol=2, framealpha=0.8
+    )
     ax = axes[1, 1]
     bins = np.arange(257)
     ax.hist(real_px, bins=bins, density=True, histtype="step", color="k", label="Duke DME (88 B-scans)")
@@ -75,8 +78,14 @@ def main() -> None:
     ax.set_xlabel("display value")
     ax.set_title("intensity histograms (Duke: registration fill excluded)", fontsize=11)
     ax.legend(fontsize=9)
-    text = "percentile  " + "  ".join(f"{p:>4d}" for p in q) + "\nDuke        " + \
-        "  ".join(f"{v:4.0f}" for v in pr) + "\nphantom     " + "  ".join(f"{v:4.0f}" for v in ps)
+    text = (
+        "percentile  "
+        + "  ".join(f"{p:>4d}" for p in q)
+        + "\nDuke        "
+        + "  ".join(f"{v:4.0f}" for v in pr)
+        + "\nphantom     "
+        + "  ".join(f"{v:4.0f}" for v in ps)
+    )
     ax.text(0.3, 0.72, text, transform=ax.transAxes, family="monospace", fontsize=9)
     fig.tight_layout()
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,8 @@ drawn over each model's labels. Row 2: a Duke DME B-scan of a validation subject
 outline. One column per model, so the phantom-only version 1 and the bundled model can be set side by side
 (the README's figure):
 
-    mkdir -p /tmp/v1 && for f in json safetensors; do git show 74a1ccb:models/lightreseg-oct.$f > /tmp/v1/lightreseg-oct.$f; done
+    mkdir -p /tmp/v1
+    for f in json safetensors; do git show 74a1ccb:models/lightreseg-oct.$f > /tmp/v1/lightreseg-oct.$f; done
     python docs/make_real_scan_figure.py --models "phantom only (version 1)=/tmp/v1/lightreseg-oct.json" \
         "bundled (version 2)=lightreseg-oct"
 
@@ -73,13 +74,18 @@ def main() -> None:
                     ax.plot(columns, heights[boundary][0], style, linewidth=0.9, label=f"device {boundary}")
                 ax.legend(fontsize=8, loc="lower right")
             else:
-                ax.contour(np.arange(image.shape[1]), np.arange(rows.start, rows.stop),
-                           find_boundaries(fluid, mode="inner")[rows], levels=[0.5], colors="white", linewidths=0.8)
+                ax.contour(
+                    np.arange(image.shape[1]),
+                    np.arange(rows.start, rows.stop),
+                    find_boundaries(fluid, mode="inner")[rows],
+                    levels=[0.5],
+                    colors="white",
+                    linewidths=0.8,
+                )
             ax.set_title(f"{title}: {scan_title}", fontsize=10)
             ax.axis("off")
     handles = [plt.Rectangle((0, 0), 1, 1, color=np.array(c.color) / 255) for c in model.card.classes]
-    fig.legend(handles, [f"{c.index} {c.name}" for c in model.card.classes], fontsize=8, loc="lower center",
-               ncol=5)
+    fig.legend(handles, [f"{c.index} {c.name}" for c in model.card.classes], fontsize=8, loc="lower center", ncol=5)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=80)

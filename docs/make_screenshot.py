@@ -101,8 +101,10 @@ def three_widgets_screenshot() -> None:
     _settle(viewer)
     window = viewer.window._qt_window
     viewer.screenshot(str(DOCS / "three_widgets.png"), canvas_only=False, flash=False)
-    print(f"wrote {DOCS / 'three_widgets.png'}: window {window.width()} x {window.height()}, "
-          f"{segment.status.text()}; {review.progress_label.text()}")
+    print(
+        f"wrote {DOCS / 'three_widgets.png'}: window {window.width()} x {window.height()}, "
+        f"{segment.status.text()}; {review.progress_label.text()}"
+    )
     viewer.close()
 
 

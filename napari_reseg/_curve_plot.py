@@ -5,6 +5,7 @@ Drawn with QPainter so the plugin needs no plotting library; it only has to show
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from qtpy.QtCore import QPointF, QRectF, Qt
@@ -37,7 +38,7 @@ class CurvePlot(QWidget):
         self.dice.append((epoch, dice))
         self.update()
 
-    def paintEvent(self, event) -> None:  # noqa: N802 (Qt's name)
+    def paintEvent(self, event) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.Antialiasing)
         frame = QRectF(self.rect()).adjusted(34, 8, -34, -20)
@@ -50,8 +51,10 @@ class CurvePlot(QWidget):
         dice_low = min(math.floor(min((d for _, d in self.dice), default=0.0) * 10) / 10, 0.9)
 
         def point(step: float, value: float, top: float, low: float = 0.0) -> QPointF:
-            return QPointF(frame.left() + frame.width() * step / steps,
-                           frame.bottom() - frame.height() * min(max((value - low) / (top - low), 0.0), 1.0))
+            return QPointF(
+                frame.left() + frame.width() * step / steps,
+                frame.bottom() - frame.height() * min(max((value - low) / (top - low), 0.0), 1.0),
+            )
 
         if len(self.losses) > 1:
             path = QPainterPath(point(1, self.losses[0], top_loss))
@@ -61,7 +64,7 @@ class CurvePlot(QWidget):
             painter.drawPath(path)
         painter.setPen(QPen(DICE_COLOUR, 2))
         points = [point(epoch * self.steps_per_epoch, dice, 1.0, dice_low) for epoch, dice in self.dice]
-        for a, b in zip(points, points[1:]):
+        for a, b in itertools.pairwise(points):
             painter.drawLine(a, b)
         for p in points:
             painter.drawEllipse(p, 3, 3)
@@ -73,6 +76,7 @@ class CurvePlot(QWidget):
         painter.setPen(DICE_COLOUR)
         painter.drawText(QRectF(frame.right() + 2, frame.top() - 4, 32, 16), Qt.AlignLeft, "1")
         painter.drawText(QRectF(frame.right() + 2, frame.bottom() - 12, 32, 16), Qt.AlignLeft, f"{dice_low:g}")
-        painter.drawText(QRectF(frame.right() - 200, frame.bottom() + 2, 200, 16), Qt.AlignRight,
-                         "held-out mean Dice / epoch")
+        painter.drawText(
+            QRectF(frame.right() - 200, frame.bottom() + 2, 200, 16), Qt.AlignRight, "held-out mean Dice / epoch"
+        )
         painter.end()

@@ -31,22 +31,22 @@ class LayerTransform:
     units: tuple[str, ...]
 
     @classmethod
-    def of(cls, layer) -> "LayerTransform":
+    def of(cls, layer) -> LayerTransform:
         """The transform a layer has now (a scan's labels copy their scan's, whatever the user changed)."""
         return cls(tuple(layer.scale), tuple(layer.translate), tuple(str(unit) for unit in layer.units))
 
     def kwargs(self) -> dict:
         return {"scale": self.scale, "translate": self.translate, "units": self.units}
 
-    def last(self, ndim: int) -> "LayerTransform":
+    def last(self, ndim: int) -> LayerTransform:
         """The transform of the last `ndim` axes (a single B-scan is shown as a 2-D layer)."""
         return LayerTransform(self.scale[-ndim:], self.translate[-ndim:], self.units[-ndim:])
 
 
-def scan_transform(geometry: "Volume", modality: str, preferences: Preferences) -> LayerTransform:
+def scan_transform(geometry: Volume, modality: str, preferences: Preferences) -> LayerTransform:
     """The (z, y, x) layer transform of a scan (or of its labels), per the rules in the module docstring."""
     known = tuple(bool(k) for k in geometry.metadata.get("spacing_known", (False,) * 3))
-    scale = [float(s) if k else 1.0 for s, k in zip(geometry.spacing, known)]
+    scale = [float(s) if k else 1.0 for s, k in zip(geometry.spacing, known, strict=True)]
     translate = [0.0, 0.0, 0.0]
     units = tuple("mm" if k else "pixel" for k in known)
     if _looks_like_bscans(modality, scale, known):
@@ -57,7 +57,7 @@ def scan_transform(geometry: "Volume", modality: str, preferences: Preferences) 
     return LayerTransform(tuple(scale), tuple(translate), units)
 
 
-def _lps_origin(geometry: "Volume") -> tuple[float, float, float]:
+def _lps_origin(geometry: Volume) -> tuple[float, float, float]:
     """(S, P, L) mm of the first voxel of the canonical (RAS) array: the layer's translate."""
     if geometry.affine is None:
         return (0.0, 0.0, 0.0)

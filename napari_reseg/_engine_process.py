@@ -21,9 +21,10 @@ import secrets
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -111,8 +112,9 @@ class EngineProcess:
         if self.alive:
             return
         self._authkey = secrets.token_bytes(32)
-        self._process = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE)
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
         self._process.stdin.write(self._authkey.hex().encode() + b"\n")
         self._process.stdin.close()
         self._commands = self._control = None
@@ -184,8 +186,10 @@ class EngineProcess:
         if self.closing:
             return EngineStopped("the engine process was closed")
         code = self._process.wait() if self._process is not None else None
-        return EngineStopped(f"the engine process stopped unexpectedly (exit code {code}; its messages are in "
-                             "napari's terminal); it is started again for the next run")
+        return EngineStopped(
+            f"the engine process stopped unexpectedly (exit code {code}; its messages are in "
+            "napari's terminal); it is started again for the next run"
+        )
 
 
 # --- the engine process's side -------------------------------------------------------------------------------
@@ -208,8 +212,19 @@ class _Models:
         return self._model
 
 
-def _segment(stop: Callable[[], bool], models: _Models, model_ref: str, weights_sha256: str | None, device: str, image: np.ndarray,
-             slices: list[int], batch_size: int, pixel_spacing, raw: bool, with_confidence: bool) -> Iterator[Any]:
+def _segment(
+    stop: Callable[[], bool],
+    models: _Models,
+    model_ref: str,
+    weights_sha256: str | None,
+    device: str,
+    image: np.ndarray,
+    slices: list[int],
+    batch_size: int,
+    pixel_spacing,
+    raw: bool,
+    with_confidence: bool,
+) -> Iterator[Any]:
     """Segment `slices` of `image` ((Z, H, W)); yields the device name, then one `Batch` per batch."""
     from reseg.inference.segmentation import iter_segment
 
@@ -219,17 +234,41 @@ def _segment(stop: Callable[[], bool], models: _Models, model_ref: str, weights_
     labels = np.zeros(image.shape, np.uint8)
     confidence = np.zeros(image.shape, np.float32) if with_confidence else None
     slice_confidence = np.full(len(image), np.nan, np.float32)
-    for progress in iter_segment(model, image, labels, confidence_out=confidence, slice_confidence_out=slice_confidence,
-                                 batch_size=batch_size, slices=slices, pixel_spacing=pixel_spacing, raw=raw):
+    for progress in iter_segment(
+        model,
+        image,
+        labels,
+        confidence_out=confidence,
+        slice_confidence_out=slice_confidence,
+        batch_size=batch_size,
+        slices=slices,
+        pixel_spacing=pixel_spacing,
+        raw=raw,
+    ):
         chunk = list(progress.slices)
-        yield Batch(progress.done, device_name, progress.batch_size, progress.slices, labels[chunk],
-                    None if confidence is None else confidence[chunk], slice_confidence[chunk])
+        yield Batch(
+            progress.done,
+            device_name,
+            progress.batch_size,
+            progress.slices,
+            labels[chunk],
+            None if confidence is None else confidence[chunk],
+            slice_confidence[chunk],
+        )
         if stop():
             return
 
 
-def _finetune(stop: Callable[[], bool], models: _Models, base: str, folders: list[str], name: str, staging: str, settings: dict,
-              held_out: float) -> Iterator[Any]:
+def _finetune(
+    stop: Callable[[], bool],
+    models: _Models,
+    base: str,
+    folders: list[str],
+    name: str,
+    staging: str,
+    settings: dict,
+    held_out: float,
+) -> Iterator[Any]:
     """Fine-tune `base` on export folders; yields a `TrainingStep` per step, a `TrainingEpoch` per epoch, then
     the `TrainingResult`."""
     from reseg.train.finetune import FinetuneResult, iter_finetune
@@ -239,22 +278,28 @@ def _finetune(stop: Callable[[], bool], models: _Models, base: str, folders: lis
         if isinstance(event, StepReport):
             yield TrainingStep(event.epoch, event.step, event.steps, event.loss)
         elif isinstance(event, EpochReport):
-            yield TrainingEpoch(event.epoch, event.epochs, event.train_loss, event.validation["mean_dice"],
-                                event.seconds)
+            yield TrainingEpoch(
+                event.epoch, event.epochs, event.train_loss, event.validation["mean_dice"], event.seconds
+            )
         elif isinstance(event, FinetuneResult):
             comparison = event.comparison
-            yield TrainingResult(str(event.weights.with_suffix(".json")), event.card.name, comparison.base_name,
-                                 [(n, float(old), float(new)) for n, old, new in comparison.rows()],
-                                 comparison.base.summary["mean_dice"], comparison.new.summary["mean_dice"],
-                                 list(comparison.held_out_scans))
+            yield TrainingResult(
+                str(event.weights.with_suffix(".json")),
+                event.card.name,
+                comparison.base_name,
+                [(n, float(old), float(new)) for n, old, new in comparison.rows()],
+                comparison.base.summary["mean_dice"],
+                comparison.new.summary["mean_dice"],
+                list(comparison.held_out_scans),
+            )
         if stop():
             return
 
 
 def _parts(stop: Callable[[], bool], models: _Models, model: str) -> Iterator[dict[str, int]]:
     """The freezable parts of a model whose card does not list them (cards older than `ModelCard.parts`)."""
-    from reseg.zoo.catalogue import resolve_card
     from reseg.models import build_network
+    from reseg.zoo.catalogue import resolve_card
 
     card = resolve_card(model)[0]
     yield build_network(card.architecture, card.arguments).parts()

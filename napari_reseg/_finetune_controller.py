@@ -11,9 +11,9 @@ from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from reseg.zoo.catalogue import keep_model, model_paths, remove_model, resolve_card, user_model_dir
 from reseg.data.manifest import read_manifest
 from reseg.errors import ResegError
+from reseg.zoo.catalogue import keep_model, model_paths, remove_model, resolve_card, user_model_dir
 
 if TYPE_CHECKING:
     from ._engine_process import TrainingResult
@@ -31,7 +31,7 @@ class FinetuneController:
     def __init__(self) -> None:
         self.phase = Phase.IDLE
         self.staging: Path | None = None
-        self.result: "TrainingResult | None" = None
+        self.result: TrainingResult | None = None
 
     @staticmethod
     def base_models() -> list[str]:
@@ -89,7 +89,7 @@ class FinetuneController:
         self.phase = Phase.TRAINING
         return self.staging
 
-    def trained(self, result: "TrainingResult") -> None:
+    def trained(self, result: TrainingResult) -> None:
         self.result, self.phase = result, Phase.DECIDING
 
     def stopped(self) -> None:

@@ -7,8 +7,9 @@ model folder and only appears in the model pickers when the user keeps it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
@@ -32,9 +33,9 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from reseg.zoo.catalogue import user_model_dir
 from reseg.devices import DEVICE_CHOICES
 from reseg.errors import ResegError
+from reseg.zoo.catalogue import user_model_dir
 
 from ._curve_plot import CurvePlot
 from ._engine_process import EngineProcess, EngineStopped, TrainingEpoch, TrainingResult, TrainingStep
@@ -62,7 +63,7 @@ def _in_engine(engine: EngineProcess, command: str, **arguments) -> Iterator[obj
 class FinetuneWidget(Panel):
     """Dock widget that fine-tunes a model on exported review folders and lets the user keep the result."""
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.controller = FinetuneController()
@@ -96,8 +97,10 @@ class FinetuneWidget(Panel):
         self.held_out_spin.setRange(0.05, 0.5)
         self.held_out_spin.setSingleStep(0.05)
         self.held_out_spin.setValue(0.2)
-        self.held_out_spin.setToolTip("share of the scans (whole scans, never single slices) kept out of training "
-                                      "to compare the old and the new model on")
+        self.held_out_spin.setToolTip(
+            "share of the scans (whole scans, never single slices) kept out of training "
+            "to compare the old and the new model on"
+        )
         self.freeze_list = QListWidget()
         self.freeze_list.setMinimumHeight(48)
         self.freeze_list.setMaximumHeight(90)
@@ -233,9 +236,15 @@ class FinetuneWidget(Panel):
             self.freeze_list.clear()
             self.freeze_list.addItem("(reading the network's parts...)")
             self.engine_process.start()
-            self.engine.start(_in_engine, self.engine_process, "parts", model=base,
-                              on_yield=lambda found: self._show_parts(base, found),
-                              on_error=lambda error: self._no_parts(base, error), on_finish=self._load_parts)
+            self.engine.start(
+                _in_engine,
+                self.engine_process,
+                "parts",
+                model=base,
+                on_yield=lambda found: self._show_parts(base, found),
+                on_error=lambda error: self._no_parts(base, error),
+                on_finish=self._load_parts,
+            )
 
     def _no_parts(self, base: str, error: Exception) -> None:
         self.parts_base = base
@@ -257,13 +266,17 @@ class FinetuneWidget(Panel):
     def set_frozen(self, parts: list[str]) -> None:
         for row in range(self.freeze_list.count()):
             item = self.freeze_list.item(row)
-            item.setCheckState(Qt.CheckState.Checked if item.data(Qt.ItemDataRole.UserRole) in parts
-                               else Qt.CheckState.Unchecked)
+            item.setCheckState(
+                Qt.CheckState.Checked if item.data(Qt.ItemDataRole.UserRole) in parts else Qt.CheckState.Unchecked
+            )
 
     def frozen_parts(self) -> tuple[str, ...]:
         items = (self.freeze_list.item(row) for row in range(self.freeze_list.count()))
-        return tuple(item.data(Qt.ItemDataRole.UserRole) for item in items
-                     if item.data(Qt.ItemDataRole.UserRole) and item.checkState() == Qt.CheckState.Checked)
+        return tuple(
+            item.data(Qt.ItemDataRole.UserRole)
+            for item in items
+            if item.data(Qt.ItemDataRole.UserRole) and item.checkState() == Qt.CheckState.Checked
+        )
 
     def folders(self) -> list[str]:
         return [self.data_list.item(row).text() for row in range(self.data_list.count())]
@@ -283,9 +296,13 @@ class FinetuneWidget(Panel):
             return
         self._set_decision_enabled(False)
         self.comparison_table.setRowCount(0)
-        settings = {"epochs": self.epochs_spin.value(), "batch_size": self.batch_spin.value(),
-                    "learning_rate": self.lr_spin.value(), "device": self.device_combo.currentData(),
-                    "freeze": self.frozen_parts()}
+        settings = {
+            "epochs": self.epochs_spin.value(),
+            "batch_size": self.batch_spin.value(),
+            "learning_rate": self.lr_spin.value(),
+            "device": self.device_combo.currentData(),
+            "freeze": self.frozen_parts(),
+        }
         self.epochs_planned = settings["epochs"]
         self.plot.clear()
         self.progress_bar.setValue(0)
@@ -293,10 +310,21 @@ class FinetuneWidget(Panel):
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.engine_process.start()
-        self.task.start(_in_engine, self.engine_process, "finetune", base=self.base_combo.currentText(),
-                        folders=self.folders(), name=self.name_edit.text().strip(), staging=str(staging),
-                        settings=settings, held_out=self.held_out_spin.value(), on_yield=self._on_event,
-                        on_error=self._on_error, on_finish=self._on_task_finished, stop=self.engine_process.stop)
+        self.task.start(
+            _in_engine,
+            self.engine_process,
+            "finetune",
+            base=self.base_combo.currentText(),
+            folders=self.folders(),
+            name=self.name_edit.text().strip(),
+            staging=str(staging),
+            settings=settings,
+            held_out=self.held_out_spin.value(),
+            on_yield=self._on_event,
+            on_error=self._on_error,
+            on_finish=self._on_task_finished,
+            stop=self.engine_process.stop,
+        )
 
     def cancel(self) -> None:
         if self.task.running:
@@ -312,14 +340,16 @@ class FinetuneWidget(Panel):
             self.progress_bar.setValue((event.epoch - 1) * event.steps + event.step)
         elif isinstance(event, TrainingEpoch):
             self.plot.add_dice(event.epoch, event.mean_dice)
-            self.status.setText(f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.4f}, held-out mean "
-                                f"Dice {event.mean_dice:.3f} ({event.seconds:.0f} s)")
+            self.status.setText(
+                f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.4f}, held-out mean "
+                f"Dice {event.mean_dice:.3f} ({event.seconds:.0f} s)"
+            )
         elif isinstance(event, TrainingResult):
             self.controller.trained(event)
             self._show_comparison(event)
 
     def _show_comparison(self, result: TrainingResult) -> None:
-        rows = result.rows + [("mean Dice", result.base_mean_dice, result.new_mean_dice)]
+        rows = [*result.rows, ("mean Dice", result.base_mean_dice, result.new_mean_dice)]
         self.comparison_table.setRowCount(len(rows))
         for row, (name, old, new) in enumerate(rows):
             cells = [name, f"{old:.3f}", f"{new:.3f}", f"{new - old:+.3f}"]
@@ -330,8 +360,10 @@ class FinetuneWidget(Panel):
                 self.comparison_table.setItem(row, column, item)
         gain = result.mean_dice_change
         verdict = "better" if gain > 0 else "not better"
-        self.status.setText(f"{result.name} is {verdict} than {result.base_name} on {len(result.held_out_scans)} "
-                            f"held-out scan(s) (mean Dice {gain:+.3f}). Keep it or discard it.")
+        self.status.setText(
+            f"{result.name} is {verdict} than {result.base_name} on {len(result.held_out_scans)} "
+            f"held-out scan(s) (mean Dice {gain:+.3f}). Keep it or discard it."
+        )
         self._set_decision_enabled(True)
 
     def _on_error(self, error: Exception) -> None:

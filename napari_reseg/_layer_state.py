@@ -13,9 +13,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -23,9 +24,9 @@ from napari.layers import Image, Labels
 from reseg.classes import SegmentationClass
 
 if TYPE_CHECKING:
-    from reseg.zoo.cards import ModelCard
     from reseg.io import Volume
     from reseg.review.session import Session
+    from reseg.zoo.cards import ModelCard
 
 METADATA_KEY = "reseg"
 # Intensities below this occur only in Hounsfield units (the engine's rule, reseg.io), so the layer is CT.
@@ -38,7 +39,7 @@ class ScanRecord:
 
     key: str
     modality: str
-    geometry: "Volume"  # pixel-free (zero-stride) Volume: true spacing, affine, orientation, 2-D/3-D on disk
+    geometry: Volume  # pixel-free (zero-stride) Volume: true spacing, affine, orientation, 2-D/3-D on disk
     from_file: bool
 
     @property
@@ -57,34 +58,45 @@ class LabelsRecord:
 
     scan_key: str
     classes: tuple[SegmentationClass, ...]
-    geometry: "Volume"  # the scan's pixel-free geometry, so that saving puts the labels back in register
+    geometry: Volume  # the scan's pixel-free geometry, so that saving puts the labels back in register
     modality: str = "unknown"
     reference: bool = False  # ground truth or a copy kept for comparison: never the target of a run
-    card: "ModelCard | None" = None  # the model of the last run
+    card: ModelCard | None = None  # the model of the last run
     prediction: np.ndarray | None = None  # uint8 (Z, Y, X): the labels as the last run left them
     slice_confidence: np.ndarray | None = None  # float32 (Z,): the model's mean confidence per slice
-    session: "Session | None" = None
+    session: Session | None = None
 
     @property
     def reviewable(self) -> bool:
         return self.session is not None or self.prediction is not None
 
-    def __deepcopy__(self, memo: dict) -> "LabelsRecord":
+    def __deepcopy__(self, memo: dict) -> LabelsRecord:
         """napari duplicates a layer by deep-copying its metadata: the copy is a reference for comparison,
         neither the scan's run target nor part of its review."""
-        return dataclasses.replace(self, classes=tuple(self.classes), reference=True, prediction=None,
-                                   slice_confidence=None, session=None, geometry=copy.copy(self.geometry))
+        return dataclasses.replace(
+            self,
+            classes=tuple(self.classes),
+            reference=True,
+            prediction=None,
+            slice_confidence=None,
+            session=None,
+            geometry=copy.copy(self.geometry),
+        )
 
 
-def pixel_free(volume: "Volume") -> "Volume":
+def pixel_free(volume: Volume) -> Volume:
     """The volume without its pixels (a zero-stride view of its shape): all a layer needs to keep of it."""
     return dataclasses.replace(volume, data=np.broadcast_to(np.uint8(0), volume.data.shape))
 
 
-def scan_record_for_volume(volume: "Volume") -> ScanRecord:
+def scan_record_for_volume(volume: Volume) -> ScanRecord:
     """The record of a scan read from a file (by `reseg.io`)."""
-    return ScanRecord(key=str(volume.source.resolve()), modality=volume.modality, geometry=pixel_free(volume),
-                      from_file=volume.source.exists())
+    return ScanRecord(
+        key=str(volume.source.resolve()),
+        modality=volume.modality,
+        geometry=pixel_free(volume),
+        from_file=volume.source.exists(),
+    )
 
 
 def scan_record(layer: Image) -> ScanRecord:
@@ -99,9 +111,14 @@ def scan_record(layer: Image) -> ScanRecord:
     shape = (1, *data.shape) if data.ndim == 2 else data.shape
     modality = "CT" if data.dtype.kind in "if" and data.size and data.min() < _HU_MIN else "unknown"
     spacing = ((1.0,) * 3 + tuple(float(s) for s in layer.scale))[-3:]
-    geometry = Volume(np.broadcast_to(np.uint8(0), shape), tuple(abs(s) for s in spacing), modality,
-                      Path(f"<{layer.name}>"), ndim_on_disk=2 if layer.ndim == 2 else 3,
-                      metadata={"spacing_known": (False, False, False)})
+    geometry = Volume(
+        np.broadcast_to(np.uint8(0), shape),
+        tuple(abs(s) for s in spacing),
+        modality,
+        Path(f"<{layer.name}>"),
+        ndim_on_disk=2 if layer.ndim == 2 else 3,
+        metadata={"spacing_known": (False, False, False)},
+    )
     record = ScanRecord(key=f"array:{uuid.uuid4().hex}", modality=modality, geometry=geometry, from_file=False)
     set_record(layer, record)
     return record
@@ -120,8 +137,12 @@ def set_record(layer: Image | Labels, record: ScanRecord | LabelsRecord) -> None
 
 def is_scan(layer: object) -> bool:
     """An image layer one can segment: greyscale, 2-D or 3-D, and not a map made by this plugin (doubt)."""
-    return (isinstance(layer, Image) and not layer.rgb and layer.ndim in (2, 3)
-            and not isinstance(layer.metadata.get(METADATA_KEY), DerivedImageRecord))
+    return (
+        isinstance(layer, Image)
+        and not layer.rgb
+        and layer.ndim in (2, 3)
+        and not isinstance(layer.metadata.get(METADATA_KEY), DerivedImageRecord)
+    )
 
 
 @dataclass(frozen=True)
@@ -133,9 +154,16 @@ class DerivedImageRecord:
 
 
 def find_scan(layers: Iterable[object], key: str) -> Image | None:
-    return next((layer for layer in layers if isinstance(layer, Image)
-                 and isinstance(layer.metadata.get(METADATA_KEY), ScanRecord)
-                 and layer.metadata[METADATA_KEY].key == key), None)
+    return next(
+        (
+            layer
+            for layer in layers
+            if isinstance(layer, Image)
+            and isinstance(layer.metadata.get(METADATA_KEY), ScanRecord)
+            and layer.metadata[METADATA_KEY].key == key
+        ),
+        None,
+    )
 
 
 def find_run_target(layers: Iterable[object], scan_key: str, classes: Iterable[SegmentationClass]) -> Labels | None:
@@ -143,11 +171,22 @@ def find_run_target(layers: Iterable[object], scan_key: str, classes: Iterable[S
     names = [c.name for c in classes]
     for layer in layers:
         record = labels_record(layer) if isinstance(layer, Labels) else None
-        if record and not record.reference and record.scan_key == scan_key and [c.name for c in record.classes] == names:
+        if (
+            record
+            and not record.reference
+            and record.scan_key == scan_key
+            and [c.name for c in record.classes] == names
+        ):
             return layer
     return None
 
 
 def find_derived(layers: Iterable[object], scan_key: str, kind: str) -> Image | None:
-    return next((layer for layer in layers if isinstance(layer, Image)
-                 and layer.metadata.get(METADATA_KEY) == DerivedImageRecord(scan_key, kind)), None)
+    return next(
+        (
+            layer
+            for layer in layers
+            if isinstance(layer, Image) and layer.metadata.get(METADATA_KEY) == DerivedImageRecord(scan_key, kind)
+        ),
+        None,
+    )

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from napari.utils.colormaps import DirectLabelColormap
 
@@ -29,7 +30,12 @@ def class_features(classes: Sequence[SegmentationClass]) -> dict:
     return {"index": [c.index for c in classes], "class": [c.name for c in classes]}
 
 
-def labels_layer_kwargs(classes: Sequence[SegmentationClass], transform: "LayerTransform", name: str) -> dict:
+def labels_layer_kwargs(classes: Sequence[SegmentationClass], transform: LayerTransform, name: str) -> dict:
     """Labels layer arguments: class names as `features`, card colours, and the scan's display transform."""
-    return {"name": name, **transform.kwargs(), "colormap": labels_colormap(classes),
-            "features": class_features(classes), "opacity": 0.5}
+    return {
+        "name": name,
+        **transform.kwargs(),
+        "colormap": labels_colormap(classes),
+        "features": class_features(classes),
+        "opacity": 0.5,
+    }

@@ -6,7 +6,8 @@ moment the widget is closed, when both must stop.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from napari.qt.threading import FunctionWorker, GeneratorWorker, create_worker
 from qtpy.QtCore import QCoreApplication, QEvent, QObject
@@ -47,9 +48,17 @@ class BackgroundTask:
     def running(self) -> bool:
         return self.worker is not None
 
-    def start(self, function: Callable, *args: Any, on_yield: Callback | None = None,
-              on_done: Callback | None = None, on_error: Callable[[Exception], None] | None = None, on_finish: Callable[[], None] | None = None,
-              stop: Callable[[], None] | None = None, **kwargs: Any) -> FunctionWorker | GeneratorWorker:
+    def start(
+        self,
+        function: Callable,
+        *args: Any,
+        on_yield: Callback | None = None,
+        on_done: Callback | None = None,
+        on_error: Callable[[Exception], None] | None = None,
+        on_finish: Callable[[], None] | None = None,
+        stop: Callable[[], None] | None = None,
+        **kwargs: Any,
+    ) -> FunctionWorker | GeneratorWorker:
         """Run `function(*args, **kwargs)` in a worker; an error goes to `on_error`, never to a traceback.
 
         `stop` is how `cancel` asks the work to end (default: a generator stops at its next yield).
@@ -60,8 +69,11 @@ class BackgroundTask:
             raise RuntimeError("a task is already running")  # the widgets disable their start buttons first
         worker = create_worker(function, *args, _ignore_errors=True, **kwargs)
         self._stop = stop
-        for signal, callback in ((getattr(worker, "yielded", None), on_yield), (worker.returned, on_done),
-                                 (worker.errored, on_error)):
+        for signal, callback in (
+            (getattr(worker, "yielded", None), on_yield),
+            (worker.returned, on_done),
+            (worker.errored, on_error),
+        ):
             if signal is not None and callback is not None:
                 signal.connect(self._deliver(callback))
         worker.finished.connect(lambda: self._finished(worker, None if self._abandoned else on_finish))
@@ -91,7 +103,7 @@ class _ClosingWatcher(QObject):
         self._callback = callback
         self._called = False
 
-    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         closed = event.type() == QEvent.Type.Close
         undocked = event.type() == QEvent.Type.ParentChange and watched.parent() is None
         if (closed or undocked) and not self._called:

@@ -8,7 +8,8 @@ needs is which slices an edit touched; the pixels themselves are compared agains
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 

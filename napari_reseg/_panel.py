@@ -104,6 +104,11 @@ class Section(QWidget):
 
 def confirm(parent: QWidget, title: str, text: str) -> bool:
     """Ask a yes/no question; No is the default, so Enter never discards work by accident."""
-    answer = QMessageBox.question(parent, title, text, QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
-                                  QMessageBox.StandardButton.No)
+    answer = QMessageBox.question(
+        parent,
+        title,
+        text,
+        QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+        QMessageBox.StandardButton.No,
+    )
     return answer == QMessageBox.StandardButton.Yes

@@ -3,8 +3,9 @@ plugin become labels layers (class names, colours), both in register and display
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from napari.utils.notifications import show_error
 
@@ -30,20 +31,28 @@ def get_reader(path: str | list[str]) -> Callable[[str | list[str]], list[tuple]
     return read_scan if is_supported(path) else None
 
 
-def layer_data(volume: "Volume", name: str | None = None) -> tuple:
+def layer_data(volume: Volume, name: str | None = None) -> tuple:
     """LayerData for a volume: an image layer for a scan, a labels layer for a label map of ours."""
     data = volume.data[0] if volume.ndim_on_disk == 2 else volume.data
     transform = scan_transform(volume, volume.modality, preferences()).last(data.ndim)
     name = name or volume.source.name
     if volume.label_classes is not None:
         scan = volume.metadata.get("labelled_scan")
-        record = LabelsRecord(scan_key=scan or str(volume.source.resolve()), classes=volume.label_classes,
-                              geometry=pixel_free(volume), modality=volume.modality)
+        record = LabelsRecord(
+            scan_key=scan or str(volume.source.resolve()),
+            classes=volume.label_classes,
+            geometry=pixel_free(volume),
+            modality=volume.modality,
+        )
         kwargs = labels_layer_kwargs(volume.label_classes, transform, name)
         kwargs["metadata"] = {"reseg": record}
         return data, kwargs, "labels"
-    kwargs = {"name": name, **transform.kwargs(), "colormap": "gray",
-              "metadata": {"reseg": scan_record_for_volume(volume)}}
+    kwargs = {
+        "name": name,
+        **transform.kwargs(),
+        "colormap": "gray",
+        "metadata": {"reseg": scan_record_for_volume(volume)},
+    }
     if volume.modality == "CT":
         kwargs["contrast_limits"] = CT_WINDOW
     return data, kwargs, "image"

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from reseg.review.edits import slice_edit_statistics
-from reseg.review.state import ReviewState, SliceStatus
 from reseg.review.session import Session, save_session, scan_sha256, session_path_for
+from reseg.review.state import ReviewState, SliceStatus
 from reseg.topology import check_oct_topology, fix_oct_topology
 
 from ._layer_state import LabelsRecord
@@ -34,11 +34,17 @@ def start_session(record: LabelsRecord, data: np.ndarray, reviewer: str) -> Sess
     prediction = record.prediction if record.prediction is not None else labels.copy()
     from_file = source.exists()
     return Session(
-        labels=labels, prediction=prediction, review=ReviewState.new(len(labels), reviewer or None),
-        classes=list(record.classes), spacing=record.geometry.spacing,
-        source=source.resolve() if from_file else source, source_sha256=scan_sha256(source) if from_file else "",
-        modality=record.modality, model_name=card.name if card else None,
-        weights_sha256=card.weights_sha256 if card else None, confidence=record.slice_confidence,
+        labels=labels,
+        prediction=prediction,
+        review=ReviewState.new(len(labels), reviewer or None),
+        classes=list(record.classes),
+        spacing=record.geometry.spacing,
+        source=source.resolve() if from_file else source,
+        source_sha256=scan_sha256(source) if from_file else "",
+        modality=record.modality,
+        model_name=card.name if card else None,
+        weights_sha256=card.weights_sha256 if card else None,
+        confidence=record.slice_confidence,
     )
 
 
@@ -49,12 +55,16 @@ class ReviewController:
         self.session = session
         self.session_path = session_path
         self.pending: set[int] = set()
-        self.edit_stats = {z: self._statistics(z) for z in range(len(session.labels))
-                           if not np.array_equal(session.labels[z], session.prediction[z])}
+        self.edit_stats = {
+            z: self._statistics(z)
+            for z in range(len(session.labels))
+            if not np.array_equal(session.labels[z], session.prediction[z])
+        }
 
     @classmethod
-    def for_record(cls, record: LabelsRecord, data: np.ndarray, reviewer: str,
-                   session_folder: Path | None) -> "ReviewController":
+    def for_record(
+        cls, record: LabelsRecord, data: np.ndarray, reviewer: str, session_folder: Path | None
+    ) -> ReviewController:
         """Resume the record's session, or start one; sessions of scans from a file are autosaved."""
         session = record.session or start_session(record, data, reviewer)
         record.session = session
@@ -87,8 +97,10 @@ class ReviewController:
     def least_confident(self, current: int) -> tuple[int | None, str | None]:
         """The least confident unreviewed slice, and a note when the model gave no confidence."""
         if self.session.confidence is None:
-            return (self.session.review.next_unreviewed(current),
-                    "no model confidence for this layer; going to the next unreviewed slice")
+            return (
+                self.session.review.next_unreviewed(current),
+                "no model confidence for this layer; going to the next unreviewed slice",
+            )
         return self.session.review.least_confident_unreviewed(self.session.confidence), None
 
     # --- edits -----------------------------------------------------------------------------------------
@@ -123,8 +135,11 @@ class ReviewController:
                 parts.append(f"edited {stats['pixels_changed']:,} px, Dice {stats['mean_dice']:.3f}")
             if confidence is not None and np.isfinite(confidence[index]):
                 parts.append(f"conf {confidence[index]:.3f}")
-            tooltip = (f"{entry.status.value} by {entry.reviewer} at {entry.timestamp}" if entry.reviewer
-                       else "not reviewed yet")
+            tooltip = (
+                f"{entry.status.value} by {entry.reviewer} at {entry.timestamp}"
+                if entry.reviewer
+                else "not reviewed yet"
+            )
             rows.append(SliceRow("  ".join(parts), entry.status, tooltip))
         return rows
 
@@ -145,8 +160,10 @@ class ReviewController:
         if report.ok:
             return "layers are in order in every A-scan; no fluid outside the retina", False
         shown = ", ".join(map(str, report.problem_slices[:12])) + (" ..." if len(report.problem_slices) > 12 else "")
-        return (f"{len(report.broken)} A-scans with layers out of order, {len(report.misplaced_fluid)} with fluid "
-                f"outside the retina, in B-scans {shown}"), True
+        return (
+            f"{len(report.broken)} A-scans with layers out of order, {len(report.misplaced_fluid)} with fluid "
+            f"outside the retina, in B-scans {shown}"
+        ), True
 
     def topology_fix(self) -> tuple[tuple[np.ndarray, ...], np.ndarray]:
         """(indices, values) of the pixels the fix changes, in the session's (Z, Y, X) order."""

@@ -7,8 +7,9 @@ logic is `ReviewController`'s (and the engine's); this module lays out the widge
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -46,10 +47,12 @@ if TYPE_CHECKING:
     import napari
 
 AUTOSAVE_DELAY_MS = 1500
-STATUS_COLOURS = {SliceStatus.REVIEWED: QColor(60, 180, 75), SliceStatus.SKIPPED: QColor(245, 130, 48),
-                  SliceStatus.UNREVIEWED: QColor(160, 160, 160)}
-KEYS = {"reviewed": "Shift-R", "skip": "Shift-S", "previous": "Shift-B", "next": "Shift-N",
-        "doubtful": "Shift-L"}
+STATUS_COLOURS = {
+    SliceStatus.REVIEWED: QColor(60, 180, 75),
+    SliceStatus.SKIPPED: QColor(245, 130, 48),
+    SliceStatus.UNREVIEWED: QColor(160, 160, 160),
+}
+KEYS = {"reviewed": "Shift-R", "skip": "Shift-S", "previous": "Shift-B", "next": "Shift-N", "doubtful": "Shift-L"}
 EXPORT_FORMATS = ("reseg training set", "nnU-Net v2 raw")
 
 
@@ -91,7 +94,7 @@ class _SaveWhenGone:
 class ReviewWidget(Panel):
     """Slice-by-slice review of the labels layer the user works on (made by Segment or restored)."""
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.controller: ReviewController | None = None
@@ -190,8 +193,14 @@ class ReviewWidget(Panel):
 
     def _layer(self, identity: str | None = None) -> Labels | None:
         identity = identity or self.identity
-        return next((layer for layer in self.viewer.layers
-                     if (record := _reviewable(layer)) is not None and _identity(record) == identity), None)
+        return next(
+            (
+                layer
+                for layer in self.viewer.layers
+                if (record := _reviewable(layer)) is not None and _identity(record) == identity
+            ),
+            None,
+        )
 
     @property
     def labels(self) -> Labels | None:
@@ -247,8 +256,9 @@ class ReviewWidget(Panel):
         self.layer_connections.disconnect_all()
         record = labels_record(labels)
         settings = preferences()
-        self.controller = ReviewController.for_record(record, labels.data, self.reviewer_edit.text().strip(),
-                                                      settings.session_dir)
+        self.controller = ReviewController.for_record(
+            record, labels.data, self.reviewer_edit.text().strip(), settings.session_dir
+        )
         self.identity = _identity(record)
         self.save_when_gone.controller = self.controller
         if not self.reviewer_edit.text().strip():
@@ -258,8 +268,9 @@ class ReviewWidget(Panel):
         self._fill_labels()
         self._set_enabled(True)
         self.refresh()
-        self.save_label.setText("" if self.controller.session_path else "not autosaved: the scan was not opened "
-                                                                        "from a file")
+        self.save_label.setText(
+            "" if self.controller.session_path else "not autosaved: the scan was not opened from a file"
+        )
 
     # --- navigation and review state -------------------------------------------------------------------
 
@@ -386,9 +397,15 @@ class ReviewWidget(Panel):
             show_error(f"napari-reseg: {error}")
             return
         image = find_scan(self.viewer.layers, scan.key)
-        record = LabelsRecord(scan_key=scan.key, classes=tuple(session.classes), geometry=pixel_free(scan.geometry),
-                              modality=session.modality, prediction=session.prediction,
-                              slice_confidence=session.confidence, session=session)
+        record = LabelsRecord(
+            scan_key=scan.key,
+            classes=tuple(session.classes),
+            geometry=pixel_free(scan.geometry),
+            modality=session.modality,
+            prediction=session.prediction,
+            slice_confidence=session.confidence,
+            session=session,
+        )
         kwargs = labels_layer_kwargs(session.classes, LayerTransform.of(image), f"{image.name} labels")
         kwargs["metadata"] = {"reseg": record}
         data = session.labels if image.ndim == 3 else session.labels[0]
@@ -434,8 +451,10 @@ class ReviewWidget(Panel):
         self.save_label.setText(f"exporting to {folder}...")
 
         def done(result) -> None:
-            self.save_label.setText(f"exported {len(result.added)} new and {len(result.updated)} updated slices to "
-                                    f"{result.folder} ({result.total} in the dataset)")
+            self.save_label.setText(
+                f"exported {len(result.added)} new and {len(result.updated)} updated slices to "
+                f"{result.folder} ({result.total} in the dataset)"
+            )
             show_info(f"napari-reseg: {self.save_label.text()}")
 
         def failed(error: Exception) -> None:
@@ -448,9 +467,18 @@ class ReviewWidget(Panel):
             self.save_label.setText(f"export failed: {error}")
             show_error(f"napari-reseg: export failed: {error}")
 
-        self.export_task.start(_export, self.controller.session, folder, self._scan_volume(), name,
-                               self.include_unreviewed.isChecked(), overwrite, on_done=done, on_error=failed,
-                               on_finish=lambda: self.export_button.setEnabled(self.controller is not None))
+        self.export_task.start(
+            _export,
+            self.controller.session,
+            folder,
+            self._scan_volume(),
+            name,
+            self.include_unreviewed.isChecked(),
+            overwrite,
+            on_done=done,
+            on_error=failed,
+            on_finish=lambda: self.export_button.setEnabled(self.controller is not None),
+        )
 
     def _scan_volume(self):
         """The scan's pixels when its layer is open (else the export reads the file, checking its hash)."""
@@ -469,9 +497,13 @@ class ReviewWidget(Panel):
     # --- keys and closing ------------------------------------------------------------------------------
 
     def _bind_keys(self) -> None:
-        actions = {"reviewed": self.mark_reviewed_and_next, "skip": self.skip_and_next,
-                   "previous": lambda: self.go_to(self.current_slice() - 1),
-                   "next": lambda: self.go_to(self.current_slice() + 1), "doubtful": self.go_to_least_confident}
+        actions = {
+            "reviewed": self.mark_reviewed_and_next,
+            "skip": self.skip_and_next,
+            "previous": lambda: self.go_to(self.current_slice() - 1),
+            "next": lambda: self.go_to(self.current_slice() + 1),
+            "doubtful": self.go_to_least_confident,
+        }
         for name, action in actions.items():
             callback = (lambda act: lambda viewer: act())(action)
             self.viewer.bind_key(KEYS[name], callback, overwrite=True)
@@ -485,4 +517,3 @@ class ReviewWidget(Panel):
         self.key_bindings.clear()
         self.connections.disconnect_all()
         self.layer_connections.disconnect_all()
-

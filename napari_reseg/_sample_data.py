@@ -21,8 +21,16 @@ from ._settings import preferences
 _ALREADY_CANONICAL = np.array([[0.0, 1.0], [1.0, 1.0], [2.0, 1.0]])
 
 
-def _sample(key: str, name: str, image: np.ndarray, labels: np.ndarray, spacing: tuple[float, float, float],
-            modality: str, classes: tuple[SegmentationClass, ...], **image_kwargs) -> list[tuple]:
+def _sample(
+    key: str,
+    name: str,
+    image: np.ndarray,
+    labels: np.ndarray,
+    spacing: tuple[float, float, float],
+    modality: str,
+    classes: tuple[SegmentationClass, ...],
+    **image_kwargs,
+) -> list[tuple]:
     metadata = {"spacing_known": (True, True, True), "format": "sample"}
     if modality == "CT":
         metadata["to_canonical"] = _ALREADY_CANONICAL
@@ -32,8 +40,7 @@ def _sample(key: str, name: str, image: np.ndarray, labels: np.ndarray, spacing:
     truth = LabelsRecord(scan_key=scan.key, classes=classes, geometry=geometry, modality=modality, reference=True)
     labels_kwargs = labels_layer_kwargs(classes, transform, f"{name} true labels")
     labels_kwargs["metadata"] = {"reseg": truth}
-    image_layer = {"name": name, **transform.kwargs(), "colormap": "gray", "metadata": {"reseg": scan},
-                   **image_kwargs}
+    image_layer = {"name": name, **transform.kwargs(), "colormap": "gray", "metadata": {"reseg": scan}, **image_kwargs}
     return [(image, image_layer, "image"), (labels, labels_kwargs, "labels")]
 
 
@@ -46,5 +53,13 @@ def oct_phantom() -> list[tuple]:
 def ct_phantom() -> list[tuple]:
     """A 24-slice synthetic abdominal CT stack (HU, 3 mm) and its exact organ labels."""
     phantom = make_ct_phantom(n_slices=24, size=128, spacing_mm=3.0, seed=0)
-    return _sample("ct-phantom", "CT phantom", phantom.image, phantom.labels, phantom.spacing, "CT", CT_CLASSES,
-                   contrast_limits=CT_WINDOW)
+    return _sample(
+        "ct-phantom",
+        "CT phantom",
+        phantom.image,
+        phantom.labels,
+        phantom.spacing,
+        "CT",
+        CT_CLASSES,
+        contrast_limits=CT_WINDOW,
+    )

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from reseg.zoo.catalogue import model_paths, modality_warning, preferred_model, resolve_card, suits
 from reseg.errors import ResegError
+from reseg.zoo.catalogue import modality_warning, model_paths, preferred_model, resolve_card, suits
 
 from ._layer_state import LabelsRecord, ScanRecord
 
@@ -34,7 +34,7 @@ class RunPlan:
     scan: ScanRecord
     scan_name: str
     model_ref: str  # a catalogue name, or the weights path of a loaded checkpoint
-    card: "ModelCard"
+    card: ModelCard
     device: str
     batch_size: int
     slices: list[int]
@@ -63,7 +63,7 @@ class SegmentController:
     def __init__(self) -> None:
         self.phase = Phase.IDLE
         self.run: RunPlan | None = None
-        self.checkpoints: dict[str, tuple["ModelCard", str]] = {}  # picker label -> (card, weights path)
+        self.checkpoints: dict[str, tuple[ModelCard, str]] = {}  # picker label -> (card, weights path)
 
     # --- models ----------------------------------------------------------------------------------------
 
@@ -71,7 +71,7 @@ class SegmentController:
         """Catalogue models (sorted) and loaded checkpoints, as the picker lists them."""
         return sorted(model_paths()) + list(self.checkpoints)
 
-    def card_of(self, label: str) -> tuple[str, "ModelCard"]:
+    def card_of(self, label: str) -> tuple[str, ModelCard]:
         """(model reference for the engine, card) of a picker entry; an unknown one is a ResegError."""
         if label in self.checkpoints:
             card, weights = self.checkpoints[label]
@@ -104,8 +104,17 @@ class SegmentController:
 
     # --- planning and questions ------------------------------------------------------------------------
 
-    def plan(self, scan: ScanRecord, scan_name: str, model_label: str, device: str, batch_size: int,
-             current_slice: int | None, raw: bool, with_confidence: bool) -> RunPlan:
+    def plan(
+        self,
+        scan: ScanRecord,
+        scan_name: str,
+        model_label: str,
+        device: str,
+        batch_size: int,
+        current_slice: int | None,
+        raw: bool,
+        with_confidence: bool,
+    ) -> RunPlan:
         """The run to start; `current_slice` limits it to the slice on screen. Raises ResegError for what cannot
         run (a busy widget, an unknown model)."""
         if self.phase is not Phase.IDLE:
@@ -113,8 +122,18 @@ class SegmentController:
         model_ref, card = self.card_of(model_label)
         n_slices = scan.geometry.data.shape[0]
         slices = [current_slice] if current_slice is not None else list(range(n_slices))
-        return RunPlan(scan, scan_name, model_ref, card, device, batch_size, slices, n_slices, raw=raw,
-                       with_confidence=with_confidence)
+        return RunPlan(
+            scan,
+            scan_name,
+            model_ref,
+            card,
+            device,
+            batch_size,
+            slices,
+            n_slices,
+            raw=raw,
+            with_confidence=with_confidence,
+        )
 
     @staticmethod
     def modality_question(plan: RunPlan) -> str | None:
@@ -128,8 +147,10 @@ class SegmentController:
         if not has_user_edits(record, data, plan.slices):
             return None
         scope = "the slice it computes" if len(plan.slices) == 1 else f"the {len(plan.slices)} slices it computes"
-        return (f"Layer {layer_name!r} has labels that differ from the model's last prediction (your edits). "
-                f"Running {plan.card.name} replaces them on {scope}. Continue?")
+        return (
+            f"Layer {layer_name!r} has labels that differ from the model's last prediction (your edits). "
+            f"Running {plan.card.name} replaces them on {scope}. Continue?"
+        )
 
     # --- the run ---------------------------------------------------------------------------------------
 

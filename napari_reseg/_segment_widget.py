@@ -9,7 +9,8 @@ The decisions (which model suits the scan, what to ask before a run, the run's s
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Iterator
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -35,6 +36,7 @@ from qtpy.QtWidgets import (
 from reseg.devices import DEVICE_CHOICES
 from reseg.errors import ResegError
 
+from ._display import LayerTransform
 from ._engine_process import EngineProcess, EngineStopped
 from ._layer_state import (
     DerivedImageRecord,
@@ -46,7 +48,6 @@ from ._layer_state import (
     scan_record,
     set_record,
 )
-from ._display import LayerTransform
 from ._layers import class_features, labels_colormap, labels_layer_kwargs
 from ._lifecycle import BackgroundTask, Connections, when_closed
 from ._model_events import model_catalogue_events
@@ -69,14 +70,28 @@ DOUBT_LIMITS = (0.5, 1.0)
 RIGHT_ALIGNED = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 
 
-def _segment_in_engine(engine: EngineProcess, plan: RunPlan, image: np.ndarray, labels: np.ndarray,
-                       confidence: np.ndarray | None, slice_confidence: np.ndarray) -> Iterator[tuple[int, str, int]]:
+def _segment_in_engine(
+    engine: EngineProcess,
+    plan: RunPlan,
+    image: np.ndarray,
+    labels: np.ndarray,
+    confidence: np.ndarray | None,
+    slice_confidence: np.ndarray,
+) -> Iterator[tuple[int, str, int]]:
     """Worker body: the engine process segments, this thread writes each batch into the layers' arrays.
     Yields (slices done, device, batch size); ends early when the engine is told to stop or closed."""
-    messages = engine.run("segment", model_ref=plan.model_ref, weights_sha256=plan.card.weights_sha256,
-                          device=plan.device, image=image, slices=plan.slices, batch_size=plan.batch_size,
-                          pixel_spacing=plan.scan.pixel_spacing, raw=plan.raw,
-                          with_confidence=confidence is not None)
+    messages = engine.run(
+        "segment",
+        model_ref=plan.model_ref,
+        weights_sha256=plan.card.weights_sha256,
+        device=plan.device,
+        image=image,
+        slices=plan.slices,
+        batch_size=plan.batch_size,
+        pixel_spacing=plan.scan.pixel_spacing,
+        raw=plan.raw,
+        with_confidence=confidence is not None,
+    )
     try:
         yield 0, next(messages), plan.batch_size
         for batch in messages:
@@ -111,7 +126,7 @@ def _stack(array: np.ndarray) -> np.ndarray:
 class SegmentWidget(Panel):
     """Dock widget that runs a bundled or user model on an image layer and shows the result as labels."""
 
-    def __init__(self, napari_viewer: "napari.viewer.Viewer") -> None:
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
         super().__init__()
         self.viewer = napari_viewer
         self.controller = SegmentController()
@@ -132,8 +147,10 @@ class SegmentWidget(Panel):
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([WHOLE_VOLUME, CURRENT_SLICE])
         self.confidence_check = QCheckBox("doubt layer (orange: model unsure)")
-        self.confidence_check.setToolTip("adds an image layer over the labels: transparent where the model is "
-                                         "confident, orange where its confidence is low")
+        self.confidence_check.setToolTip(
+            "adds an image layer over the labels: transparent where the model is "
+            "confident, orange where its confidence is low"
+        )
         self.postprocess_check = QCheckBox("model's post-processing")
         self.postprocess_check.setChecked(True)
         self.run_button = QPushButton("Run")
@@ -183,8 +200,11 @@ class SegmentWidget(Panel):
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
         self.connections.connect(model_catalogue_events().changed, self._fill_models)
-        for event in (self.viewer.layers.events.inserted, self.viewer.layers.events.removed,
-                      self.viewer.layers.events.moved):
+        for event in (
+            self.viewer.layers.events.inserted,
+            self.viewer.layers.events.removed,
+            self.viewer.layers.events.moved,
+        ):
             self.connections.connect(event, self._fill_images)
         self.connections.connect(self.viewer.layers.selection.events.active, self._follow_selection)
         when_closed(self, self._close)
@@ -196,8 +216,9 @@ class SegmentWidget(Panel):
         if self.engine.running or self.task.running:
             return
         self.engine_process.start()
-        self.engine.start(_ready_for_a_run, self.engine_process,
-                          on_done=lambda devices: self._fill_devices(devices, self._device()))
+        self.engine.start(
+            _ready_for_a_run, self.engine_process, on_done=lambda devices: self._fill_devices(devices, self._device())
+        )
 
     # --- pickers ---------------------------------------------------------------------------------------
 
@@ -274,15 +295,19 @@ class SegmentWidget(Panel):
         self.postprocess_check.setVisible(bool(steps))
         self.postprocess_check.setToolTip(
             f"{', '.join(steps)}: applied to the labels after the network (see the model card); untick to see "
-            "the network's own output" if steps else "")
+            "the network's own output"
+            if steps
+            else ""
+        )
 
     def _on_model_activated(self, index: int) -> None:
         """The user picked an entry (not code): remember it, or open a checkpoint for the load entry."""
         if self.model_combo.itemText(index) != LOAD_CHECKPOINT:
             self.model_chosen_by_user = True
             return
-        path, _ = QFileDialog.getOpenFileName(self, "Load checkpoint", "",
-                                              "Checkpoints (*.safetensors *.pt *.pth *.json)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load checkpoint", "", "Checkpoints (*.safetensors *.pt *.pth *.json)"
+        )
         if path:
             self.add_checkpoint(path)
         else:
@@ -315,10 +340,16 @@ class SegmentWidget(Panel):
             if self.model_combo.currentIndex() < 0 or self.model_combo.currentText() == LOAD_CHECKPOINT:
                 raise ResegError("choose a model first (none of the listed models suits this scan)")
             image = _stack(np.asarray(scan_layer.data[0] if scan_layer.multiscale else scan_layer.data))
-            plan = self.controller.plan(scan_record(scan_layer), scan_layer.name, self.model_combo.currentText(),
-                                        self._device(), self.batch_spin.value(), current,
-                                        raw=not self.postprocess_check.isChecked(),
-                                        with_confidence=self.confidence_check.isChecked())
+            plan = self.controller.plan(
+                scan_record(scan_layer),
+                scan_layer.name,
+                self.model_combo.currentText(),
+                self._device(),
+                self.batch_spin.value(),
+                current,
+                raw=not self.postprocess_check.isChecked(),
+                with_confidence=self.confidence_check.isChecked(),
+            )
         except ResegError as error:
             show_error(f"napari-reseg: {error}")
             return
@@ -343,32 +374,47 @@ class SegmentWidget(Panel):
         self.run_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.task.start(
-            _segment_in_engine, self.engine_process, plan, image, _stack(labels.data),
-            None if confidence is None else _stack(confidence.data), slice_confidence,
-            on_yield=self._on_batch, on_done=lambda _: self._end(slice_confidence), on_error=self._on_error,
-            on_finish=self._on_task_finished, stop=self.engine_process.stop,
+            _segment_in_engine,
+            self.engine_process,
+            plan,
+            image,
+            _stack(labels.data),
+            None if confidence is None else _stack(confidence.data),
+            slice_confidence,
+            on_yield=self._on_batch,
+            on_done=lambda _: self._end(slice_confidence),
+            on_error=self._on_error,
+            on_finish=self._on_task_finished,
+            stop=self.engine_process.stop,
         )
 
-    def _prepare_target(self, target: Labels | None, scan_layer: Image, card: "ModelCard") -> Labels:
+    def _prepare_target(self, target: Labels | None, scan_layer: Image, card: ModelCard) -> Labels:
         """The scan's labels layer for this run: made on the first run, recoloured for the model after."""
         if target is not None:
             target.colormap, target.features = labels_colormap(card.classes), class_features(card.classes)
             return target
         scan = scan_record(scan_layer)
-        record = LabelsRecord(scan_key=scan.key, classes=tuple(card.classes), geometry=scan.geometry,
-                              modality=card.modality)  # what the labels mean: the model's modality
+        record = LabelsRecord(
+            scan_key=scan.key, classes=tuple(card.classes), geometry=scan.geometry, modality=card.modality
+        )  # what the labels mean: the model's modality
         kwargs = labels_layer_kwargs(card.classes, LayerTransform.of(scan_layer), f"{scan_layer.name} labels")
-        return self.viewer.add_labels(np.zeros(scan_layer.data.shape, dtype=np.uint8), **kwargs,
-                                      metadata={"reseg": record})
+        return self.viewer.add_labels(
+            np.zeros(scan_layer.data.shape, dtype=np.uint8), **kwargs, metadata={"reseg": record}
+        )
 
     def _doubt_layer(self, scan_layer: Image, plan: RunPlan) -> Image:
         existing = find_derived(self.viewer.layers, plan.scan.key, "confidence")
         if existing is not None:
             return existing
         return self.viewer.add_image(
-            np.ones(scan_layer.data.shape, dtype=np.float32), name=f"{scan_layer.name} doubt",
-            **LayerTransform.of(scan_layer).kwargs(), colormap=DOUBT_COLORMAP, contrast_limits=DOUBT_LIMITS, blending="translucent",
-            metadata={"reseg": DerivedImageRecord(plan.scan.key, "confidence")})
+            np.ones(scan_layer.data.shape, dtype=np.float32),
+            name=f"{scan_layer.name} doubt",
+            **LayerTransform.of(scan_layer).kwargs(),
+            colormap=DOUBT_COLORMAP,
+            contrast_limits=DOUBT_LIMITS,
+            blending="translucent",
+            metadata={"reseg": DerivedImageRecord(plan.scan.key, "confidence")},
+        )
 
     def _target(self) -> Labels | None:
         """The run's labels layer, looked up by identity (the user may have removed it meanwhile)."""
@@ -404,7 +450,7 @@ class SegmentWidget(Panel):
             stack = _stack(labels.data)
             if record.prediction is None or record.prediction.shape != stack.shape:
                 record.prediction = np.zeros_like(stack)
-            finished = run.slices[:run.done]
+            finished = run.slices[: run.done]
             record.prediction[finished] = stack[finished]
             record.card, record.slice_confidence = run.card, slice_confidence
             if record.session is not None:

@@ -56,7 +56,10 @@ def preferences() -> Preferences:
     if settings is None:
         return Preferences()
     return Preferences(
-        device=settings.segmentation.device, batch_size=int(settings.segmentation.batch_size),
-        reviewer=settings.review.reviewer, session_folder=settings.review.session_folder,
-        bscan_aspect=settings.display.bscan_aspect, axial_stretch=float(settings.display.axial_stretch),
+        device=settings.segmentation.device,
+        batch_size=int(settings.segmentation.batch_size),
+        reviewer=settings.review.reviewer,
+        session_folder=settings.review.session_folder,
+        bscan_aspect=settings.display.bscan_aspect,
+        axial_stretch=float(settings.display.axial_stretch),
     )

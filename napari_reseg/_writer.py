@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from reseg.io import Volume
 
 
-def _geometry(array: np.ndarray, meta: dict[str, Any]) -> tuple["Volume", "tuple[SegmentationClass, ...] | None"]:
+def _geometry(array: np.ndarray, meta: dict[str, Any]) -> tuple[Volume, tuple[SegmentationClass, ...] | None]:
     """The scan's geometry and the classes when the layer is one of ours, else the layer's own scale."""
     from reseg.io import Volume, as_stack
 
@@ -26,8 +26,7 @@ def _geometry(array: np.ndarray, meta: dict[str, Any]) -> tuple["Volume", "tuple
         return dataclasses.replace(record.geometry, data=stack, modality=record.modality), record.classes
     scale = tuple(abs(float(s)) for s in meta.get("scale", (1.0,) * stack.ndim))
     spacing = ((1.0,) * 3 + scale)[-3:]
-    return Volume(stack, spacing=spacing, ndim_on_disk=array.ndim,
-                  metadata={"spacing_known": (True,) * 3}), None
+    return Volume(stack, spacing=spacing, ndim_on_disk=array.ndim, metadata={"spacing_known": (True,) * 3}), None
 
 
 def write_labels_layer(path: str, data: Any, meta: dict) -> list[str]:

@@ -54,6 +54,23 @@ def corrections(tmp_path) -> Path:
     from reseg.cli import main
 
     folder = tmp_path / "corrections"
-    assert main(["phantom", str(folder), "--volumes", "5", "--bscans", "2", "--height", "224", "--width", "128",
-                 "--seed", "40"]) == 0
+    assert (
+        main(
+            [
+                "phantom",
+                str(folder),
+                "--volumes",
+                "5",
+                "--bscans",
+                "2",
+                "--height",
+                "224",
+                "--width",
+                "128",
+                "--seed",
+                "40",
+            ]
+        )
+        == 0
+    )
     return folder

@@ -24,8 +24,16 @@ from reseg.io import read_volume
 from reseg.preprocessing.resampling import resample_image, resample_labels, spacing_grid
 
 # TotalSegmentator "total" ids (class_map_total.json) -> Synapse organ index of CT_CLASSES
-TOTALSEG_TO_SYNAPSE = {"aorta": 1, "gallbladder": 2, "kidney_left": 3, "kidney_right": 4, "liver": 5,
-                       "pancreas": 6, "spleen": 7, "stomach": 8}
+TOTALSEG_TO_SYNAPSE = {
+    "aorta": 1,
+    "gallbladder": 2,
+    "kidney_left": 3,
+    "kidney_right": 4,
+    "liver": 5,
+    "pancreas": 6,
+    "spleen": 7,
+    "stomach": 8,
+}
 SOURCE_NOTE = "TotalSegmentator test data (Apache-2.0); labels are TotalSegmentator model output"
 
 
@@ -58,11 +66,13 @@ def main() -> None:
     args = parser.parse_args()
     lookup = synapse_lookup(json.loads((args.source / "class_map_total.json").read_text())["total"])
     train = organ_scan(args.source / "example_ct_sm.nii.gz", args.source / "example_seg.nii.gz", lookup)
-    validation = organ_scan(args.source / "example_ct_dicom", args.source / "example_seg_dicom.nii.gz", lookup,
-                            in_plane_mm=3.0)
+    validation = organ_scan(
+        args.source / "example_ct_dicom", args.source / "example_seg_dicom.nii.gz", lookup, in_plane_mm=3.0
+    )
     write_training_set(args.output / "train", [("example_ct_sm", *train)], modality="CT", source=SOURCE_NOTE)
-    write_training_set(args.output / "validation", [("example_ct_dicom", *validation)], modality="CT",
-                       source=SOURCE_NOTE)
+    write_training_set(
+        args.output / "validation", [("example_ct_dicom", *validation)], modality="CT", source=SOURCE_NOTE
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,12 @@ NOT_FLUID = 254  # partial label: some class 0..8
 RETINA = 253  # partial label: between ILM and BM, some class 1..7 or fluid
 DUKE_SPACING = (1.0, 0.00387, 0.0113)  # Spectralis axial / lateral mm (the README of the data); B-scans unrelated
 DUKE_TRAIN, DUKE_VALIDATION = range(1, 7), range(7, 9)
-PHANTOM_SEEDS = {"phantom_fluid": (1000, 24, 8, True), "phantom_clean": (2000, 24, 8, False),
-                 "phantom_validation": (3000, 6, 2, True), "phantom_test": (9001, 6, 4, True)}
+PHANTOM_SEEDS = {
+    "phantom_fluid": (1000, 24, 8, True),
+    "phantom_clean": (2000, 24, 8, False),
+    "phantom_validation": (3000, 6, 2, True),
+    "phantom_test": (9001, 6, 4, True),
+}
 
 
 def duke_subject(data: Path, subject: int) -> tuple[str, np.ndarray, np.ndarray, tuple[float, float, float]]:
@@ -76,17 +80,31 @@ def main() -> None:
     parser.add_argument("output", type=Path)
     args = parser.parse_args()
     duke_source = "Duke DME (Chiu et al., Biomed. Opt. Express 6(4), 2015), grader 1 fluid masks"
-    write_training_set(args.output / "duke_train", [duke_subject(args.data, s) for s in DUKE_TRAIN], "OCT",
-                       f"{duke_source}, subjects 01-06", label_sets={NOT_FLUID: list(range(9))})
-    write_training_set(args.output / "duke_validation", [duke_subject(args.data, s) for s in DUKE_VALIDATION],
-                       "OCT", f"{duke_source}, subjects 07-08", label_sets={NOT_FLUID: list(range(9))})
-    write_training_set(args.output / "spectralis_circle",
-                       [spectralis_with_device_boundaries(args.data / "spectralis_vol" / "Willis_B_716_2.vol")],
-                       "OCT", "HSF-OCT-103 Willis_B_716_2.vol (MIT), device ILM/BM heights",
-                       label_sets={RETINA: [*range(1, 8), OCT_FLUID]})
+    write_training_set(
+        args.output / "duke_train",
+        [duke_subject(args.data, s) for s in DUKE_TRAIN],
+        "OCT",
+        f"{duke_source}, subjects 01-06",
+        label_sets={NOT_FLUID: list(range(9))},
+    )
+    write_training_set(
+        args.output / "duke_validation",
+        [duke_subject(args.data, s) for s in DUKE_VALIDATION],
+        "OCT",
+        f"{duke_source}, subjects 07-08",
+        label_sets={NOT_FLUID: list(range(9))},
+    )
+    write_training_set(
+        args.output / "spectralis_circle",
+        [spectralis_with_device_boundaries(args.data / "spectralis_vol" / "Willis_B_716_2.vol")],
+        "OCT",
+        "HSF-OCT-103 Willis_B_716_2.vol (MIT), device ILM/BM heights",
+        label_sets={RETINA: [*range(1, 8), OCT_FLUID]},
+    )
     for folder, (seed, volumes, _, _) in PHANTOM_SEEDS.items():
-        write_training_set(args.output / folder, phantom_scans(folder), "OCT",
-                           f"reseg OCT phantom, seeds {seed}-{seed + volumes - 1}")
+        write_training_set(
+            args.output / folder, phantom_scans(folder), "OCT", f"reseg OCT phantom, seeds {seed}-{seed + volumes - 1}"
+        )
     print(f"wrote {', '.join(sorted(p.name for p in args.output.iterdir()))} under {args.output}")
 
 

@@ -15,7 +15,7 @@ class SegmentationClass:
         return {"index": self.index, "name": self.name, "color": list(self.color)}
 
     @classmethod
-    def from_dict(cls, entry: dict) -> "SegmentationClass":
+    def from_dict(cls, entry: dict) -> SegmentationClass:
         return cls(int(entry["index"]), str(entry["name"]), tuple(int(c) for c in entry["color"]))
 
 

@@ -7,8 +7,9 @@ import dataclasses
 import json
 import sys
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm import tqdm
@@ -56,17 +57,26 @@ def _models(args: argparse.Namespace) -> int:
     for card in list_models():
         dice = card.metrics.get("validation", {}).get("mean_dice")
         source = "bundled" if paths[card.name].parent == bundled_model_dir() else str(paths[card.name].parent)
-        rows.append((card.name, card.architecture, card.modality, str(card.num_classes),
-                     f"{(card.parameters or 0) / 1e6:.2f} M", f"{dice:.3f}" if dice is not None else "-", source))
+        rows.append(
+            (
+                card.name,
+                card.architecture,
+                card.modality,
+                str(card.num_classes),
+                f"{(card.parameters or 0) / 1e6:.2f} M",
+                f"{dice:.3f}" if dice is not None else "-",
+                source,
+            )
+        )
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from reseg.zoo.catalogue import DEFAULT_MODEL, modality_warning, resolve_card
     from reseg.io import read_volume, write_image, write_labels
+    from reseg.zoo.catalogue import DEFAULT_MODEL, modality_warning, resolve_card
 
     output, confidence_path = Path(args.output), Path(args.confidence) if args.confidence else None
     _check_output(output, "output")
@@ -74,8 +84,9 @@ def _segment(args: argparse.Namespace) -> int:
         _check_output(confidence_path, "confidence output")
     volume = read_volume(args.input)
     if volume.label_classes is not None:
-        raise InputError(volume.source, "is a label map written by napari-reseg (it records its classes), not a "
-                                        "scan to segment")
+        raise InputError(
+            volume.source, "is a label map written by napari-reseg (it records its classes), not a scan to segment"
+        )
     model_name = args.model or DEFAULT_MODEL[volume.modality]
     warning = modality_warning(resolve_card(model_name, args.card)[0], volume.modality, volume.source.name)
     if warning:
@@ -87,11 +98,23 @@ def _segment(args: argparse.Namespace) -> int:
     model = load_model(model_name, device=args.device, card=args.card)
     labels = np.zeros(volume.data.shape, dtype=np.uint8)
     confidence = np.zeros(volume.data.shape, dtype=np.float32) if confidence_path else None
-    bar = tqdm(total=len(volume.data), unit="slice", desc=f"{model.card.name} on {model.device.type}",
-               disable=None if len(volume.data) > 1 else True, file=sys.stderr)
+    bar = tqdm(
+        total=len(volume.data),
+        unit="slice",
+        desc=f"{model.card.name} on {model.device.type}",
+        disable=None if len(volume.data) > 1 else True,
+        file=sys.stderr,
+    )
     with bar:
-        for progress in iter_segment(model, volume.data, labels, confidence_out=confidence,
-                                     batch_size=args.batch_size, pixel_spacing=volume.pixel_spacing, raw=args.raw):
+        for progress in iter_segment(
+            model,
+            volume.data,
+            labels,
+            confidence_out=confidence,
+            batch_size=args.batch_size,
+            pixel_spacing=volume.pixel_spacing,
+            raw=args.raw,
+        ):
             bar.update(len(progress.slices))
     write_labels(output, labels, like=volume)
     if confidence_path is not None:
@@ -107,13 +130,23 @@ def _phantom(args: argparse.Namespace) -> int:
     from reseg.data.phantom import make_oct_phantom
 
     scans = (
-        (f"phantom_{index:03d}", make_oct_phantom(n_bscans=args.bscans, height=args.height, width=args.width,
-                                                  seed=args.seed + index, fluid=not args.no_fluid))
+        (
+            f"phantom_{index:03d}",
+            make_oct_phantom(
+                n_bscans=args.bscans,
+                height=args.height,
+                width=args.width,
+                seed=args.seed + index,
+                fluid=not args.no_fluid,
+            ),
+        )
         for index in range(args.volumes)
     )
     try:  # a size the retina cannot fit; nothing is left behind
         folder = write_training_set(
-            args.output, ((name, p.image, p.labels, p.spacing) for name, p in scans), modality="OCT",
+            args.output,
+            ((name, p.image, p.labels, p.spacing) for name, p in scans),
+            modality="OCT",
             source=f"reseg phantom (seeds {args.seed}..{args.seed + args.volumes - 1})",
         )
     except ValueError as error:
@@ -132,12 +165,18 @@ def _parse_arguments(pairs: Sequence[str]) -> dict:
     return arguments
 
 
-def _training_config(args: argparse.Namespace, **fixed) -> "TrainingConfig":
+def _training_config(args: argparse.Namespace, **fixed) -> TrainingConfig:
     from reseg.train.loop import TrainingConfig
 
     return TrainingConfig(
-        epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr, crop_size=tuple(args.crop),
-        steps_per_epoch=args.steps_per_epoch, seed=args.seed, device=args.device, freeze=tuple(args.freeze),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        crop_size=tuple(args.crop),
+        steps_per_epoch=args.steps_per_epoch,
+        seed=args.seed,
+        device=args.device,
+        freeze=tuple(args.freeze),
         **fixed,
     )
 
@@ -153,13 +192,17 @@ def _report_training(events) -> object:
                 bar.close()
                 bar = None
                 marker = " (saved)" if event.is_best else ""
-                print(f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.4f}, validation mean Dice "
-                      f"{event.validation['mean_dice']:.4f}, mIoU {event.validation['miou']:.4f} "
-                      f"[{event.seconds:.0f} s]{marker}", flush=True)
+                print(
+                    f"epoch {event.epoch}/{event.epochs}: loss {event.train_loss:.4f}, validation mean Dice "
+                    f"{event.validation['mean_dice']:.4f}, mIoU {event.validation['miou']:.4f} "
+                    f"[{event.seconds:.0f} s]{marker}",
+                    flush=True,
+                )
             elif isinstance(event, StepReport):
                 if bar is None:
-                    bar = tqdm(total=event.steps, desc=f"epoch {event.epoch}", unit="step", leave=False,
-                               file=sys.stderr)
+                    bar = tqdm(
+                        total=event.steps, desc=f"epoch {event.epoch}", unit="step", leave=False, file=sys.stderr
+                    )
                 bar.update(1)
                 bar.set_postfix(loss=f"{event.loss:.4f}")
             else:
@@ -175,14 +218,20 @@ def _train(args: argparse.Namespace) -> int:
     from reseg.train.distributed import is_main_process
     from reseg.train.loop import iter_train
 
-    config = _training_config(args, architecture=args.architecture, arguments=_parse_arguments(args.arg),
-                              validation_fraction=args.validation_fraction, base_model=args.base)
+    config = _training_config(
+        args,
+        architecture=args.architecture,
+        arguments=_parse_arguments(args.arg),
+        validation_fraction=args.validation_fraction,
+        base_model=args.base,
+    )
     training_set = load_training_set(args.data)
     validation_set = load_training_set(args.validation_data) if args.validation_data else None
     if is_main_process():
         print(f"{training_set.num_slices} slices in {len(training_set.scans)} scans ({training_set.modality})")
-    _report_training(iter_train(training_set, args.name, args.output_dir, config, args.description, args.terms,
-                                validation_set))
+    _report_training(
+        iter_train(training_set, args.name, args.output_dir, config, args.description, args.terms, validation_set)
+    )
     if is_main_process():
         print(f"saved {Path(args.output_dir) / (args.name + '.safetensors')}")
     return 0
@@ -196,12 +245,17 @@ def _finetune(args: argparse.Namespace) -> int:
     from reseg.zoo.catalogue import keep_model, model_paths, user_model_dir
 
     if args.output in model_paths() and not args.replace:
-        raise ResegError(f"a model named {args.output!r} exists already ({model_paths()[args.output]}); "
-                         "choose another name (or --replace a model of your own)")
+        raise ResegError(
+            f"a model named {args.output!r} exists already ({model_paths()[args.output]}); "
+            "choose another name (or --replace a model of your own)"
+        )
     user_model_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".finetune-", dir=user_model_dir()) as staging:
-        result = _report_training(iter_finetune(args.base, args.data, args.output, staging,
-                                                _training_config(args), held_out_fraction=args.held_out))
+        result = _report_training(
+            iter_finetune(
+                args.base, args.data, args.output, staging, _training_config(args), held_out_fraction=args.held_out
+            )
+        )
         if not is_main_process():
             return 0
         print(result.comparison.table())
@@ -210,8 +264,10 @@ def _finetune(args: argparse.Namespace) -> int:
             print(f"not kept: mean Dice changed by {gain:+.3f} on the held-out scans")
             return 0
         card_path = keep_model(result.weights.with_suffix(".json"), replace=args.replace)
-    print(f"kept {args.output!r} in {card_path.parent} (see `reseg models`; remove with `reseg models --remove "
-          f"{args.output}`)")
+    print(
+        f"kept {args.output!r} in {card_path.parent} (see `reseg models`; remove with `reseg models --remove "
+        f"{args.output}`)"
+    )
     return 0
 
 
@@ -229,8 +285,10 @@ def _export(args: argparse.Namespace) -> int:
         result = export_nnunet(session, args.output, args.dataset_id, args.dataset_name, **options)
     else:
         result = export_training_set(session, args.output, **options)
-    print(f"{result.folder}: {len(result.added)} slice(s) added, {len(result.updated)} updated, "
-          f"{result.total} in the dataset")
+    print(
+        f"{result.folder}: {len(result.added)} slice(s) added, {len(result.updated)} updated, "
+        f"{result.total} in the dataset"
+    )
     return 0
 
 
@@ -253,8 +311,13 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int, lr: floa
     parser.add_argument("--lr", type=float, default=lr)
     parser.add_argument("--crop", type=int, nargs=2, default=(256, 256), metavar=("H", "W"))
     parser.add_argument("--steps-per-epoch", type=int)
-    parser.add_argument("--freeze", nargs="+", default=[], metavar="PART",
-                        help="network parts not to train (e.g. encoder); a wrong name lists the parts")
+    parser.add_argument(
+        "--freeze",
+        nargs="+",
+        default=[],
+        metavar="PART",
+        help="network parts not to train (e.g. encoder); a wrong name lists the parts",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
 
@@ -275,8 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     segment.add_argument("--batch-size", type=_positive_int, default=4)
     segment.add_argument("--confidence", help="also write the per-pixel confidence (max softmax) here")
-    segment.add_argument("--raw", action="store_true",
-                         help="the network's argmax without the post-processing its card lists")
+    segment.add_argument(
+        "--raw", action="store_true", help="the network's argmax without the post-processing its card lists"
+    )
     segment.set_defaults(run=_segment)
 
     phantom = commands.add_parser("phantom", help="write a training set of synthetic OCT volumes with exact labels")
@@ -290,13 +354,20 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.set_defaults(run=_phantom)
 
     evaluate = commands.add_parser("evaluate", help="score a model or saved predictions on a labelled dataset")
-    evaluate.add_argument("prediction", help="model name or checkpoint, or a folder of predicted <scan>.tif label files")
-    evaluate.add_argument("dataset", help="training-set folder (images/ + labels/ [+ dataset.json]), or an OCT file "
-                          "with device boundaries (Spectralis .vol): then ILM and BM errors only")
+    evaluate.add_argument(
+        "prediction", help="model name or checkpoint, or a folder of predicted <scan>.tif label files"
+    )
+    evaluate.add_argument(
+        "dataset",
+        help="training-set folder (images/ + labels/ [+ dataset.json]), or an OCT file "
+        "with device boundaries (Spectralis .vol): then ILM and BM errors only",
+    )
     evaluate.add_argument("-o", "--output", help="also write the report as JSON here")
     evaluate.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     evaluate.add_argument("--batch-size", type=_positive_int, default=4)
-    evaluate.add_argument("--raw", action="store_true", help="score a model's argmax without its card's post-processing")
+    evaluate.add_argument(
+        "--raw", action="store_true", help="score a model's argmax without its card's post-processing"
+    )
     evaluate.set_defaults(run=_evaluate)
 
     train = commands.add_parser("train", help="train a model on training-set folders (images/ + labels/)")
@@ -319,23 +390,40 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--base", required=True, help="the model to start from (see `reseg models`)")
     finetune.add_argument("--data", nargs="+", required=True, help="exported training-set folder(s)")
     finetune.add_argument("-o", "--output", required=True, metavar="NEW_NAME", help="name of the new model")
-    finetune.add_argument("--held-out", type=float, default=0.2,
-                          help="share of the scans (whole scans) kept out of training to compare the models on")
-    finetune.add_argument("--keep-if-better", action="store_true",
-                          help="keep the new model only if its held-out mean Dice beats the base model's")
+    finetune.add_argument(
+        "--held-out",
+        type=float,
+        default=0.2,
+        help="share of the scans (whole scans) kept out of training to compare the models on",
+    )
+    finetune.add_argument(
+        "--keep-if-better",
+        action="store_true",
+        help="keep the new model only if its held-out mean Dice beats the base model's",
+    )
     finetune.add_argument("--replace", action="store_true", help="replace an own model of the same name")
     _add_training_options(finetune, epochs=10, lr=2e-4, batch_size=4)
     finetune.set_defaults(run=_finetune)
 
     export = commands.add_parser("export", help="export a review session's reviewed slices as a training set")
     export.add_argument("session", help="session file (<scan>.reseg-session.npz)")
-    export.add_argument("-o", "--output", required=True,
-                        help="training-set folder (reseg), or the nnU-Net raw folder that gets DatasetNNN_NAME")
+    export.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="training-set folder (reseg), or the nnU-Net raw folder that gets DatasetNNN_NAME",
+    )
     export.add_argument("--format", choices=("reseg", "nnunet"), default="reseg")
-    export.add_argument("--include-unreviewed", action="store_true",
-                        help="also export unreviewed slices, every label pixel set to the ignore value")
-    export.add_argument("--overwrite", action="store_true",
-                        help="replace an existing export this one clashes with (other classes, other scan's files)")
+    export.add_argument(
+        "--include-unreviewed",
+        action="store_true",
+        help="also export unreviewed slices, every label pixel set to the ignore value",
+    )
+    export.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing export this one clashes with (other classes, other scan's files)",
+    )
     export.add_argument("--dataset-id", type=int, help="nnU-Net dataset id (1..999)")
     export.add_argument("--dataset-name", help="nnU-Net dataset name")
     export.set_defaults(run=_export)

@@ -30,7 +30,7 @@ def available_devices() -> list[str]:
     return names
 
 
-def resolve_device(name: "str | torch.device" = "auto") -> "torch.device":
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
     """Turn "auto" into the best available device; refuse a named device this machine lacks."""
     import torch
 

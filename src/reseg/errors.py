@@ -46,8 +46,10 @@ class DeviceMemoryError(ResegError):
 
     def __init__(self, device: str) -> None:
         self.device = device
-        super().__init__(f"the model does not fit in the memory of {device} even at batch size 1; choose the CPU "
-                         "or close what else uses the device")
+        super().__init__(
+            f"the model does not fit in the memory of {device} even at batch size 1; choose the CPU "
+            "or close what else uses the device"
+        )
 
     def __reduce__(self):
         return type(self), (self.device,)

@@ -28,8 +28,9 @@ def require_mapping(data: object, field: str) -> Mapping[str, Any]:
     return data
 
 
-def require_text(data: Mapping[str, Any], field: str, *, optional: bool = False, where: str | None = None
-                 ) -> str | None:
+def require_text(
+    data: Mapping[str, Any], field: str, *, optional: bool = False, where: str | None = None
+) -> str | None:
     """`data[field]` as non-empty text (or None when `optional`); `where` names it in a nested document."""
     value = data.get(field)
     if value is None and optional:
@@ -39,8 +40,15 @@ def require_text(data: Mapping[str, Any], field: str, *, optional: bool = False,
     return value
 
 
-def require_number(value: object, field: str, *, low: float | None = None, high: float | None = None,
-                   above: float | None = None, integer: bool = False) -> float:
+def require_number(
+    value: object,
+    field: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    above: float | None = None,
+    integer: bool = False,
+) -> float:
     """A finite JSON number (booleans are not numbers), within [low, high] and > above where given."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FieldProblem(field, f"must be a number, not {_kind(value)}")
@@ -51,8 +59,11 @@ def require_number(value: object, field: str, *, low: float | None = None, high:
     if above is not None and not value > above:
         raise FieldProblem(field, f"must be above {above:g}, not {value:g}")
     if (low is not None and value < low) or (high is not None and value > high):
-        bounds = f"{low:g}..{high:g}" if low is not None and high is not None else (
-            f">= {low:g}" if low is not None else f"<= {high:g}")
+        bounds = (
+            f"{low:g}..{high:g}"
+            if low is not None and high is not None
+            else (f">= {low:g}" if low is not None else f"<= {high:g}")
+        )
         raise FieldProblem(field, f"must be {bounds}, not {value:g}")
     return value
 

@@ -75,14 +75,29 @@ class CorpusBuilder:
         self.cases.append(case)
         return case
 
-    def scan(self, name: str, file_name: str, content: bytes | Callable[[Path], None], expect: str,
-             check: Callable[[Path, Path], str | None] | None = None, reader: bool = True,
-             reader_shape: tuple[int, ...] | None = None, extra: list[str] = (), note: str = "") -> Case:
+    def scan(
+        self,
+        name: str,
+        file_name: str,
+        content: bytes | Callable[[Path], None],
+        expect: str,
+        check: Callable[[Path, Path], str | None] | None = None,
+        reader: bool = True,
+        reader_shape: tuple[int, ...] | None = None,
+        extra: list[str] = (),
+        note: str = "",
+    ) -> Case:
         """A `reseg segment` case over one input file (bytes, or a function that writes it)."""
         output = "labels.nii.gz" if file_name.lower().endswith((".nii", ".nii.gz", ".dcm")) else "labels.tif"
-        case = self.case(name, ["segment", f"{{in}}/{file_name}", "-o", f"{{out}}/{output}", *extra], expect,
-                         reader_input=file_name if reader else None, check=check, reader_shape=reader_shape,
-                         note=note)
+        case = self.case(
+            name,
+            ["segment", f"{{in}}/{file_name}", "-o", f"{{out}}/{output}", *extra],
+            expect,
+            reader_input=file_name if reader else None,
+            check=check,
+            reader_shape=reader_shape,
+            note=note,
+        )
         target = case.inputs / file_name
         if callable(content):
             content(target)
@@ -164,8 +179,12 @@ def _tiff(array: np.ndarray, **options) -> Callable[[Path], None]:
     return lambda path: tifffile.imwrite(path, array, **options)
 
 
-def _nifti(array: np.ndarray, affine: np.ndarray | None = None, compressed: bool = True,
-           header_edit: Callable[[nib.Nifti1Header], None] | None = None) -> Callable[[Path], None]:
+def _nifti(
+    array: np.ndarray,
+    affine: np.ndarray | None = None,
+    compressed: bool = True,
+    header_edit: Callable[[nib.Nifti1Header], None] | None = None,
+) -> Callable[[Path], None]:
     """A NIfTI file; `header_edit` changes the header bytes after nibabel wrote a valid one (nibabel itself
     refuses to write e.g. a NaN affine)."""
 
@@ -183,8 +202,12 @@ def _nifti(array: np.ndarray, affine: np.ndarray | None = None, compressed: bool
     return write
 
 
-def _dicom(array: np.ndarray, modality: str = "OPT", photometric: str = "MONOCHROME2",
-           edit: Callable[[Dataset], None] | None = None) -> Callable[[Path], None]:
+def _dicom(
+    array: np.ndarray,
+    modality: str = "OPT",
+    photometric: str = "MONOCHROME2",
+    edit: Callable[[Dataset], None] | None = None,
+) -> Callable[[Path], None]:
     def write(path: Path) -> None:
         meta = FileMetaDataset()
         meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.77.1.5.4"  # Ophthalmic Tomography
@@ -270,17 +293,41 @@ def _synthetic_images(b: CorpusBuilder) -> None:
     b.scan("png_named_vol", "scan.vol", png, ERROR)
     b.scan("png_bomb_12000", "scan.png", _png_bomb(12000, 12000), ERROR, note="140 kB that decodes to 144 MP")
     b.scan("png_rgb_colour", "scan.png", _png((b.rng.random((64, 64, 3)) * 255).astype(np.uint8)), ERROR)
-    b.scan("png_rgb_grey", "scan.png", _png(np.repeat(grey[..., None], 3, axis=2)), SUCCESS,
-           labels_of_shape((1, 96, 128)), reader_shape=(96, 128))
-    b.scan("png_grey_alpha", "scan.png", _png(np.stack([grey, np.full_like(grey, 255)], axis=2)), SUCCESS,
-           labels_of_shape((1, 96, 128)), reader_shape=(96, 128))
-    b.scan("png_16bit", "scan.png", _png(grey.astype(np.uint16) * 250), SUCCESS,
-           labels_of_shape((1, 96, 128)), reader_shape=(96, 128))
+    b.scan(
+        "png_rgb_grey",
+        "scan.png",
+        _png(np.repeat(grey[..., None], 3, axis=2)),
+        SUCCESS,
+        labels_of_shape((1, 96, 128)),
+        reader_shape=(96, 128),
+    )
+    b.scan(
+        "png_grey_alpha",
+        "scan.png",
+        _png(np.stack([grey, np.full_like(grey, 255)], axis=2)),
+        SUCCESS,
+        labels_of_shape((1, 96, 128)),
+        reader_shape=(96, 128),
+    )
+    b.scan(
+        "png_16bit",
+        "scan.png",
+        _png(grey.astype(np.uint16) * 250),
+        SUCCESS,
+        labels_of_shape((1, 96, 128)),
+        reader_shape=(96, 128),
+    )
     b.scan("png_1x1", "scan.png", _png(np.zeros((1, 1), np.uint8)), EITHER)
     b.scan("png_tiny_3x5", "scan.png", _png(grey[:3, :5]), EITHER)
     b.scan("png_one_row", "scan.png", _png(grey[:1]), EITHER)
-    b.scan("jpeg_grey", "scan.jpg", lambda p: Image.fromarray(grey).save(p, quality=90), SUCCESS,
-           labels_of_shape((1, 96, 128)), reader_shape=(96, 128))
+    b.scan(
+        "jpeg_grey",
+        "scan.jpg",
+        lambda p: Image.fromarray(grey).save(p, quality=90),
+        SUCCESS,
+        labels_of_shape((1, 96, 128)),
+        reader_shape=(96, 128),
+    )
     b.scan("unknown_extension", "scan.xyz", png, ERROR, reader=False)
     b.scan("no_such_file", "missing.png", lambda p: None, ERROR, reader=False)
     b.scan("symlink_to_dev_zero", "scan.nii", lambda p: p.symlink_to("/dev/zero"), ERROR)
@@ -295,25 +342,58 @@ def _tiffs(b: CorpusBuilder) -> None:
     stack = (b.rng.random((5, 64, 80)) * 250).astype(np.uint8)
     shape = (5, 64, 80)
     for compression in ("lzw", "jpeg", "zlib", "zstd", "packbits", "lzma"):
-        b.scan(f"tiff_{compression}", "scan.tif", _tiff(stack, compression=compression, photometric="minisblack"),
-               SUCCESS, labels_of_shape(shape), reader_shape=shape)
+        b.scan(
+            f"tiff_{compression}",
+            "scan.tif",
+            _tiff(stack, compression=compression, photometric="minisblack"),
+            SUCCESS,
+            labels_of_shape(shape),
+            reader_shape=shape,
+        )
     for count in (3, 4):
-        b.scan(f"tiff_{count}_slices_tifffile_defaults", "scan.tif", _tiff(stack[:count]), SUCCESS,
-               labels_of_shape((count, 64, 80)), reader_shape=(count, 64, 80),
-               note="tifffile stores (3|4, Y, X) as planar RGB(A)")
+        b.scan(
+            f"tiff_{count}_slices_tifffile_defaults",
+            "scan.tif",
+            _tiff(stack[:count]),
+            SUCCESS,
+            labels_of_shape((count, 64, 80)),
+            reader_shape=(count, 64, 80),
+            note="tifffile stores (3|4, Y, X) as planar RGB(A)",
+        )
     b.scan("tiff_3x3x3_minisblack", "scan.tif", _tiff(stack[:3, :3, :3], photometric="minisblack"), EITHER)
     b.scan("tiff_rgb_colour", "scan.tif", _tiff((b.rng.random((32, 40, 3)) * 255).astype(np.uint8)), ERROR)
-    b.scan("tiff_miniswhite", "scan.tif", _tiff(255 - stack[0], photometric="miniswhite"), SUCCESS,
-           read_mean_near("scan.tif", float(stack[0].mean()), (1, 64, 80)), reader_shape=(64, 80))
+    b.scan(
+        "tiff_miniswhite",
+        "scan.tif",
+        _tiff(255 - stack[0], photometric="miniswhite"),
+        SUCCESS,
+        read_mean_near("scan.tif", float(stack[0].mean()), (1, 64, 80)),
+        reader_shape=(64, 80),
+    )
     b.scan("tiff_float_nan", "scan.tif", _tiff(np.where(stack > 200, np.nan, stack).astype(np.float32)), ERROR)
-    b.scan("tiff_float32", "scan.tif", _tiff(stack.astype(np.float32) / 255), SUCCESS, labels_of_shape(shape),
-           reader_shape=shape)
-    b.scan("tiff_uint16_tiled", "scan.tif", _tiff(stack.astype(np.uint16) * 200, tile=(32, 32)), SUCCESS,
-           labels_of_shape(shape), reader_shape=shape)
-    b.scan("tiff_bigtiff", "scan.tif", _tiff(stack, bigtiff=True), SUCCESS, labels_of_shape(shape),
-           reader_shape=shape)
-    b.scan("tiff_5d_hyperstack", "scan.tif", _tiff(np.zeros((2, 3, 2, 16, 16), np.uint8), imagej=True,
-                                                        metadata={"axes": "TZCYX"}), ERROR)
+    b.scan(
+        "tiff_float32",
+        "scan.tif",
+        _tiff(stack.astype(np.float32) / 255),
+        SUCCESS,
+        labels_of_shape(shape),
+        reader_shape=shape,
+    )
+    b.scan(
+        "tiff_uint16_tiled",
+        "scan.tif",
+        _tiff(stack.astype(np.uint16) * 200, tile=(32, 32)),
+        SUCCESS,
+        labels_of_shape(shape),
+        reader_shape=shape,
+    )
+    b.scan("tiff_bigtiff", "scan.tif", _tiff(stack, bigtiff=True), SUCCESS, labels_of_shape(shape), reader_shape=shape)
+    b.scan(
+        "tiff_5d_hyperstack",
+        "scan.tif",
+        _tiff(np.zeros((2, 3, 2, 16, 16), np.uint8), imagej=True, metadata={"axes": "TZCYX"}),
+        ERROR,
+    )
     b.scan("tiff_complex", "scan.tif", _tiff(np.zeros((8, 8), np.complex64)), ERROR)
     b.scan("tiff_zero_height", "scan.tif", _tiff(np.zeros((0, 8), np.uint8)), ERROR)
     plain = Path(b.root / "_stack.tif")
@@ -322,18 +402,38 @@ def _tiffs(b: CorpusBuilder) -> None:
     plain.unlink()
     for fraction in (0.2, 0.6, 0.95):
         b.scan(f"tiff_truncated_{int(fraction * 100)}", "scan.tif", _truncated(packed, fraction), ERROR)
-    b.scan("tiff_deflate_bit_flips", "scan.tif", _flipped(packed, b.rng, 6, start=16), EITHER,
-           note="zlib streams in TIFF carry no checksum tifffile verifies; a flip may go unnoticed")
+    b.scan(
+        "tiff_deflate_bit_flips",
+        "scan.tif",
+        _flipped(packed, b.rng, 6, start=16),
+        EITHER,
+        note="zlib streams in TIFF carry no checksum tifffile verifies; a flip may go unnoticed",
+    )
     b.scan("tiff_header_claims_huge", "scan.tif", _tiff_claiming(60000, 60000), ERROR)
 
 
 def _tiff_claiming(height: int, width: int) -> bytes:
     """A 200-byte TIFF whose tags claim an enormous uncompressed image."""
-    entries = [(256, 4, 1, width), (257, 4, 1, height), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 1),
-               (273, 4, 1, 8), (277, 3, 1, 1), (278, 4, 1, height), (279, 4, 1, height * width)]
-    ifd = struct.pack("<H", len(entries)) + b"".join(
-        struct.pack("<HHI", tag, kind, count) + (struct.pack("<I", value) if kind == 4 else struct.pack("<HH", value, 0))
-        for tag, kind, count, value in entries) + struct.pack("<I", 0)
+    entries = [
+        (256, 4, 1, width),
+        (257, 4, 1, height),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 1),
+        (273, 4, 1, 8),
+        (277, 3, 1, 1),
+        (278, 4, 1, height),
+        (279, 4, 1, height * width),
+    ]
+    ifd = (
+        struct.pack("<H", len(entries))
+        + b"".join(
+            struct.pack("<HHI", tag, kind, count)
+            + (struct.pack("<I", value) if kind == 4 else struct.pack("<HH", value, 0))
+            for tag, kind, count, value in entries
+        )
+        + struct.pack("<I", 0)
+    )
     return b"II*\0" + struct.pack("<I", 8 + 16) + b"\0" * 16 + ifd
 
 
@@ -343,56 +443,98 @@ def _niftis(b: CorpusBuilder) -> None:
     for compressed in (True, False):
         suffix = ".nii.gz" if compressed else ".nii"
         tag = "gz" if compressed else "plain"
-        b.scan(f"nifti_{tag}", f"scan{suffix}", _nifti(volume, compressed=compressed), SUCCESS,
-               labels_of_shape(shape, classes=9), reader_shape=shape)
+        b.scan(
+            f"nifti_{tag}",
+            f"scan{suffix}",
+            _nifti(volume, compressed=compressed),
+            SUCCESS,
+            labels_of_shape(shape, classes=9),
+            reader_shape=shape,
+        )
 
         def nan_affine(header: nib.Nifti1Header) -> None:
             header["srow_x"] = header["srow_y"] = header["srow_z"] = [np.nan] * 4
             header["sform_code"], header["qform_code"] = 1, 0
 
-        b.scan(f"nifti_{tag}_nan_affine", f"scan{suffix}", _nifti(volume, compressed=compressed,
-                                                                  header_edit=nan_affine), ERROR)
+        b.scan(
+            f"nifti_{tag}_nan_affine",
+            f"scan{suffix}",
+            _nifti(volume, compressed=compressed, header_edit=nan_affine),
+            ERROR,
+        )
 
         def zero_pixdim(header: nib.Nifti1Header) -> None:
             header["pixdim"][1:4] = 0
             header["sform_code"], header["qform_code"] = 0, 0
 
-        b.scan(f"nifti_{tag}_zero_pixdim", f"scan{suffix}", _nifti(volume, compressed=compressed,
-                                                                   header_edit=zero_pixdim), SUCCESS,
-               labels_of_shape(shape, classes=9), reader_shape=shape)
+        b.scan(
+            f"nifti_{tag}_zero_pixdim",
+            f"scan{suffix}",
+            _nifti(volume, compressed=compressed, header_edit=zero_pixdim),
+            SUCCESS,
+            labels_of_shape(shape, classes=9),
+            reader_shape=shape,
+        )
 
         def huge_dims(header: nib.Nifti1Header) -> None:
             header["dim"][1:4] = [30000, 30000, 30000]
 
-        b.scan(f"nifti_{tag}_header_claims_huge", f"scan{suffix}", _nifti(volume, compressed=compressed,
-                                                                          header_edit=huge_dims), ERROR)
+        b.scan(
+            f"nifti_{tag}_header_claims_huge",
+            f"scan{suffix}",
+            _nifti(volume, compressed=compressed, header_edit=huge_dims),
+            ERROR,
+        )
     raw = Path(b.root / "_v.nii.gz")
     _nifti(volume)(raw)
     packed = raw.read_bytes()
     raw.unlink()
     for index in range(3):
-        b.scan(f"nifti_gz_bit_flips_{index}", "scan.nii.gz", _flipped(packed, b.rng, 1 + index, start=len(packed) // 3),
-               ERROR, note="gzip CRC")
+        b.scan(
+            f"nifti_gz_bit_flips_{index}",
+            "scan.nii.gz",
+            _flipped(packed, b.rng, 1 + index, start=len(packed) // 3),
+            ERROR,
+            note="gzip CRC",
+        )
     for fraction in (0.05, 0.5, 0.99):
         b.scan(f"nifti_gz_truncated_{int(fraction * 100)}", "scan.nii.gz", _truncated(packed, fraction), ERROR)
-    b.scan("nifti_nan_voxels", "scan.nii.gz", _nifti(np.where(volume > -800, np.nan, volume).astype(np.float32)),
-           ERROR)
+    b.scan("nifti_nan_voxels", "scan.nii.gz", _nifti(np.where(volume > -800, np.nan, volume).astype(np.float32)), ERROR)
     b.scan("nifti_4d_time", "scan.nii.gz", _nifti(np.zeros((8, 8, 4, 3), np.int16)), ERROR)
     b.scan("nifti_complex", "scan.nii.gz", _nifti(np.zeros((8, 8, 4), np.complex64)), ERROR)
-    b.scan("nifti_2d", "scan.nii.gz", _nifti(volume[:, :, 0]), SUCCESS, labels_of_shape((1, 48, 40), classes=9),
-           reader_shape=(48, 40))
+    b.scan(
+        "nifti_2d",
+        "scan.nii.gz",
+        _nifti(volume[:, :, 0]),
+        SUCCESS,
+        labels_of_shape((1, 48, 40), classes=9),
+        reader_shape=(48, 40),
+    )
 
 
 def _dicoms(b: CorpusBuilder) -> None:
     bscan = (b.rng.random((64, 96)) * 120 + 20).astype(np.uint8)
-    b.scan("dicom_oct_monochrome2", "scan.dcm", _dicom(bscan), SUCCESS,
-           read_mean_near("scan.dcm", float(bscan.mean()), (1, 64, 96)), reader_shape=(64, 96))
-    b.scan("dicom_oct_monochrome1", "scan.dcm", _dicom(255 - bscan, photometric="MONOCHROME1"), SUCCESS,
-           read_mean_near("scan.dcm", float(bscan.mean()), (1, 64, 96)), reader_shape=(64, 96),
-           note="stored white-lowest: must read as MONOCHROME2 would")
+    b.scan(
+        "dicom_oct_monochrome2",
+        "scan.dcm",
+        _dicom(bscan),
+        SUCCESS,
+        read_mean_near("scan.dcm", float(bscan.mean()), (1, 64, 96)),
+        reader_shape=(64, 96),
+    )
+    b.scan(
+        "dicom_oct_monochrome1",
+        "scan.dcm",
+        _dicom(255 - bscan, photometric="MONOCHROME1"),
+        SUCCESS,
+        read_mean_near("scan.dcm", float(bscan.mean()), (1, 64, 96)),
+        reader_shape=(64, 96),
+        note="stored white-lowest: must read as MONOCHROME2 would",
+    )
     b.scan("dicom_no_pixels", "scan.dcm", _dicom(bscan, edit=lambda ds: delattr(ds, "PixelData")), ERROR)
-    b.scan("dicom_pixels_short", "scan.dcm", _dicom(bscan, edit=lambda ds: setattr(ds, "PixelData", b"\0" * 100)),
-           ERROR)
+    b.scan(
+        "dicom_pixels_short", "scan.dcm", _dicom(bscan, edit=lambda ds: setattr(ds, "PixelData", b"\0" * 100)), ERROR
+    )
     b.scan("dicom_zero_rows", "scan.dcm", _dicom(bscan, edit=lambda ds: setattr(ds, "Rows", 0)), ERROR)
     full = Path(b.root / "_b.dcm")
     _dicom(bscan)(full)
@@ -413,14 +555,23 @@ def _folders(b: CorpusBuilder) -> None:
 
         return write
 
-    b.scan("folder_of_slices", "slices", folder_of(list(slices)), SUCCESS, labels_of_shape((3, 40, 50)),
-           reader_shape=(3, 40, 50))
+    b.scan(
+        "folder_of_slices",
+        "slices",
+        folder_of(list(slices)),
+        SUCCESS,
+        labels_of_shape((3, 40, 50)),
+        reader_shape=(3, 40, 50),
+    )
     b.scan("folder_mixed_sizes", "slices", folder_of([slices[0], slices[1][:30]]), ERROR)
     b.scan("folder_empty", "slices", lambda p: p.mkdir(), ERROR, reader=False)
-    b.scan("folder_only_text", "slices", lambda p: (p.mkdir(), (p / "notes.txt").write_text("x")), ERROR,
-           reader=False)
-    b.scan("folder_with_broken_slice", "slices", lambda p: (folder_of(list(slices))(p),
-                                                            (p / "slice01.png").write_bytes(b"broken")), ERROR)
+    b.scan("folder_only_text", "slices", lambda p: (p.mkdir(), (p / "notes.txt").write_text("x")), ERROR, reader=False)
+    b.scan(
+        "folder_with_broken_slice",
+        "slices",
+        lambda p: (folder_of(list(slices))(p), (p / "slice01.png").write_bytes(b"broken")),
+        ERROR,
+    )
 
 
 def _real_files(b: CorpusBuilder) -> None:
@@ -431,8 +582,14 @@ def _real_files(b: CorpusBuilder) -> None:
         b.scan("real_duke_png_truncated", "scan.png", _truncated(data, 0.7), ERROR)
         b.scan("real_duke_png_flipped", "scan.png", _flipped(data, b.rng, 4, start=100), ERROR)
         grey = np.asarray(Image.open(duke))
-        b.scan("real_duke_as_monochrome1_dicom", "scan.dcm", _dicom(255 - grey, photometric="MONOCHROME1"), SUCCESS,
-               read_mean_near("scan.dcm", float(grey.mean()), (1, 496, 768)), reader_shape=(496, 768))
+        b.scan(
+            "real_duke_as_monochrome1_dicom",
+            "scan.dcm",
+            _dicom(255 - grey, photometric="MONOCHROME1"),
+            SUCCESS,
+            read_mean_near("scan.dcm", float(grey.mean()), (1, 496, 768)),
+            reader_shape=(496, 768),
+        )
     vol = b.real("spectralis_vol", "Willis_B_716_0.vol")
     if vol is not None:
         data = vol.read_bytes()
@@ -440,29 +597,55 @@ def _real_files(b: CorpusBuilder) -> None:
         for fraction in (0.001, 0.3, 0.8):
             b.scan(f"real_vol_truncated_{int(fraction * 1000)}", "scan.vol", _truncated(data, fraction), ERROR)
         b.scan("real_vol_wrong_magic", "scan.vol", b"HSF-XYZ-" + data[8:], ERROR)
-        b.scan("real_vol_header_flips", "scan.vol", _flipped(data[:2048], b.rng, 12, start=8) + data[2048:], EITHER,
-               note="an uncompressed header: a flip may change only metadata")
+        b.scan(
+            "real_vol_header_flips",
+            "scan.vol",
+            _flipped(data[:2048], b.rng, 12, start=8) + data[2048:],
+            EITHER,
+            note="an uncompressed header: a flip may change only metadata",
+        )
     ct = b.real("ct_totalseg", "example_ct_sm.nii.gz")
     if ct is not None:
         data = ct.read_bytes()
-        b.scan("real_ct_nifti", "ct.nii.gz", data, SUCCESS, labels_of_shape((30, 101, 122), classes=9),
-               reader_shape=(30, 101, 122))
+        b.scan(
+            "real_ct_nifti",
+            "ct.nii.gz",
+            data,
+            SUCCESS,
+            labels_of_shape((30, 101, 122), classes=9),
+            reader_shape=(30, 101, 122),
+        )
         b.scan("real_ct_flipped", "ct.nii.gz", _flipped(data, b.rng, 2, start=len(data) // 2), ERROR)
         b.scan("real_ct_truncated", "ct.nii.gz", _truncated(data, 0.6), ERROR)
     series = b.real("ct_totalseg", "example_ct_dicom")
     if series is not None:
         files = sorted(f for f in series.iterdir() if f.is_file())
-        b.scan("real_dicom_series_missing_pixels", "series",
-               lambda p: (p.mkdir(), [shutil.copy(f, p / f.name) for f in files[:3]],
-                          _strip_pixels(p / files[1].name)), ERROR)
-        b.scan("real_dicom_truncated_slice", "series",
-               lambda p: (p.mkdir(), [shutil.copy(f, p / f.name) for f in files[:3]],
-                          (p / files[2].name).write_bytes(_truncated(files[2].read_bytes(), 0.5))), ERROR)
+        b.scan(
+            "real_dicom_series_missing_pixels",
+            "series",
+            lambda p: (p.mkdir(), [shutil.copy(f, p / f.name) for f in files[:3]], _strip_pixels(p / files[1].name)),
+            ERROR,
+        )
+        b.scan(
+            "real_dicom_truncated_slice",
+            "series",
+            lambda p: (
+                p.mkdir(),
+                [shutil.copy(f, p / f.name) for f in files[:3]],
+                (p / files[2].name).write_bytes(_truncated(files[2].read_bytes(), 0.5)),
+            ),
+            ERROR,
+        )
     for name in ("e2e_minimized.E2E", "fda_minimized.fda", "fds_minimized.fds"):
         vendor = b.real("vendor_oct", name)
         if vendor is not None:
-            b.scan(f"vendor_{name.split('.')[1].lower()}", name, vendor.read_bytes(), ERROR,
-                   note="not yet a supported format: refused by name")
+            b.scan(
+                f"vendor_{name.split('.')[1].lower()}",
+                name,
+                vendor.read_bytes(),
+                ERROR,
+                note="not yet a supported format: refused by name",
+            )
 
 
 def _strip_pixels(path: Path) -> None:
@@ -497,13 +680,19 @@ def _model_cards(b: CorpusBuilder) -> None:
     for label, edit in edits.items():
         changed = json.loads(json.dumps(card))
         edit(changed)
-        case = b.case(f"card_{label}", ["segment", "{in}/scan.png", "-o", "{out}/labels.tif", "--model",
-                                        "{in}/model.safetensors"], ERROR)
+        case = b.case(
+            f"card_{label}",
+            ["segment", "{in}/scan.png", "-o", "{out}/labels.tif", "--model", "{in}/model.safetensors"],
+            ERROR,
+        )
         (case.inputs / "scan.png").write_bytes(scan)
         shutil.copy(weights, case.inputs / "model.safetensors")
         (case.inputs / "model.json").write_text(json.dumps(changed, allow_nan=True))
-    case = b.case("card_not_json", ["segment", "{in}/scan.png", "-o", "{out}/labels.tif", "--model",
-                                    "{in}/model.safetensors"], ERROR)
+    case = b.case(
+        "card_not_json",
+        ["segment", "{in}/scan.png", "-o", "{out}/labels.tif", "--model", "{in}/model.safetensors"],
+        ERROR,
+    )
     (case.inputs / "scan.png").write_bytes(scan)
     shutil.copy(weights, case.inputs / "model.safetensors")
     (case.inputs / "model.json").write_text("{ not json")
@@ -520,14 +709,34 @@ def _weights(b: CorpusBuilder, scan: bytes, card: dict) -> None:
     unhashed = {key: value for key, value in card.items() if key != "weights_sha256"}
 
     def model_case(name: str, write: Callable[[Path], None], suffix: str = ".safetensors") -> None:
-        case = b.case(name, ["segment", "{in}/scan.png", "-o", "{out}/labels.tif", "--model",
-                             f"{{in}}/model{suffix}", "--card", "{in}/card.json"], ERROR)
+        case = b.case(
+            name,
+            [
+                "segment",
+                "{in}/scan.png",
+                "-o",
+                "{out}/labels.tif",
+                "--model",
+                f"{{in}}/model{suffix}",
+                "--card",
+                "{in}/card.json",
+            ],
+            ERROR,
+        )
         (case.inputs / "scan.png").write_bytes(scan)
         (case.inputs / "card.json").write_text(json.dumps({**unhashed, "name": "damaged"}))
         write(case.inputs / f"model{suffix}")
 
-    model_case("weights_all_nan", lambda p: save_file(
-        {k: torch.full_like(v, float("nan")).contiguous() if v.is_floating_point() else v for k, v in state.items()}, str(p)))
+    model_case(
+        "weights_all_nan",
+        lambda p: save_file(
+            {
+                k: torch.full_like(v, float("nan")).contiguous() if v.is_floating_point() else v
+                for k, v in state.items()
+            },
+            str(p),
+        ),
+    )
     model_case("weights_truncated", lambda p: (save_file(state, str(p)), p.write_bytes(p.read_bytes()[:5000])))
     model_case("weights_random_bytes", lambda p: p.write_bytes(b.rng.bytes(20000)))
 
@@ -543,8 +752,8 @@ def reviewed_session(case: Case, scan_data: np.ndarray, reviewed: tuple[int, ...
     """A scan `in/scan.tif` and its saved review session with `reviewed` slices; the case exports it."""
     from reseg.classes import OCT_CLASSES
     from reseg.io import read_volume
-    from reseg.review.state import SliceStatus
     from reseg.review.session import save_session, session_path_for, start_session
+    from reseg.review.state import SliceStatus
 
     scan = case.inputs / "scan.tif"
     tifffile.imwrite(scan, scan_data, photometric="minisblack")
@@ -560,8 +769,12 @@ def _sessions(b: CorpusBuilder) -> None:
     """`reseg export SESSION -o OUT` with damaged session files."""
     scan_data = (b.rng.random((4, 48, 64)) * 200).astype(np.uint8)
 
-    def session_case(name: str, expect: str, damage: Callable[[Path], None] | None,
-                     check: Callable[[Path, Path], str | None] | None = None) -> None:
+    def session_case(
+        name: str,
+        expect: str,
+        damage: Callable[[Path], None] | None,
+        check: Callable[[Path, Path], str | None] | None = None,
+    ) -> None:
         case = b.case(name, ["export", "", "-o", "{out}/dataset"], expect, check=check)
         path = reviewed_session(case, scan_data, reviewed=(0, 2))
         if damage is not None:
@@ -587,8 +800,11 @@ def _sessions(b: CorpusBuilder) -> None:
     session_case("session_truncated", ERROR, lambda path: path.write_bytes(path.read_bytes()[:300]))
     session_case("session_labels_missing", ERROR, lambda path: _drop_member(path, "labels.npy"))
     session_case("session_labels_pickled", ERROR, lambda path: _replace_member(path, "labels.npy", _pickled_npy()))
-    session_case("session_scan_changed", ERROR,
-                 lambda path: tifffile.imwrite(path.parent / "scan.tif", np.zeros((4, 48, 64), np.uint8)))
+    session_case(
+        "session_scan_changed",
+        ERROR,
+        lambda path: tifffile.imwrite(path.parent / "scan.tif", np.zeros((4, 48, 64), np.uint8)),
+    )
     session_case("session_scan_deleted", ERROR, lambda path: (path.parent / "scan.tif").unlink())
 
 
@@ -631,8 +847,9 @@ def _export_folders(b: CorpusBuilder) -> None:
     scan_data = (b.rng.random((3, 32, 40)) * 200).astype(np.uint8)
     classes = [c.to_dict() for c in OCT_CLASSES]
 
-    def export_case(name: str, expect: str, prepare: Callable[[Path], None],
-                    check: Callable[[Path, Path], str | None] | None = None) -> None:
+    def export_case(
+        name: str, expect: str, prepare: Callable[[Path], None], check: Callable[[Path, Path], str | None] | None = None
+    ) -> None:
         case = b.case(name, ["export", "", "-o", "{out}/dataset"], expect, check=check)
         reviewed_session(case, scan_data, reviewed=(1,))
         destination = case.output / "dataset"
@@ -640,15 +857,23 @@ def _export_folders(b: CorpusBuilder) -> None:
         prepare(destination)
 
     def manifest(items: list, **extra) -> Callable[[Path], None]:
-        content = {"format": "reseg-dataset", "version": 1, "modality": "unknown", "classes": classes,
-                   "ignore_index": 255, "items": items, **extra}
+        content = {
+            "format": "reseg-dataset",
+            "version": 1,
+            "modality": "unknown",
+            "classes": classes,
+            "ignore_index": 255,
+            "items": items,
+            **extra,
+        }
         return lambda folder: (folder / "dataset.json").write_text(json.dumps(content))
 
     def item(image: str, label: str, index: int = 1) -> dict:
         return {"image": image, "label": label, "scan": "scan", "source_sha256": "0" * 64, "slice": index}
 
-    export_case("export_escaping_names", ERROR, manifest([item("../../../escaped_image.tif",
-                                                               "../../../escaped_label.tif")]))
+    export_case(
+        "export_escaping_names", ERROR, manifest([item("../../../escaped_image.tif", "../../../escaped_label.tif")])
+    )
     export_case("export_absolute_names", ERROR, manifest([item("/tmp/reseg_corpus_absolute.tif", "labels/x.tif")]))
     export_case("export_item_without_image", ERROR, manifest([{"label": "labels/x.tif", "slice": 0}]))
     export_case("export_items_not_a_list", ERROR, manifest("everything"))  # type: ignore[arg-type]

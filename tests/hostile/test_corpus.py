@@ -41,8 +41,11 @@ else:
 
 
 def _environment(folder: Path) -> dict[str, str]:
-    return {**os.environ, "RESEG_MODEL_DIR": str(folder / "user-models"),
-            "NAPARI_CONFIG": str(folder / "napari-settings.yaml")}
+    return {
+        **os.environ,
+        "RESEG_MODEL_DIR": str(folder / "user-models"),
+        "NAPARI_CONFIG": str(folder / "napari-settings.yaml"),
+    }
 
 
 def _files(folder: Path) -> dict[str, tuple[int, int]]:
@@ -57,8 +60,9 @@ def _files(folder: Path) -> dict[str, tuple[int, int]]:
 
 def _run(command: list[str], folder: Path) -> subprocess.CompletedProcess | None:
     try:
-        return subprocess.run(command, capture_output=True, text=True, timeout=TIME_LIMIT_S, cwd=folder,
-                              env=_environment(folder))
+        return subprocess.run(
+            command, capture_output=True, text=True, timeout=TIME_LIMIT_S, cwd=folder, env=_environment(folder)
+        )
     except subprocess.TimeoutExpired:
         return None
 
@@ -147,11 +151,14 @@ def test_every_input_gives_a_clean_error_or_a_correct_result(corpus):
     runs += [(case, "napari reader", run_reader_case) for case in corpus if case.reader_input]
     with ThreadPoolExecutor(max_workers=2) as pool:  # two cores
         outcomes = list(pool.map(lambda run: run[2](run[0]), runs))
-    rows = [(case, tool, *outcome) for (case, tool, _), outcome in zip(runs, outcomes)]
+    rows = [(case, tool, *outcome) for (case, tool, _), outcome in zip(runs, outcomes, strict=True)]
     table = Counter((tool.split()[0] if tool.startswith("reseg") else tool, outcome) for _, tool, outcome, _ in rows)
     print(f"\n{len(corpus)} inputs, {len(rows)} runs")
     for (tool, outcome), count in sorted(table.items()):
         print(f"  {tool:14s} {outcome:24s} {count}")
-    failures = [f"{case.name} ({tool}, expected {case.expect}): {outcome}: {detail}"
-                for case, tool, outcome, detail in rows if not acceptable(case, outcome)]
+    failures = [
+        f"{case.name} ({tool}, expected {case.expect}): {outcome}: {detail}"
+        for case, tool, outcome, detail in rows
+        if not acceptable(case, outcome)
+    ]
     assert not failures, "\n".join(failures)

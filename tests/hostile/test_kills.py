@@ -23,8 +23,8 @@ import tifffile
 
 from reseg.classes import OCT_CLASSES
 from reseg.io import read_volume
-from reseg.review.state import SliceStatus
 from reseg.review.session import save_session, session_path_for, start_session
+from reseg.review.state import SliceStatus
 
 pytestmark = pytest.mark.corpus
 
@@ -66,13 +66,18 @@ def _assert_whole(folder: Path, allow_staging: bool) -> int:
     hidden = [p.name for p in folder.iterdir() if p.name.startswith(".")] if folder.exists() else []
     assert all(name.startswith(".reseg-staged-") for name in hidden) if allow_staging else not hidden, hidden
     if not (folder / "dataset.json").exists():
-        visible = [p for p in folder.rglob("*") if p.is_file() and ".reseg-staged-" not in str(p)] if folder.exists() else []
+        visible = (
+            [p for p in folder.rglob("*") if p.is_file() and ".reseg-staged-" not in str(p)] if folder.exists() else []
+        )
         assert not visible, f"files without a dataset.json: {visible}"
         return 0
     manifest = json.loads((folder / "dataset.json").read_text())
     listed = {item[key] for item in manifest["items"] for key in ("image", "label")}
-    on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()
-               and not str(p.relative_to(folder)).startswith(".")} - {"dataset.json"}
+    on_disk = {
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if p.is_file() and not str(p.relative_to(folder)).startswith(".")
+    } - {"dataset.json"}
     assert on_disk == listed
     for name in listed:
         assert read_volume(folder / name).data.shape[1:] == (160, 192)
@@ -88,11 +93,19 @@ def test_killed_exports_leave_a_whole_folder_and_the_next_export_completes(tmp_p
         if attempt % 2:  # half of them into a folder that already holds an earlier export
             other = _session(tmp_path / f"other{attempt}", 3, name="other")
             subprocess.run([RESEG, "export", str(other), "-o", str(folder)], check=True, capture_output=True)
-        killed = _kill_after([RESEG, "export", str(session), "-o", str(folder)], RNG.uniform(0.4 * duration, duration + 0.1))
+        killed = _kill_after(
+            [RESEG, "export", str(session), "-o", str(folder)], RNG.uniform(0.4 * duration, duration + 0.1)
+        )
         staged = list(folder.glob(".reseg-staged-*")) if folder.exists() else []
-        outcomes["finished first" if not killed else "killed after the commit" if any(
-            (s / "plan.json").exists() for s in staged) else "killed while staging" if staged else
-            "killed before writing"] += 1
+        outcomes[
+            "finished first"
+            if not killed
+            else "killed after the commit"
+            if any((s / "plan.json").exists() for s in staged)
+            else "killed while staging"
+            if staged
+            else "killed before writing"
+        ] += 1
         _assert_whole(folder, allow_staging=True)
         rerun = subprocess.run([RESEG, "export", str(session), "-o", str(folder)], capture_output=True, text=True)
         assert rerun.returncode == 0, rerun.stderr
@@ -153,10 +166,32 @@ def test_no_room_is_one_line_and_nothing_half_written(tmp_path):
     assert list(output.parent.iterdir()) == []
 
     phantoms = tmp_path / "phantoms"
-    subprocess.run([RESEG, "phantom", str(phantoms), "--volumes", "2", "--bscans", "2", "--height", "224",
-                    "--width", "128"], check=True, capture_output=True)
+    subprocess.run(
+        [RESEG, "phantom", str(phantoms), "--volumes", "2", "--bscans", "2", "--height", "224", "--width", "128"],
+        check=True,
+        capture_output=True,
+    )
     models = tmp_path / "models"
-    line = _out_of_room([RESEG, "train", str(phantoms), "--name", "tiny", "-o", str(models), "--epochs", "1",
-                         "--steps-per-epoch", "1", "--batch-size", "1", "--crop", "64", "64"], limit=1_000_000)
+    line = _out_of_room(
+        [
+            RESEG,
+            "train",
+            str(phantoms),
+            "--name",
+            "tiny",
+            "-o",
+            str(models),
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--batch-size",
+            "1",
+            "--crop",
+            "64",
+            "64",
+        ],
+        limit=1_000_000,
+    )
     assert line.startswith(f"reseg: error: {models / 'tiny.safetensors'}: cannot be written: no space left")
     assert not models.exists() or list(models.iterdir()) == []

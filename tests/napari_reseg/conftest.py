@@ -50,10 +50,11 @@ def answers(monkeypatch):
     `answers.asked`. A question nobody prepared an answer for fails the test."""
 
     class Answers(list):
-        asked: list[str] = []
+        def __init__(self) -> None:
+            super().__init__()
+            self.asked: list[str] = []
 
     prepared = Answers()
-    prepared.asked = []
 
     def question(parent, title, text, *args, **kwargs):
         prepared.asked.append(text)
@@ -83,8 +84,13 @@ def write_oct_scan(tmp_path):
         phantom = make_oct_phantom(n_bscans=n_bscans, height=224, width=192, seed=seed)
         z, y, x = phantom.spacing
         path = tmp_path / name
-        tifffile.imwrite(path, phantom.image, imagej=True, resolution=(1 / x, 1 / y),
-                         metadata={"spacing": z, "unit": "mm", "axes": "ZYX"})
+        tifffile.imwrite(
+            path,
+            phantom.image,
+            imagej=True,
+            resolution=(1 / x, 1 / y),
+            metadata={"spacing": z, "unit": "mm", "axes": "ZYX"},
+        )
         return path, phantom
 
     return write
@@ -121,7 +127,8 @@ def reseg_settings(tmp_path, monkeypatch):
         settings = SimpleNamespace(
             segmentation=SimpleNamespace(device=defaults.device, batch_size=defaults.batch_size),
             review=SimpleNamespace(reviewer=defaults.reviewer, session_folder=defaults.session_folder),
-            display=SimpleNamespace(bscan_aspect=defaults.bscan_aspect, axial_stretch=defaults.axial_stretch))
+            display=SimpleNamespace(bscan_aspect=defaults.bscan_aspect, axial_stretch=defaults.axial_stretch),
+        )
         monkeypatch.setattr(_settings, "_plugin_settings", lambda: settings)
     settings.review.session_folder = str(tmp_path / "sessions")
     yield settings

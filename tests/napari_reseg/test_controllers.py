@@ -8,25 +8,32 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from napari_reseg._finetune_controller import FinetuneController, Phase as TuningPhase
+from napari_reseg._finetune_controller import FinetuneController
+from napari_reseg._finetune_controller import Phase as TuningPhase
 from napari_reseg._layer_state import LabelsRecord, ScanRecord, pixel_free
 from napari_reseg._review_controller import ReviewController
 from napari_reseg._segment_controller import Phase, SegmentController, has_user_edits
-from reseg.zoo.catalogue import resolve_card
 from reseg.classes import OCT_CLASSES
 from reseg.errors import ResegError
 from reseg.io import Volume
 from reseg.review.state import SliceStatus
+from reseg.zoo.catalogue import resolve_card
 
 
 def _scan(modality: str, n_slices: int = 3, source: Path = Path("<array>")) -> ScanRecord:
-    volume = Volume(np.zeros((n_slices, 16, 20), np.uint8), (0.12, 0.0039, 0.0113), modality, source,
-                    metadata={"spacing_known": (True, True, True)})
+    volume = Volume(
+        np.zeros((n_slices, 16, 20), np.uint8),
+        (0.12, 0.0039, 0.0113),
+        modality,
+        source,
+        metadata={"spacing_known": (True, True, True)},
+    )
     return ScanRecord(f"key:{modality}", modality, pixel_free(volume), from_file=source.exists())
 
 
-@pytest.mark.parametrize(("modality", "expected"), [("OCT", "lightreseg-oct"), ("CT", "l2gnet-ct"),
-                                                    ("unknown", "lightreseg-oct")])
+@pytest.mark.parametrize(
+    ("modality", "expected"), [("OCT", "lightreseg-oct"), ("CT", "l2gnet-ct"), ("unknown", "lightreseg-oct")]
+)
 def test_the_preselected_model_suits_the_scan(modality, expected):
     assert SegmentController().preselect(modality) == expected
 
@@ -81,8 +88,15 @@ def test_review_marks_navigation_edits_and_rows(tmp_path):
     card = resolve_card("lightreseg-oct")[0]
     prediction = np.ones((3, 16, 20), np.uint8)
     layer_data = prediction.copy()
-    record = LabelsRecord("key", tuple(OCT_CLASSES), _scan("OCT").geometry, modality="OCT", card=card,
-                          prediction=prediction, slice_confidence=np.array([0.9, 0.5, 0.7], np.float32))
+    record = LabelsRecord(
+        "key",
+        tuple(OCT_CLASSES),
+        _scan("OCT").geometry,
+        modality="OCT",
+        card=card,
+        prediction=prediction,
+        slice_confidence=np.array([0.9, 0.5, 0.7], np.float32),
+    )
     review = ReviewController.for_record(record, layer_data, "alice", None)
     assert record.session is review.session and review.session_path is None  # no scan file: not autosaved
     assert review.save().startswith("not autosaved")
@@ -100,8 +114,13 @@ def test_review_marks_navigation_edits_and_rows(tmp_path):
 def test_review_of_a_scan_file_is_saved_where_asked(tmp_path):
     scan_file = tmp_path / "scan.tif"
     scan_file.write_bytes(b"pixels")
-    record = LabelsRecord("key", tuple(OCT_CLASSES), _scan("OCT", source=scan_file).geometry, modality="OCT",
-                          prediction=np.zeros((3, 16, 20), np.uint8))
+    record = LabelsRecord(
+        "key",
+        tuple(OCT_CLASSES),
+        _scan("OCT", source=scan_file).geometry,
+        modality="OCT",
+        prediction=np.zeros((3, 16, 20), np.uint8),
+    )
     review = ReviewController.for_record(record, np.zeros((3, 16, 20), np.uint8), "", tmp_path / "sessions")
     assert review.session_path.parent == tmp_path / "sessions"
     assert review.save().startswith("autosaved") and review.session_path.exists()

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from napari_reseg._engine_process import Batch, EngineProcess, EngineStopped
-from reseg.zoo.catalogue import bundled_model_dir
 from reseg.data.phantom import make_oct_phantom
 from reseg.errors import CheckpointError
+from reseg.zoo.catalogue import bundled_model_dir
 
 
 @pytest.fixture
@@ -22,9 +22,18 @@ def engine():
 
 
 def _segment(engine, image, batch_size=1, model="lightreseg-oct"):
-    return engine.run("segment", model_ref=model, weights_sha256=None, device="cpu", image=image,
-                      slices=list(range(len(image))), batch_size=batch_size, pixel_spacing=None, raw=False,
-                      with_confidence=True)
+    return engine.run(
+        "segment",
+        model_ref=model,
+        weights_sha256=None,
+        device="cpu",
+        image=image,
+        slices=list(range(len(image))),
+        batch_size=batch_size,
+        pixel_spacing=None,
+        raw=False,
+        with_confidence=True,
+    )
 
 
 @pytest.mark.slow
@@ -62,7 +71,7 @@ def test_errors_in_the_process_arrive_as_themselves(engine, tmp_path):
     weights = tmp_path / "broken.safetensors"
     weights.write_bytes(b"\0" * 16)
     shutil.copy(bundled_model_dir() / "lightreseg-oct.json", tmp_path / "broken.json")
-    with pytest.raises(CheckpointError, match="broken.safetensors"):
+    with pytest.raises(CheckpointError, match=r"broken\.safetensors"):
         list(_segment(engine, np.zeros((1, 64, 64), np.uint8), model=str(weights)))
 
 

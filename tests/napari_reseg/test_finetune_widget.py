@@ -19,7 +19,8 @@ def _items(combo) -> list[str]:
 
 @pytest.mark.slow
 def test_finetune_shows_curves_and_comparison_and_a_kept_model_is_pickable_then_removable(
-        finetune, segment, corrections, user_models, qtbot, click, wait_for, answers):
+    finetune, segment, corrections, user_models, qtbot, click, wait_for, answers
+):
     finetune.add_data_folder(corrections)
     assert finetune.base_combo.currentText() == "lightreseg-oct"  # its classes are the export's
     assert finetune.name_edit.text() == "lightreseg-oct-finetuned"
@@ -97,8 +98,7 @@ def test_bad_inputs_start_nothing_and_say_why(finetune, corrections, monkeypatch
 
 
 @pytest.mark.slow
-def test_a_failing_run_reports_the_folder_and_cleans_up(finetune, tmp_path, user_models, click, wait_for,
-                                                        monkeypatch):
+def test_a_failing_run_reports_the_folder_and_cleans_up(finetune, tmp_path, user_models, click, wait_for, monkeypatch):
     errors = []
     monkeypatch.setattr("napari_reseg._finetune_widget.show_error", errors.append)
     empty = tmp_path / "not-an-export"

@@ -13,7 +13,7 @@ import pytest
 
 pytestmark = pytest.mark.smoke
 
-SCRIPT = textwrap.dedent('''
+SCRIPT = textwrap.dedent("""
     import json, sys, threading, time
 
     asked = []
@@ -54,13 +54,14 @@ SCRIPT = textwrap.dedent('''
                       "status": segment.status.text(), "labelled": bool(viewer.layers[-1].data.any()),
                       "parts": widgets["Fine-tune"].freeze_list.count()}))
     viewer.close()
-''')
+""")
 
 
 @pytest.mark.slow
 def test_no_torch_or_monai_in_napari(tmp_path):
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path / "scan.tif")], capture_output=True,
-                          text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path / "scan.tif")], capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["labelled"] and "ran on" in report["status"] and report["parts"] > 3, report

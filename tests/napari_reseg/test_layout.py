@@ -14,8 +14,9 @@ def test_segment_review_and_finetune_docked_together_fit_a_1080p_screen(make_nap
     viewer.open(str(oct_file[0]), plugin="napari-reseg")
     window = viewer.__wrapped__.window._qt_window  # the main window (the public viewer has no size API)
     window.resize(1920, 1080)
-    widgets = [viewer.window.add_plugin_dock_widget("napari-reseg", name)[1]
-               for name in ("Segment", "Review", "Fine-tune")]
+    widgets = [
+        viewer.window.add_plugin_dock_widget("napari-reseg", name)[1] for name in ("Segment", "Review", "Fine-tune")
+    ]
     for _ in range(5):
         QApplication.processEvents()
     assert window.height() <= 1080 and window.minimumSizeHint().height() <= 1080

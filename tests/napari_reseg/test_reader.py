@@ -18,8 +18,13 @@ def _open(viewer, path):
 
 def test_tiff_stack_opens_with_its_spacing_as_scale(viewer, tmp_path):
     stack = np.random.default_rng(0).integers(0, 255, (3, 40, 50), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "stack.tif", stack, imagej=True, resolution=(1 / 0.0113, 1 / 0.0039),
-                     metadata={"spacing": 0.12, "unit": "mm", "axes": "ZYX"})
+    tifffile.imwrite(
+        tmp_path / "stack.tif",
+        stack,
+        imagej=True,
+        resolution=(1 / 0.0113, 1 / 0.0039),
+        metadata={"spacing": 0.12, "unit": "mm", "axes": "ZYX"},
+    )
     [layer] = _open(viewer, tmp_path / "stack.tif")
     np.testing.assert_array_equal(layer.data, stack)
     np.testing.assert_allclose(layer.scale, (0.12, 3 * 0.0039, 0.0113), rtol=1e-3)  # OCT-like: depth stretched
@@ -60,14 +65,26 @@ def test_ct_is_shown_in_the_radiological_convention(viewer, tmp_path):
 
 def test_oct_bscans_are_stretched_in_depth_as_the_preferences_say(viewer, tmp_path, reseg_settings):
     oct_stack = np.random.default_rng(2).integers(0, 255, (2, 49, 76), dtype=np.uint8)
-    tifffile.imwrite(tmp_path / "oct.tif", oct_stack, imagej=True, resolution=(1 / 0.0113, 1 / 0.0039),
-                     metadata={"spacing": 0.12, "unit": "mm", "axes": "ZYX"})
-    from reseg.io import write_labels, read_volume
+    tifffile.imwrite(
+        tmp_path / "oct.tif",
+        oct_stack,
+        imagej=True,
+        resolution=(1 / 0.0113, 1 / 0.0039),
+        metadata={"spacing": 0.12, "unit": "mm", "axes": "ZYX"},
+    )
+    from reseg.io import read_volume, write_labels
 
-    write_labels(tmp_path / "oct-labels.tif", np.zeros((2, 49, 76), np.uint8), like=read_volume(
-        tmp_path / "oct.tif", modality="OCT"), classes=OCT_CLASSES)  # labels of an OCT scan: OCT display rules
-    for aspect, stretch, axial in (("stretched", 3.0, 3 * 0.0039), ("stretched", 5.0, 5 * 0.0039),
-                                   ("physical", 5.0, 0.0039)):
+    write_labels(
+        tmp_path / "oct-labels.tif",
+        np.zeros((2, 49, 76), np.uint8),
+        like=read_volume(tmp_path / "oct.tif", modality="OCT"),
+        classes=OCT_CLASSES,
+    )  # labels of an OCT scan: OCT display rules
+    for aspect, stretch, axial in (
+        ("stretched", 3.0, 3 * 0.0039),
+        ("stretched", 5.0, 5 * 0.0039),
+        ("physical", 5.0, 0.0039),
+    ):
         reseg_settings.display.bscan_aspect, reseg_settings.display.axial_stretch = aspect, stretch
         [layer] = _open(viewer, tmp_path / "oct-labels.tif")
         assert layer.scale[1] == pytest.approx(axial, rel=1e-3) and layer.scale[2] == pytest.approx(0.0113, rel=1e-3)

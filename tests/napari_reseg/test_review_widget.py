@@ -29,7 +29,7 @@ def review(dock):
 @pytest.mark.slow
 @pytest.mark.smoke
 def test_opened_after_a_run_it_is_ready_and_marks_with_its_buttons(viewer, segmented, review, click):
-    image, labels = segmented
+    _image, _labels = segmented
     assert all(button.isEnabled() for button in review.buttons.values()) and review.export_button.isEnabled()
     assert review.labels_combo.currentText() == "scan.tif labels"
     assert review.progress_label.text() == "0 / 4 B-scans reviewed"
@@ -66,8 +66,9 @@ def test_keys_work_and_are_released_when_the_widget_closes(viewer, segmented, re
 
 
 @pytest.mark.slow
-def test_it_follows_the_labels_layer_the_user_works_on(viewer, segment, segmented, review, write_oct_scan,
-                                                        click, wait_for):
+def test_it_follows_the_labels_layer_the_user_works_on(
+    viewer, segment, segmented, review, write_oct_scan, click, wait_for
+):
     path, _ = write_oct_scan("second.tif", seed=12)
     viewer.open(str(path), plugin="napari-reseg")
     segment.image_combo.setCurrentText("second.tif")
@@ -89,7 +90,7 @@ def test_least_confident_unreviewed_slice_comes_from_the_model(viewer, segmented
 
 @pytest.mark.slow
 def test_a_painted_stroke_is_tracked_against_the_prediction(viewer, segmented, review, qtbot):
-    image, labels = segmented
+    _image, labels = segmented
     viewer.dims.set_current_step(0, 2)
     labels.brush_size = 7
     labels.paint((2, 100, 90), 9)
@@ -103,8 +104,19 @@ def test_a_painted_stroke_is_tracked_against_the_prediction(viewer, segmented, r
 
 
 @pytest.mark.slow
-def test_autosave_survives_and_restores_in_a_new_viewer(make_napari_viewer_proxy, viewer, segment, small_oct, click,
-                                                        wait_for, dock, oct_file, qtbot, answers, reseg_settings):
+def test_autosave_survives_and_restores_in_a_new_viewer(
+    make_napari_viewer_proxy,
+    viewer,
+    segment,
+    small_oct,
+    click,
+    wait_for,
+    dock,
+    oct_file,
+    qtbot,
+    answers,
+    reseg_settings,
+):
     reseg_settings.review.session_folder = ""  # the default: beside the scan (here in the test's folder)
     click(segment.run_button)
     wait_for(segment)
@@ -135,8 +147,9 @@ def test_autosave_survives_and_restores_in_a_new_viewer(make_napari_viewer_proxy
 
 
 @pytest.mark.slow
-def test_sessions_go_where_the_preferences_say(viewer, segment, small_oct, click, wait_for, dock, tmp_path,
-                                               reseg_settings):
+def test_sessions_go_where_the_preferences_say(
+    viewer, segment, small_oct, click, wait_for, dock, tmp_path, reseg_settings
+):
     reseg_settings.review.session_folder = str(tmp_path / "my sessions")
     reseg_settings.review.reviewer = "dr. bob"
     click(segment.run_button)
@@ -152,7 +165,7 @@ def test_sessions_go_where_the_preferences_say(viewer, segment, small_oct, click
 
 @pytest.mark.slow
 def test_topology_check_and_one_click_fix_with_undo(viewer, segmented, review, click):
-    image, labels = segmented
+    _image, labels = segmented
     labels.data[1, :, 40:60] = labels.data[1, ::-1, 40:60]  # turn 20 A-scans upside down
     click(review.check_button)
     assert "A-scans with layers out of order" in review.topology_label.text() and review.fix_button.isEnabled()
@@ -164,9 +177,9 @@ def test_topology_check_and_one_click_fix_with_undo(viewer, segmented, review, c
 
 
 @pytest.mark.slow
-def test_export_writes_reviewed_slices_and_asks_before_replacing_another_export(viewer, segmented, review, click,
-                                                                                 tmp_path, qtbot, monkeypatch,
-                                                                                 answers):
+def test_export_writes_reviewed_slices_and_asks_before_replacing_another_export(
+    viewer, segmented, review, click, tmp_path, qtbot, monkeypatch, answers
+):
     folder = tmp_path / "export"
     monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args, **kwargs: str(folder))
     viewer.dims.set_current_step(0, 0)

@@ -59,8 +59,9 @@ def test_a_run_gives_one_named_coloured_labels_layer_in_register(viewer, segment
 
 @pytest.mark.slow
 @pytest.mark.smoke
-def test_running_again_asks_and_keep_changes_nothing_and_stays_one_layer(viewer, segment, small_oct, click,
-                                                                         wait_for, answers):
+def test_running_again_asks_and_keep_changes_nothing_and_stays_one_layer(
+    viewer, segment, small_oct, click, wait_for, answers
+):
     _choose(segment)
     click(segment.run_button)
     wait_for(segment)
@@ -140,8 +141,9 @@ def test_result_goes_to_the_layer_it_was_computed_for(viewer, segment, small_oct
     assert "other scan labels" not in viewer.layers
 
 
-def test_a_model_for_another_modality_is_never_preselected_and_warns(viewer, segment, small_oct, shared_data,
-                                                                     click, answers):
+def test_a_model_for_another_modality_is_never_preselected_and_warns(
+    viewer, segment, small_oct, shared_data, click, answers
+):
     [ct] = viewer.open(str(shared_data("ct_totalseg", "example_ct_sm.nii.gz")), plugin="napari-reseg")
     assert segment.image_combo.currentText() == ct.name and segment.model_combo.currentText() == "l2gnet-ct"
     segment.image_combo.setCurrentText("scan.tif")
@@ -179,8 +181,9 @@ def test_mismatched_checkpoint_is_refused_with_the_cause(viewer, segment, tmp_pa
 
 
 @pytest.mark.slow
-def test_model_error_in_the_worker_becomes_a_notification(viewer, segment, small_oct, click, wait_for, tmp_path,
-                                                          monkeypatch):
+def test_model_error_in_the_worker_becomes_a_notification(
+    viewer, segment, small_oct, click, wait_for, tmp_path, monkeypatch
+):
     import shutil
 
     import napari_reseg._segment_widget as module
@@ -229,8 +232,9 @@ def test_post_processing_can_be_switched_off_on_a_real_scan(viewer, segment, sha
     raw = np.array(viewer.layers[f"{image.name} labels"].data).reshape(cleaned.shape)
 
     volume = read_volume(path)
-    expected = segment_volume(load_model("lightreseg-oct", device="cpu"), volume.data, raw=True,
-                              pixel_spacing=volume.pixel_spacing).labels
+    expected = segment_volume(
+        load_model("lightreseg-oct", device="cpu"), volume.data, raw=True, pixel_spacing=volume.pixel_spacing
+    ).labels
     np.testing.assert_array_equal(raw, expected)
     ilm = volume.metadata["boundaries"]["ILM"][0]
     above_ilm = np.arange(raw.shape[1])[:, None] < np.nan_to_num(ilm, nan=0)[None, :] - 5

@@ -15,8 +15,9 @@ MANIFEST = Path(__file__).resolve().parents[2] / "napari.yaml"
 
 def test_the_manifest_declares_every_preference_with_the_plugins_default():
     configurations = yaml.safe_load(MANIFEST.read_text())["contributions"]["configurations"]
-    declared = {key: spec["default"] for section in configurations.values()
-                for key, spec in section["properties"].items()}
+    declared = {
+        key: spec["default"] for section in configurations.values() for key, spec in section["properties"].items()
+    }
     assert declared == {field.name: field.default for field in dataclasses.fields(Preferences)}
 
 

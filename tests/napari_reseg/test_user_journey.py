@@ -22,8 +22,9 @@ JOURNEYS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("journey", sorted(JOURNEYS))
-def test_a_graders_session_from_open_to_fine_tune(journey, viewer, dock, shared_data, click, wait_for, answers,
-                                                   tmp_path, monkeypatch, qtbot, user_models):
+def test_a_graders_session_from_open_to_fine_tune(
+    journey, viewer, dock, shared_data, click, wait_for, answers, tmp_path, monkeypatch, qtbot, user_models
+):
     parts, model, classes, suffix = JOURNEYS[journey]
     [scan] = viewer.open(str(shared_data(*parts)), plugin="napari-reseg")
     if journey == "ct":  # radiological: the patient's right on the screen's left, anterior at the top

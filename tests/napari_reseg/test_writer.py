@@ -44,8 +44,9 @@ def test_labels_saved_as_nifti_overlay_an_lps_source_exactly(viewer, segment, cl
 
 @pytest.mark.slow
 @pytest.mark.smoke
-def test_oct_labels_saved_as_tiff_reopen_as_labels_on_their_scan(viewer, segment, small_oct, click, wait_for,
-                                                                tmp_path, answers):
+def test_oct_labels_saved_as_tiff_reopen_as_labels_on_their_scan(
+    viewer, segment, small_oct, click, wait_for, tmp_path, answers
+):
     image, _ = small_oct
     click(segment.run_button)
     wait_for(segment)
@@ -79,8 +80,12 @@ def test_the_command_line_refuses_to_segment_a_label_map(tmp_path, capsys):
     from reseg.cli import main
     from reseg.io import Volume, write_labels
 
-    write_labels(tmp_path / "labels.tif", np.zeros((1, 8, 8), np.uint8), like=Volume(np.zeros((1, 8, 8), np.uint8)),
-                 classes=OCT_CLASSES)
+    write_labels(
+        tmp_path / "labels.tif",
+        np.zeros((1, 8, 8), np.uint8),
+        like=Volume(np.zeros((1, 8, 8), np.uint8)),
+        classes=OCT_CLASSES,
+    )
     assert main(["segment", str(tmp_path / "labels.tif"), "-o", str(tmp_path / "out.tif")]) == 1
     assert "is a label map" in capsys.readouterr().err and not (tmp_path / "out.tif").exists()
 
@@ -90,12 +95,20 @@ def test_a_damaged_label_description_is_refused_naming_the_file(tmp_path):
     from reseg.io import read_volume
 
     damaged = '{"format": "reseg-labels", "version": 1, "modality": "OCT", "classes": [{"name": 1}]}'
-    tifffile.imwrite(tmp_path / "damaged.tif", np.zeros((2, 8, 8), np.uint8), imagej=True,
-                     metadata={"axes": "ZYX", "Properties": {"reseg_labels": damaged}})
-    with pytest.raises(InputError, match="damaged.tif.*label description is malformed"):
+    tifffile.imwrite(
+        tmp_path / "damaged.tif",
+        np.zeros((2, 8, 8), np.uint8),
+        imagej=True,
+        metadata={"axes": "ZYX", "Properties": {"reseg_labels": damaged}},
+    )
+    with pytest.raises(InputError, match=r"damaged\.tif.*label description is malformed"):
         read_volume(tmp_path / "damaged.tif")
-    tifffile.imwrite(tmp_path / "other.tif", np.zeros((2, 8, 8), np.uint8), imagej=True,
-                     metadata={"axes": "ZYX", "Properties": {"reseg_labels": "written by something else"}})
+    tifffile.imwrite(
+        tmp_path / "other.tif",
+        np.zeros((2, 8, 8), np.uint8),
+        imagej=True,
+        metadata={"axes": "ZYX", "Properties": {"reseg_labels": "written by something else"}},
+    )
     assert read_volume(tmp_path / "other.tif").label_classes is None  # not ours: an ordinary image
 
 

@@ -17,8 +17,15 @@ from pathlib import Path
 import reseg
 
 PACKAGE = Path(reseg.__file__).parent
-TRAINING_STACK = ("monai.transforms", "monai.losses", "monai.data", "monai.engines", "monai.optimizers",
-                  "monai.handlers", "monai.inferers")
+TRAINING_STACK = (
+    "monai.transforms",
+    "monai.losses",
+    "monai.data",
+    "monai.engines",
+    "monai.optimizers",
+    "monai.handlers",
+    "monai.inferers",
+)
 
 
 def _module_name(path: Path) -> str:
@@ -32,9 +39,11 @@ def _modules(where: Path = PACKAGE) -> list[str]:
 
 def _loaded_after_import(modules: list[str]) -> set[str]:
     """The top-level packages and reseg subpackages in sys.modules after importing `modules` in a new process."""
-    code = ("import importlib, json, sys\n"
-            f"for name in {modules!r}: importlib.import_module(name)\n"
-            "print(json.dumps(sorted(sys.modules)))")
+    code = (
+        "import importlib, json, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return set(json.loads(result.stdout.splitlines()[-1]))
 
@@ -70,8 +79,11 @@ def test_only_train_imports_monais_training_stack():
     for path in PACKAGE.rglob("*.py"):
         if _module_name(path).startswith("reseg.train"):
             continue
-        stack = {name for name in _monai_imports(path) if name in ("monai", *TRAINING_STACK)
-                 or name.startswith(tuple(f"{part}." for part in TRAINING_STACK))}
+        stack = {
+            name
+            for name in _monai_imports(path)
+            if name in ("monai", *TRAINING_STACK) or name.startswith(tuple(f"{part}." for part in TRAINING_STACK))
+        }
         if stack:
             offenders[_module_name(path)] = sorted(stack)
     assert offenders == {}

@@ -77,8 +77,9 @@ def _bad_inputs(tmp_path):
     Image.fromarray(rgb).save(tmp_path / "colour.png")
     tifffile.imwrite(tmp_path / "nan.tif", np.full((2, 16, 16), np.nan, dtype=np.float32))
     (tmp_path / "corrupt.tif").write_bytes(b"II*\x00garbage")
-    tifffile.imwrite(tmp_path / "fourd.tif", np.zeros((2, 2, 2, 8, 8), dtype=np.uint8), imagej=False,
-                     photometric="minisblack")
+    tifffile.imwrite(
+        tmp_path / "fourd.tif", np.zeros((2, 2, 2, 8, 8), dtype=np.uint8), imagej=False, photometric="minisblack"
+    )
     return {
         "missing.tif": "missing.tif",
         "colour.png": "colour.png",
@@ -131,8 +132,10 @@ def test_a_model_for_another_modality_is_run_only_with_a_warning(tmp_path, capsy
 
 def test_commands_that_run_no_model_do_not_import_torch():
     """`reseg --help` and `reseg models` answer without the deep-learning stack (seconds of start-up)."""
-    code = ("import sys; from reseg.cli import main; main(['models']); "
-            "print('torch' in sys.modules, 'monai' in sys.modules)")
+    code = (
+        "import sys; from reseg.cli import main; main(['models']); "
+        "print('torch' in sys.modules, 'monai' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False False"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 
 import numpy as np
 import pytest
@@ -28,7 +29,7 @@ def _swap_inl_onl(labels: np.ndarray, z: int) -> None:
 def _ordered(column: np.ndarray) -> bool:
     """The order rule, spelled out one A-scan at a time: an independent reference for the vectorised check."""
     classes = [int(v) for v in column if v < OCT_FLUID]  # fluid and ignore skipped
-    return all(a <= b for a, b in zip(classes, classes[1:]))
+    return all(a <= b for a, b in itertools.pairwise(classes))
 
 
 @pytest.fixture(scope="module")
@@ -72,9 +73,7 @@ def test_check_lists_exactly_the_planted_errors(planted: tuple[np.ndarray, dict[
     assert report.problem_slices == [1, 2, 3]
 
 
-def test_fix_makes_it_ok_and_touches_only_flagged_ascans(
-    planted: tuple[np.ndarray, dict[str, np.ndarray]]
-) -> None:
+def test_fix_makes_it_ok_and_touches_only_flagged_ascans(planted: tuple[np.ndarray, dict[str, np.ndarray]]) -> None:
     labels, where = planted
     before = labels.copy()
     fixed = fix_oct_topology(labels)
@@ -117,13 +116,16 @@ def test_ignore_pixels_are_neither_violations_nor_changed(
 def test_single_bscan_and_hand_made_columns() -> None:
     # Columns (top to bottom) as a (H, W) B-scan: ordered, ordered with inner fluid, INL above GCL+IPL,
     # vitreous below a layer, and fluid that the re-ordering pushes above the ILM.
-    columns = np.array([
-        [0, 0, 1, 2, 3, 6, 7, 8],
-        [0, 1, 3, 9, 9, 5, 7, 8],
-        [0, 1, 3, 2, 4, 5, 7, 8],
-        [0, 1, 0, 2, 9, 7, 8, 8],
-        [0, 3, 9, 0, 0, 1, 7, 8],
-    ], dtype=np.uint8)
+    columns = np.array(
+        [
+            [0, 0, 1, 2, 3, 6, 7, 8],
+            [0, 1, 3, 9, 9, 5, 7, 8],
+            [0, 1, 3, 2, 4, 5, 7, 8],
+            [0, 1, 0, 2, 9, 7, 8, 8],
+            [0, 3, 9, 0, 0, 1, 7, 8],
+        ],
+        dtype=np.uint8,
+    )
     report = check_oct_topology(columns.T)
     assert report.broken.tolist() == [[0, 2], [0, 3], [0, 4]]
     assert report.misplaced_fluid.shape == (0, 2)
@@ -150,14 +152,20 @@ def test_random_columns_match_the_rules_spelled_out() -> None:
 
     def misplaced(column: np.ndarray) -> int:
         layer_rows = [i for i, v in enumerate(column) if 1 <= v <= 7]
-        return sum(1 for i, v in enumerate(column) if v == OCT_FLUID
-                   and (not layer_rows or i < layer_rows[0] or i > layer_rows[-1]))
+        return sum(
+            1
+            for i, v in enumerate(column)
+            if v == OCT_FLUID and (not layer_rows or i < layer_rows[0] or i > layer_rows[-1])
+        )
 
     expected_broken = [c for c, column in enumerate(columns) if not _ordered(column)]
     expected_fluid = {c: n for c, column in enumerate(columns) if (n := misplaced(column))}
     assert 0 < len(expected_broken) < len(columns) and expected_fluid
     assert report.broken[:, 1].tolist() == expected_broken
-    assert dict(zip(report.misplaced_fluid[:, 1].tolist(), report.misplaced_fluid_pixels.tolist())) == expected_fluid
+    assert (
+        dict(zip(report.misplaced_fluid[:, 1].tolist(), report.misplaced_fluid_pixels.tolist(), strict=True))
+        == expected_fluid
+    )
 
     fixed = fix_oct_topology(bscan).T
     assert check_oct_topology(fixed.T).ok
@@ -166,7 +174,7 @@ def test_random_columns_match_the_rules_spelled_out() -> None:
     before = (columns[..., None] == np.arange(256)).sum(axis=1)
     gained = (fixed[..., None] == np.arange(256)).sum(axis=1) - before
     converted = -gained[:, OCT_FLUID]
-    assert (converted >= 0).all() and (gained[:, :OCT_FLUID] >= 0).all() and not gained[:, OCT_FLUID + 1:].any()
+    assert (converted >= 0).all() and (gained[:, :OCT_FLUID] >= 0).all() and not gained[:, OCT_FLUID + 1 :].any()
     np.testing.assert_array_equal(gained[:, :OCT_FLUID].sum(axis=1), converted)
     assert converted.sum() >= sum(expected_fluid.values())  # at least the fluid that was outside already
 

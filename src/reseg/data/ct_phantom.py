@@ -58,15 +58,45 @@ AORTA, GALLBLADDER, LEFT_KIDNEY, RIGHT_KIDNEY, LIVER, PANCREAS, SPLEEN, STOMACH 
 # where partial volume spoils that measurement (kidneys 14-20 with sinus fat, a fatty pancreas 5-8),
 # textbook non-enhanced values. The enhanced set is a moderate portal-venous-like phase.
 _HU_PLAIN = {
-    "air": -1000.0, "fat": -100.0, "visceral_fat": -92.0, "muscle": 45.0, "back_muscle": 32.0,
-    "bowel": 28.0, "bowel_wall": 38.0, "fluid": 12.0, "gas": -900.0, "stool": -120.0,
-    "liver": 50.0, "spleen": 40.0, "kidney_cortex": 32.0, "kidney_medulla": 26.0, "sinus": -60.0,
-    "gallbladder": 6.0, "pancreas": 32.0, "stomach_wall": 38.0, "aorta": 42.0, "vein": 40.0,
-    "cancellous": 220.0, "cortical": 650.0, "disc": 85.0, "canal": 18.0, "rib": 420.0, "lung": -830.0,
+    "air": -1000.0,
+    "fat": -100.0,
+    "visceral_fat": -92.0,
+    "muscle": 45.0,
+    "back_muscle": 32.0,
+    "bowel": 28.0,
+    "bowel_wall": 38.0,
+    "fluid": 12.0,
+    "gas": -900.0,
+    "stool": -120.0,
+    "liver": 50.0,
+    "spleen": 40.0,
+    "kidney_cortex": 32.0,
+    "kidney_medulla": 26.0,
+    "sinus": -60.0,
+    "gallbladder": 6.0,
+    "pancreas": 32.0,
+    "stomach_wall": 38.0,
+    "aorta": 42.0,
+    "vein": 40.0,
+    "cancellous": 220.0,
+    "cortical": 650.0,
+    "disc": 85.0,
+    "canal": 18.0,
+    "rib": 420.0,
+    "lung": -830.0,
 }
 _HU_ENHANCED = dict(
-    _HU_PLAIN, liver=60.0, spleen=50.0, kidney_cortex=120.0, kidney_medulla=32.0, gallbladder=10.0,
-    pancreas=42.0, stomach_wall=48.0, aorta=180.0, vein=125.0, bowel_wall=50.0,
+    _HU_PLAIN,
+    liver=60.0,
+    spleen=50.0,
+    kidney_cortex=120.0,
+    kidney_medulla=32.0,
+    gallbladder=10.0,
+    pancreas=42.0,
+    stomach_wall=48.0,
+    aorta=180.0,
+    vein=125.0,
+    bowel_wall=50.0,
 )
 _HU_MIN, _HU_MAX = -1024, 3071  # the range of a 12-bit CT scanner
 
@@ -103,8 +133,7 @@ def _correlated_normal(rng: np.random.Generator, shape: tuple[int, ...], sigma_p
     return g * np.float32(np.sqrt(4.0 * np.pi) * sigma_px)  # unit variance again: 1 / (2 sqrt(pi) s) per axis
 
 
-def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma_px: tuple[float, float, float]
-                  ) -> np.ndarray:
+def _smooth_field(rng: np.random.Generator, shape: tuple[int, ...], sigma_px: tuple[float, float, float]) -> np.ndarray:
     """A smooth random 3-D field with unit standard deviation (mesentery, stool, bone texture)."""
     g = rng.standard_normal(shape, dtype=np.float32)
     ndi.gaussian_filter(g, sigma_px, output=g, truncate=2.5)
@@ -131,9 +160,16 @@ class _Harmonics:
         return out
 
 
-def _ellipsoid(u: np.ndarray, v: np.ndarray, z: np.ndarray, centre: tuple[float, float, float],
-               semi: tuple[float, float, float], angle: float = 0.0, slope: tuple[float, float] = (0.0, 0.0),
-               outline: _Harmonics | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _ellipsoid(
+    u: np.ndarray,
+    v: np.ndarray,
+    z: np.ndarray,
+    centre: tuple[float, float, float],
+    semi: tuple[float, float, float],
+    angle: float = 0.0,
+    slope: tuple[float, float] = (0.0, 0.0),
+    outline: _Harmonics | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Normalised radius of an ellipsoid (inside where < 1), and the in-plane polar angle in its frame.
 
     ``semi`` = (along the rotated u axis, along the rotated v axis, along z) in mm; ``angle`` rotates the
@@ -156,8 +192,9 @@ def _ellipsoid(u: np.ndarray, v: np.ndarray, z: np.ndarray, centre: tuple[float,
     return np.sqrt(in_plane * in_plane + (dz / np.float32(semi[2])) ** 2), theta
 
 
-def _tube(u: np.ndarray, v: np.ndarray, z: np.ndarray, points: np.ndarray, radii: np.ndarray
-          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _tube(
+    u: np.ndarray, v: np.ndarray, z: np.ndarray, points: np.ndarray, radii: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A tube of varying radius along a 3-D polyline (stomach, pancreas, bowel, vessels).
 
     Returns, for every voxel, the distance to the polyline divided by the local radius (inside where < 1),
@@ -168,7 +205,7 @@ def _tube(u: np.ndarray, v: np.ndarray, z: np.ndarray, points: np.ndarray, radii
     best = np.full(shape, np.inf, dtype=np.float32)
     near_v = np.zeros(shape, dtype=np.float32)
     near_r = np.ones(shape, dtype=np.float32)
-    for (p0, p1, r0, r1) in zip(points[:-1], points[1:], radii[:-1], radii[1:], strict=True):
+    for p0, p1, r0, r1 in zip(points[:-1], points[1:], radii[:-1], radii[1:], strict=True):
         d = (p1 - p0).astype(np.float32)
         length2 = max(float(d @ d), 1e-6)
         t = ((u - p0[0]) * d[0] + (v - p0[1]) * d[1] + (z - p0[2]) * d[2]) / np.float32(length2)
@@ -221,11 +258,11 @@ class _Body:
 
     def points(self, *rows: tuple[float, float, float]) -> np.ndarray:
         """Polyline vertices given as fractions of the semi-axes from the body centre (u, v) and mm of z."""
-        return np.asarray([(self.uc + fu * self.a, self.vc + fv * self.b, fz) for fu, fv, fz in rows],
-                          dtype=np.float32)
+        return np.asarray([(self.uc + fu * self.a, self.vc + fv * self.b, fz) for fu, fv, fz in rows], dtype=np.float32)
 
-    def ellipsoid(self, centre: tuple[float, float, float], semi: tuple[float, float, float],
-                  **options: object) -> tuple[np.ndarray, np.ndarray]:
+    def ellipsoid(
+        self, centre: tuple[float, float, float], semi: tuple[float, float, float], **options: object
+    ) -> tuple[np.ndarray, np.ndarray]:
         """:func:`_ellipsoid` on this body's coordinates."""
         return _ellipsoid(self.u, self.v, self.z, centre, semi, **options)
 
@@ -318,9 +355,27 @@ def _make_body(rng: np.random.Generator, n_slices: int, size: int, d: float) -> 
     shape = (n_slices, size, size)
     texture = _smooth_field(rng, shape, (0.8, 1.6, 1.6))
     fine = _correlated_normal(rng, shape, 0.9)
-    return _Body(shape=shape, u=u, v=v, z=z, uc=uc, vc=vc, a=a, b=b, p=p, widen=widen, g=g, mask=mask,
-                 depth=depth, fat_t=fat_t, wall_t=wall_t, cavity=cavity, organ_room=organ_room,
-                 texture=texture, fine=fine)
+    return _Body(
+        shape=shape,
+        u=u,
+        v=v,
+        z=z,
+        uc=uc,
+        vc=vc,
+        a=a,
+        b=b,
+        p=p,
+        widen=widen,
+        g=g,
+        mask=mask,
+        depth=depth,
+        fat_t=fat_t,
+        wall_t=wall_t,
+        cavity=cavity,
+        organ_room=organ_room,
+        texture=texture,
+        fine=fine,
+    )
 
 
 def _paint_wall_and_filler(canvas: _Canvas, body: _Body, hu: dict[str, float]) -> None:
@@ -348,24 +403,33 @@ def _place_spine(rng: np.random.Generator, body: _Body) -> _Spine:
     return _Spine(u=u, v0=v0, v=v, a=semi_a, b=semi_b, canal_v=v - semi_b - 10.0 * g)
 
 
-def _paint_spine_muscles(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine,
-                         hu: dict[str, float]) -> None:
+def _paint_spine_muscles(
+    canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine, hu: dict[str, float]
+) -> None:
     """Paraspinal muscles behind the spine and the psoas beside it: soft tissue a kidney must not be confused with.
 
     The psoas grows going down from about the level of the renal hila.
     """
     a, b, g = body.a, body.b, body.g
     for side in (-1.0, 1.0):
-        back, _ = body.ellipsoid((spine.u + side * 0.24 * a, body.vc - 0.70 * b, 0.0), (38.0 * g, 24.0 * g, 1e6),
-                                 angle=side * 0.25)
+        back, _ = body.ellipsoid(
+            (spine.u + side * 0.24 * a, body.vc - 0.70 * b, 0.0), (38.0 * g, 24.0 * g, 1e6), angle=side * 0.25
+        )
         canvas.paint(body.mask & (back < 1.0) & (body.depth > body.fat_t), hu["back_muscle"])
         psoas_grow = np.clip((rng.uniform(0, 15) - body.z) / 45.0, 0.0, 1.0) ** 0.5
         psoas, _ = body.ellipsoid((spine.u + side * 0.20 * a, spine.v0 - 2.0, 0.0), (11.0 * g, 13.0 * g, 1e6))
         canvas.paint(body.cavity & (psoas < psoas_grow), hu["muscle"])
 
 
-def _paint_gut(canvas: _Canvas, body: _Body, hu: dict[str, float], points: np.ndarray, radii: np.ndarray,
-               gas_fill: float, stool: bool) -> None:
+def _paint_gut(
+    canvas: _Canvas,
+    body: _Body,
+    hu: dict[str, float],
+    points: np.ndarray,
+    radii: np.ndarray,
+    gas_fill: float,
+    stool: bool,
+) -> None:
     """One gut tube: a wall around stool or fluid, with gas above a horizontal air-fluid level (supine)."""
     q, near_v, near_r = body.tube(points, radii)
     inside = body.cavity & (q < 1.0)
@@ -384,12 +448,25 @@ def _paint_bowel(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: dic
     hepatic_flexure = rng.uniform(-25, 5)
     splenic_flexure = rng.uniform(10, 40)
     colon_r = rng.uniform(14.0, 22.0) * body.g
-    colon = body.points((0.55, 0.15, -120), (0.55, 0.25, hepatic_flexure), (0.25, 0.62, hepatic_flexure + 8),
-                        (-0.25, 0.62, hepatic_flexure + 12), (-0.55, 0.30, splenic_flexure), (-0.62, 0.05, -120))
+    colon = body.points(
+        (0.55, 0.15, -120),
+        (0.55, 0.25, hepatic_flexure),
+        (0.25, 0.62, hepatic_flexure + 8),
+        (-0.25, 0.62, hepatic_flexure + 12),
+        (-0.55, 0.30, splenic_flexure),
+        (-0.62, 0.05, -120),
+    )
     _paint_gut(canvas, body, hu, colon, np.full(6, colon_r, dtype=np.float32), rng.uniform(0.2, 0.8), stool=True)
     duodenum = body.points((0.33, 0.12, -70), (0.30, 0.20, -10), (0.12, 0.32, 5))
-    _paint_gut(canvas, body, hu, duodenum, np.asarray([12, 12, 9], dtype=np.float32) * body.g,
-               rng.uniform(0.0, 0.6), stool=False)
+    _paint_gut(
+        canvas,
+        body,
+        hu,
+        duodenum,
+        np.asarray([12, 12, 9], dtype=np.float32) * body.g,
+        rng.uniform(0.0, 0.6),
+        stool=False,
+    )
 
 
 def _paint_liver(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: dict[str, float]) -> None:
@@ -400,13 +477,19 @@ def _paint_liver(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: dic
     a, b, uc, vc = body.a, body.b, body.uc, body.vc
     s = _organ_size(rng, body.g)
     z_liver = rng.uniform(38, 50)
-    right, _ = body.ellipsoid((uc + (0.43 + _jitter(rng, 0.04)) * a, vc + (0.12 + _jitter(rng, 0.05)) * b, z_liver),
-                              (80.0 * s, 97.0 * s, rng.uniform(85, 100)), angle=_jitter(rng, 0.2),
-                              slope=(-0.3, 0.1), outline=_Harmonics(rng, 0.08))
-    left, _ = body.ellipsoid((uc + (-0.05 + _jitter(rng, 0.06)) * a, vc + (0.45 + _jitter(rng, 0.04)) * b,
-                              z_liver + rng.uniform(0, 15)),
-                             (65.0 * s, 28.0 * s, rng.uniform(40, 52)), angle=0.3 + _jitter(rng, 0.15),
-                             outline=_Harmonics(rng, 0.08))
+    right, _ = body.ellipsoid(
+        (uc + (0.43 + _jitter(rng, 0.04)) * a, vc + (0.12 + _jitter(rng, 0.05)) * b, z_liver),
+        (80.0 * s, 97.0 * s, rng.uniform(85, 100)),
+        angle=_jitter(rng, 0.2),
+        slope=(-0.3, 0.1),
+        outline=_Harmonics(rng, 0.08),
+    )
+    left, _ = body.ellipsoid(
+        (uc + (-0.05 + _jitter(rng, 0.06)) * a, vc + (0.45 + _jitter(rng, 0.04)) * b, z_liver + rng.uniform(0, 15)),
+        (65.0 * s, 28.0 * s, rng.uniform(40, 52)),
+        angle=0.3 + _jitter(rng, 0.15),
+        outline=_Harmonics(rng, 0.08),
+    )
     liver = body.organ_room & ((right < 1.0) | (left < 1.0))
     canvas.paint(liver, hu["liver"] + 4.0 * body.texture, LIVER)  # mild heterogeneity (vessels, perfusion)
 
@@ -418,18 +501,26 @@ def _paint_spleen(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: di
     spu, spv = uc + (-0.62 + _jitter(rng, 0.04)) * body.a, vc + (-0.25 + _jitter(rng, 0.05)) * body.b
     tangent = np.arctan2(spv - vc, spu - uc) + np.pi / 2
     z_spleen, c_spleen = rng.uniform(25, 40), rng.uniform(55, 70)
-    spleen, _ = body.ellipsoid((spu, spv, z_spleen), (58.0 * s, 27.0 * s, c_spleen), angle=tangent,
-                               slope=(0.1, 0.15), outline=_Harmonics(rng, 0.06))
+    spleen, _ = body.ellipsoid(
+        (spu, spv, z_spleen),
+        (58.0 * s, 27.0 * s, c_spleen),
+        angle=tangent,
+        slope=(0.1, 0.15),
+        outline=_Harmonics(rng, 0.06),
+    )
     # The hilum notch is a smaller ellipsoid on the medial side with the same z extent: it shrinks with the
     # spleen towards the poles instead of cutting the tip into pieces.
     inward = np.asarray([uc - spu, vc - spv]) / np.hypot(uc - spu, vc - spv)
-    hilum, _ = body.ellipsoid((spu + 24.0 * s * inward[0], spv + 24.0 * s * inward[1], z_spleen),
-                              (30.0 * s, 12.0 * s, c_spleen), angle=tangent, slope=(0.1, 0.15))
+    hilum, _ = body.ellipsoid(
+        (spu + 24.0 * s * inward[0], spv + 24.0 * s * inward[1], z_spleen),
+        (30.0 * s, 12.0 * s, c_spleen),
+        angle=tangent,
+        slope=(0.1, 0.15),
+    )
     canvas.paint(body.organ_room & (spleen < 1.0) & (hilum > 1.0), hu["spleen"] + 3.0 * body.texture, SPLEEN)
 
 
-def _paint_kidneys(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine,
-                   hu: dict[str, float]) -> None:
+def _paint_kidneys(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine, hu: dict[str, float]) -> None:
     """Kidneys either side of the spine, hilum anteromedial, cortex around medulla, renal sinus fat unlabelled.
 
     The right one sits lower (under the liver), as on the real scan (right kidney ends 12 mm below the left).
@@ -439,11 +530,19 @@ def _paint_kidneys(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine
         s = _organ_size(rng, body.g)
         ku, kv = spine.u + side * (0.41 + _jitter(rng, 0.03)) * body.a, body.vc + (-0.27 + _jitter(rng, 0.04)) * body.b
         angle = np.arctan2(1.0, side) + _jitter(rng, 0.2)  # long axis from posteromedial to anterolateral
-        kidney_rho, _ = body.ellipsoid((ku, kv, zk), (33.0 * s, 24.0 * s, rng.uniform(50, 58)), angle=angle,
-                                       slope=(-side * 0.15, -0.1), outline=_Harmonics(rng, 0.04))
+        kidney_rho, _ = body.ellipsoid(
+            (ku, kv, zk),
+            (33.0 * s, 24.0 * s, rng.uniform(50, 58)),
+            angle=angle,
+            slope=(-side * 0.15, -0.1),
+            outline=_Harmonics(rng, 0.04),
+        )
         hilum_dir = np.arctan2(1.0, -side)  # anteromedial
-        sinus, _ = body.ellipsoid((ku + 16.0 * s * np.cos(hilum_dir), kv + 16.0 * s * np.sin(hilum_dir), zk),
-                                  (13.0 * s, 9.0 * s, 38.0), angle=hilum_dir)
+        sinus, _ = body.ellipsoid(
+            (ku + 16.0 * s * np.cos(hilum_dir), kv + 16.0 * s * np.sin(hilum_dir), zk),
+            (13.0 * s, 9.0 * s, 38.0),
+            angle=hilum_dir,
+        )
         kidney = body.organ_room & (kidney_rho < 1.0)
         canvas.paint(kidney, np.where(kidney_rho > 0.72, hu["kidney_cortex"], hu["kidney_medulla"]), label)
         canvas.paint(kidney & (sinus < 1.0), hu["sinus"])  # renal sinus fat: not kidney, the hilum notch
@@ -457,8 +556,12 @@ def _paint_stomach(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: d
     """
     s = _organ_size(rng, body.g) * rng.uniform(0.65, 1.0)
     zs = rng.uniform(-8, 8)
-    points = body.points((-0.45 + _jitter(rng, 0.04), -0.02, 70 + zs), (-0.36 + _jitter(rng, 0.04), 0.28, 25 + zs),
-                         (-0.08 + _jitter(rng, 0.04), 0.48, -8 + zs), (0.18 + _jitter(rng, 0.04), 0.38, -22 + zs))
+    points = body.points(
+        (-0.45 + _jitter(rng, 0.04), -0.02, 70 + zs),
+        (-0.36 + _jitter(rng, 0.04), 0.28, 25 + zs),
+        (-0.08 + _jitter(rng, 0.04), 0.48, -8 + zs),
+        (0.18 + _jitter(rng, 0.04), 0.38, -22 + zs),
+    )
     q, near_v, near_r = body.tube(points, np.asarray([42, 34, 24, 14], dtype=np.float32) * s)
     stomach = body.organ_room & (q < 1.0)
     canvas.paint(stomach, hu["fluid"] + 15.0 * np.clip(body.texture, -1, 2), STOMACH)  # fluid mixed with food
@@ -471,10 +574,17 @@ def _paint_stomach(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: d
 def _paint_gallbladder(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: dict[str, float]) -> None:
     """The gallbladder: a pear under the liver's inferior surface, anterior and medial in the right lobe."""
     s = _organ_size(rng, body.g)
-    gb, _ = body.ellipsoid((body.uc + (0.38 + _jitter(rng, 0.05)) * body.a,
-                            body.vc + (0.38 + _jitter(rng, 0.05)) * body.b, rng.uniform(-25, -8)),
-                           (15.0 * s, 22.0 * s, rng.uniform(22, 30)), angle=_jitter(rng, 0.5), slope=(0.1, 0.2),
-                           outline=_Harmonics(rng, 0.05))
+    gb, _ = body.ellipsoid(
+        (
+            body.uc + (0.38 + _jitter(rng, 0.05)) * body.a,
+            body.vc + (0.38 + _jitter(rng, 0.05)) * body.b,
+            rng.uniform(-25, -8),
+        ),
+        (15.0 * s, 22.0 * s, rng.uniform(22, 30)),
+        angle=_jitter(rng, 0.5),
+        slope=(0.1, 0.2),
+        outline=_Harmonics(rng, 0.05),
+    )
     canvas.paint(body.organ_room & (gb < 1.0), hu["gallbladder"], GALLBLADDER)
 
 
@@ -486,17 +596,21 @@ def _paint_pancreas(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: 
     """
     s = _organ_size(rng, body.g)
     zp = rng.uniform(-14, 0)
-    points = body.points((0.22 + _jitter(rng, 0.03), 0.12, zp - 22), (0.03, 0.26 + _jitter(rng, 0.04), zp - 8),
-                         (-0.25, 0.20 + _jitter(rng, 0.04), zp), (-0.50 + _jitter(rng, 0.04), -0.05, zp + 12))
+    points = body.points(
+        (0.22 + _jitter(rng, 0.03), 0.12, zp - 22),
+        (0.03, 0.26 + _jitter(rng, 0.04), zp - 8),
+        (-0.25, 0.20 + _jitter(rng, 0.04), zp),
+        (-0.50 + _jitter(rng, 0.04), -0.05, zp + 12),
+    )
     q, _, _ = body.tube(points, np.asarray([13, 9, 9, 7], dtype=np.float32) * s)
     canvas.paint(body.organ_room & (q < 1.0), hu["pancreas"] + 6.0 * body.fine, PANCREAS)
-    q, _, _ = body.tube(points[1:] + np.asarray([0, -10.0 * s, 3], dtype=np.float32),
-                        np.full(3, 4.0 * body.g, dtype=np.float32))
+    q, _, _ = body.tube(
+        points[1:] + np.asarray([0, -10.0 * s, 3], dtype=np.float32), np.full(3, 4.0 * body.g, dtype=np.float32)
+    )
     canvas.paint(body.cavity & (q < 1.0), hu["vein"])
 
 
-def _paint_vessels(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine,
-                   hu: dict[str, float]) -> None:
+def _paint_vessels(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine, hu: dict[str, float]) -> None:
     """The IVC (no class) and the aorta, both following the spine; painted over the organs they run through.
 
     The IVC lies right of the aorta, flattened, embedded in the liver higher up. The aorta is round, just
@@ -504,8 +618,7 @@ def _paint_vessels(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine
     bottom of the example, 44 at the top).
     """
     a, b, g, u, v, z = body.a, body.b, body.g, body.u, body.v, body.z
-    ivc, _ = body.ellipsoid((spine.u + 0.11 * a, body.vc + 0.06 * b, 0.0), (14.0 * g, 10.0 * g, 1e6),
-                            slope=(0.0, -0.1))
+    ivc, _ = body.ellipsoid((spine.u + 0.11 * a, body.vc + 0.06 * b, 0.0), (14.0 * g, 10.0 * g, 1e6), slope=(0.0, -0.1))
     canvas.paint(body.cavity & (ivc < 1.0), hu["vein"])
     r_ao = rng.uniform(9.0, 12.0) * g * (1.0 + 0.003 * np.clip(z, -60, 60))
     ao_u = spine.u - 0.07 * a + _jitter(rng, 3.0)
@@ -514,8 +627,9 @@ def _paint_vessels(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine
     canvas.paint(aorta & body.cavity, hu["aorta"], AORTA)
 
 
-def _paint_vertebrae(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine,
-                     hu: dict[str, float]) -> None:
+def _paint_vertebrae(
+    canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine, hu: dict[str, float]
+) -> None:
     """The vertebral column: cortical shell, cancellous bone, discs, spinal canal and the posterior arch.
 
     Bone is what a model anchors the abdomen on, and the discs make it vary along z as a real spine does.
@@ -558,13 +672,18 @@ def _paint_ribs(canvas: _Canvas, rng: np.random.Generator, body: _Body, hu: dict
         canvas.paint(rib & present & body.mask & ~body.cavity, hu["rib"])
 
 
-def _paint_lung_bases(canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine,
-                      hu: dict[str, float]) -> None:
+def _paint_lung_bases(
+    canvas: _Canvas, rng: np.random.Generator, body: _Body, spine: _Spine, hu: dict[str, float]
+) -> None:
     """Posterior costophrenic recesses in the top slices (real: from ~2 cm above the centre), beside the spine."""
     g = body.g
     for side in (-1.0, 1.0):
-        lung, _ = body.ellipsoid((body.uc + side * 0.55 * body.a, body.vc - 0.55 * body.b, rng.uniform(90, 105)),
-                                 (60.0 * g, 45.0 * g, 75.0), angle=-side * 0.6, outline=_Harmonics(rng, 0.06))
+        lung, _ = body.ellipsoid(
+            (body.uc + side * 0.55 * body.a, body.vc - 0.55 * body.b, rng.uniform(90, 105)),
+            (60.0 * g, 45.0 * g, 75.0),
+            angle=-side * 0.6,
+            outline=_Harmonics(rng, 0.06),
+        )
         beside_spine = np.abs(body.u - spine.u) > spine.a + 8.0 * g
         canvas.paint(body.cavity & (lung < 1.0) & beside_spine, hu["lung"] + 20.0 * body.fine)
 
@@ -627,5 +746,6 @@ def make_ct_phantom(
     _paint_ribs(canvas, rng, body, hu)
     _paint_lung_bases(canvas, rng, body, spine, hu)
     image = _acquire(canvas, rng, noise)
-    return CTPhantom(image=image, labels=canvas.labels, spacing=(d, d, d),
-                     body=np.broadcast_to(body.mask, body.shape).copy())
+    return CTPhantom(
+        image=image, labels=canvas.labels, spacing=(d, d, d), body=np.broadcast_to(body.mask, body.shape).copy()
+    )

@@ -12,18 +12,18 @@ import json
 import random
 import shutil
 import tempfile
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from reseg.classes import CT_CLASSES, IGNORE_INDEX, OCT_CLASSES, SegmentationClass
+from reseg.data.manifest import DATASET_FILE, DATASET_FORMAT, read_manifest
 from reseg.errors import InputError, OutputError
 from reseg.io import Volume, read_volume, write_image, write_labels
 from reseg.io._atomic import output_error
-from reseg.data.manifest import DATASET_FILE, DATASET_FORMAT, read_manifest
-
 
 
 @dataclass
@@ -64,8 +64,10 @@ def _file_stem(path: Path) -> str:
 
 def _pairs_from_manifest(folder: Path, manifest: dict[str, Any]) -> list[tuple[Path, Path, str]]:
     """(image, label, scan name) per item; an item without a "scan" is a scan of its own."""
-    return [(folder / item["image"], folder / item["label"], item.get("scan") or _file_stem(Path(item["image"])))
-            for item in manifest.get("items", [])]
+    return [
+        (folder / item["image"], folder / item["label"], item.get("scan") or _file_stem(Path(item["image"])))
+        for item in manifest.get("items", [])
+    ]
 
 
 def _pairs_by_name(folder: Path) -> list[tuple[Path, Path, str]]:
@@ -103,8 +105,10 @@ def load_training_set(folders: Sequence[str | Path]) -> TrainingSet:
         ignore_index = int(manifest.get("ignore_index", IGNORE_INDEX))
         for value, allowed in manifest.get("label_sets", {}).items():
             if label_sets.get(int(value), allowed) != allowed:
-                raise InputError(folder / DATASET_FILE, f"label value {value} means {allowed} here but "
-                                 f"{label_sets[int(value)]} in another training set")
+                raise InputError(
+                    folder / DATASET_FILE,
+                    f"label value {value} means {allowed} here but {label_sets[int(value)]} in another training set",
+                )
             label_sets[int(value)] = [int(k) for k in allowed]
         pieces: dict[str, list[Scan]] = {}
         for image_path, label_path, scan_name in pairs:
@@ -118,7 +122,8 @@ def load_training_set(folders: Sequence[str | Path]) -> TrainingSet:
                 label_data[labels.data == ignore_index] = IGNORE_INDEX
             name = f"{folder.name}/{scan_name}"
             pieces.setdefault(name, []).append(
-                Scan(name, image.data, label_data, image.spacing, image.pixel_spacing is not None, str(folder)))
+                Scan(name, image.data, label_data, image.spacing, image.pixel_spacing is not None, str(folder))
+            )
         scans.extend(_stack(folder, parts) for parts in pieces.values())
     return TrainingSet(scans, classes, modality, IGNORE_INDEX, sources, label_sets)
 
@@ -130,8 +135,14 @@ def _stack(folder: Path, parts: list[Scan]) -> Scan:
     sizes = {part.image.shape[1:] for part in parts}
     if len(sizes) > 1:
         raise InputError(folder, f"the slices of scan {parts[0].name} differ in size ({sorted(sizes)})")
-    return Scan(parts[0].name, np.concatenate([p.image for p in parts]), np.concatenate([p.labels for p in parts]),
-                parts[0].spacing, parts[0].spacing_known, parts[0].folder)
+    return Scan(
+        parts[0].name,
+        np.concatenate([p.image for p in parts]),
+        np.concatenate([p.labels for p in parts]),
+        parts[0].spacing,
+        parts[0].spacing_known,
+        parts[0].folder,
+    )
 
 
 def split_by_scan(scans: list[Scan], validation_fraction: float, seed: int = 0) -> tuple[list[Scan], list[Scan]]:
@@ -169,13 +180,21 @@ def write_training_set(
     try:
         items = []
         for name, image, labels, spacing in scans:
-            volume = Volume(np.asarray(image), spacing=spacing, modality=modality,
-                            metadata={"spacing_known": (True,) * 3})
+            volume = Volume(
+                np.asarray(image), spacing=spacing, modality=modality, metadata={"spacing_known": (True,) * 3}
+            )
             write_image(partial / "images" / f"{name}.tif", volume)
             write_labels(partial / "labels" / f"{name}.tif", labels, like=volume)
             items.append({"image": f"images/{name}.tif", "label": f"labels/{name}.tif", "spacing": list(spacing)})
-        manifest = {"format": DATASET_FORMAT, "version": 1, "modality": modality, "source": source,
-                    "classes": [c.to_dict() for c in classes], "ignore_index": IGNORE_INDEX, "items": items}
+        manifest = {
+            "format": DATASET_FORMAT,
+            "version": 1,
+            "modality": modality,
+            "source": source,
+            "classes": [c.to_dict() for c in classes],
+            "ignore_index": IGNORE_INDEX,
+            "items": items,
+        }
         if label_sets:
             manifest["label_sets"] = {str(value): sorted(allowed) for value, allowed in label_sets.items()}
         (partial / DATASET_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -184,8 +203,9 @@ def write_training_set(
         partial.rename(folder)
     except (OSError, OutputError) as error:  # a full disk: one line naming the folder, nothing left behind
         shutil.rmtree(partial, ignore_errors=True)
-        raise (OutputError(folder, error.problem) if isinstance(error, OutputError)
-               else output_error(folder, error)) from None
+        raise (
+            OutputError(folder, error.problem) if isinstance(error, OutputError) else output_error(folder, error)
+        ) from None
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise

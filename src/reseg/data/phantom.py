@@ -89,8 +89,9 @@ class OCTPhantom:
 # -------------------------------------------------------------------------------------------------- helpers
 
 
-def _smooth_field(rng: np.random.Generator, xx: np.ndarray, zz: np.ndarray, wavelength_mm: float,
-                  n_terms: int = 6) -> np.ndarray:
+def _smooth_field(
+    rng: np.random.Generator, xx: np.ndarray, zz: np.ndarray, wavelength_mm: float, n_terms: int = 6
+) -> np.ndarray:
     """A smooth random field over (B-scan, column) with unit standard deviation.
 
     A sum of a few plane waves with random direction, phase and a wavelength around ``wavelength_mm``: cheap,
@@ -105,8 +106,9 @@ def _smooth_field(rng: np.random.Generator, xx: np.ndarray, zz: np.ndarray, wave
     return (out / np.sqrt(0.5 * np.sum(amp**2) + 1e-12)).astype(np.float32)
 
 
-def _correlated_normal(rng: np.random.Generator, shape: tuple[int, ...], sigma_axial: float,
-                       sigma_lateral: float) -> np.ndarray:
+def _correlated_normal(
+    rng: np.random.Generator, shape: tuple[int, ...], sigma_axial: float, sigma_lateral: float
+) -> np.ndarray:
     """Standard normal noise with a Gaussian autocorrelation, re-normalised to unit variance.
 
     Real speckle grains span ~2 px laterally and axially (the optical resolution is coarser than the pixel);
@@ -125,8 +127,9 @@ def _linear(display: float | np.ndarray) -> np.ndarray | float:
     return (np.asarray(display, dtype=np.float32) / 255.0) ** 4
 
 
-def _steps_to_volume(steps: list[tuple[np.ndarray, np.ndarray | float]], base: float, height: int,
-                     smooth: bool) -> np.ndarray:
+def _steps_to_volume(
+    steps: list[tuple[np.ndarray, np.ndarray | float]], base: float, height: int, smooth: bool
+) -> np.ndarray:
     """Paint a piecewise-constant depth profile per A-scan from a list of (surface, new value) steps.
 
     Instead of comparing every pixel with every surface (one full-volume pass per surface), the value change
@@ -140,8 +143,7 @@ def _steps_to_volume(steps: list[tuple[np.ndarray, np.ndarray | float]], base: f
     zi, xi = np.meshgrid(np.arange(z_n), np.arange(w_n), indexing="ij")
     prev: np.ndarray | float = base
     for surface, value in steps:
-        jump = np.broadcast_to(np.asarray(value, dtype=np.float32) - np.asarray(prev, dtype=np.float32),
-                               surface.shape)
+        jump = np.broadcast_to(np.asarray(value, dtype=np.float32) - np.asarray(prev, dtype=np.float32), surface.shape)
         prev = value
         if smooth:
             pos = np.clip(surface - 0.5, -1.0, height)  # row coordinate of the step, pixel centres at r
@@ -245,21 +247,27 @@ def _layer_thicknesses(rng: np.random.Generator, grid: _Grid, fovea: _Fovea, flu
         return 1.0 + amount * _smooth_field(rng, grid.xx, grid.zz, 1.5)
 
     scale = rng.uniform(0.9, 1.1)
-    t_rnfl = (16.0 + 13.0 * np.minimum(fovea.xn, 4.5) ** 1.35 + 5.0 * np.minimum(np.abs(fovea.zr), 2.0)) \
-        * (1.0 - pit) * wobble(0.12)
+    t_rnfl = (
+        (16.0 + 13.0 * np.minimum(fovea.xn, 4.5) ** 1.35 + 5.0 * np.minimum(np.abs(fovea.zr), 2.0))
+        * (1.0 - pit)
+        * wobble(0.12)
+    )
     t_gclipl = (68.0 + 42.0 * np.exp(-((r - 0.95) ** 2) / (2 * 0.45**2))) * (1.0 - pit) * wobble(0.07)
     t_inl = (31.0 + 9.0 * np.exp(-((r - 0.85) ** 2) / (2 * 0.5**2))) * (1.0 - 0.93 * pit) * wobble(0.08) + 4.0
     t_opl = (24.0 + 5.0 * np.exp(-((r - 0.8) ** 2) / (2 * 0.5**2))) * (1.0 - 0.85 * pit) * wobble(0.1) + 5.0
-    t_onl = (80.0 - 5.0 * np.minimum(r, 4.0) + 48.0 * np.exp(-(r**2) / (2 * (1.6 * fovea.pit_sigma) ** 2))) \
-        * wobble(0.06)
+    t_onl = (80.0 - 5.0 * np.minimum(r, 4.0) + 48.0 * np.exp(-(r**2) / (2 * (1.6 * fovea.pit_sigma) ** 2))) * wobble(
+        0.06
+    )
     t_ez = (12.0 + 3.0 * pit) * wobble(0.08)
     t_osrpe = (37.0 + 10.0 * pit) * wobble(0.06)
     if fluid:
         # Diffuse oedema: DME retinas are thicker around the fovea even outside the cysts.
         oedema = 1.0 + rng.uniform(0.0, 0.45) * np.exp(-(r**2) / (2 * rng.uniform(0.8, 1.6) ** 2))
         t_inl, t_opl, t_onl = t_inl * oedema, t_opl * oedema, t_onl * oedema
-    return [(np.maximum(t, 0.0) * scale * grid.um_px).astype(np.float32)
-            for t in (t_rnfl, t_gclipl, t_inl, t_opl, t_onl, t_ez, t_osrpe)]
+    return [
+        (np.maximum(t, 0.0) * scale * grid.um_px).astype(np.float32)
+        for t in (t_rnfl, t_gclipl, t_inl, t_opl, t_onl, t_ez, t_osrpe)
+    ]
 
 
 # --------------------------------------------------------------------------------------- intraretinal fluid
@@ -316,8 +324,9 @@ def _cyst_footprint(grid: _Grid, cyst: _Cyst) -> tuple[np.ndarray, np.ndarray, n
     return half, np.maximum(dome, 2.0 * half), 4.0 * np.maximum(1.0 - dome_r2, 0.0) ** 2
 
 
-def _intraretinal_fluid(rng: np.random.Generator, grid: _Grid, fovea: _Fovea,
-                        thick_px: list[np.ndarray]) -> tuple[list[np.ndarray], dict[int, np.ndarray]]:
+def _intraretinal_fluid(
+    rng: np.random.Generator, grid: _Grid, fovea: _Fovea, thick_px: list[np.ndarray]
+) -> tuple[list[np.ndarray], dict[int, np.ndarray]]:
     """Draw 1-8 cysts; return the thicknesses with the host layers swollen and, per host class, the cysts'
     half-height (px, (Z, W)) about the middle of that layer, which is where the labels put them.
     """
@@ -349,8 +358,12 @@ def _bm_shape(rng: np.random.Generator, grid: _Grid) -> np.ndarray:
     xc, zc = rng.uniform(-1.0, 1.0), rng.uniform(-1.0, 1.0)
     tilt_x = rng.uniform(-0.15, 0.15) / grid.dx  # px per mm: up to ~0.15 row per column, as in the Duke scans
     tilt_z = rng.uniform(-0.06, 0.06) / grid.dx
-    return (-curv * ((xx - xc) ** 2 + (zz - zc) ** 2) + tilt_x * xx + tilt_z * zz
-            + rng.uniform(1.5, 4.0) * scale * _smooth_field(rng, xx, zz, 2.5))
+    return (
+        -curv * ((xx - xc) ** 2 + (zz - zc) ** 2)
+        + tilt_x * xx
+        + tilt_z * zz
+        + rng.uniform(1.5, 4.0) * scale * _smooth_field(rng, xx, zz, 2.5)
+    )
 
 
 def _place_bm(rng: np.random.Generator, grid: _Grid, shape: np.ndarray, total: np.ndarray) -> np.ndarray:
@@ -413,8 +426,9 @@ def _labels(grid: _Grid, surfaces: np.ndarray, cyst_half: dict[int, np.ndarray])
 # --------------------------------------------------------------------------------------------- reflectivity
 
 
-def _layer_reflectivity(rng: np.random.Generator, grid: _Grid, surfaces: np.ndarray,
-                        thick_px: list[np.ndarray]) -> tuple[np.ndarray, dict[str, float]]:
+def _layer_reflectivity(
+    rng: np.random.Generator, grid: _Grid, surfaces: np.ndarray, thick_px: list[np.ndarray]
+) -> tuple[np.ndarray, dict[str, float]]:
     """Anti-aliased linear reflectivity of the retina (zero above ILM and below BM), and the linear value of
     every tissue of :data:`_DISPLAY`, jittered by a few percent so that volumes differ in contrast.
 
@@ -445,8 +459,9 @@ def _layer_reflectivity(rng: np.random.Generator, grid: _Grid, surfaces: np.ndar
     return _steps_to_volume(steps, 0.0, grid.height, smooth=True), lin
 
 
-def _choroid_texture(rng: np.random.Generator, shape: tuple[int, int, int], depth: np.ndarray,
-                     ax_scale: float) -> np.ndarray:
+def _choroid_texture(
+    rng: np.random.Generator, shape: tuple[int, int, int], depth: np.ndarray, ax_scale: float
+) -> np.ndarray:
     """Multiplicative choroid texture: dark vessel lumens, small under BM and larger deeper, and streaks.
 
     The lumen fields are drawn at half resolution and upsampled, which makes them coarser at half the cost.
@@ -464,8 +479,9 @@ def _choroid_texture(rng: np.random.Generator, shape: tuple[int, int, int], dept
     return (1.0 - 0.7 * lumen) * np.exp(0.22 * streak)
 
 
-def _add_choroid(rng: np.random.Generator, grid: _Grid, refl: np.ndarray, bm: np.ndarray,
-                 brightness: float) -> np.ndarray:
+def _add_choroid(
+    rng: np.random.Generator, grid: _Grid, refl: np.ndarray, bm: np.ndarray, brightness: float
+) -> np.ndarray:
     """``refl`` with everything below BM replaced by choroid: a bright choriocapillaris fading exponentially
     with depth, a faint choroid-sclera junction, and the texture of :func:`_choroid_texture`.
     """
@@ -477,14 +493,19 @@ def _add_choroid(rng: np.random.Generator, grid: _Grid, refl: np.ndarray, bm: np
     d_cs = rng.uniform(50.0, 80.0) * ax_scale
     past = depth - d_cs
     with np.errstate(over="ignore"):  # far above the junction exp() overflows to inf, and 1 / (1 + inf) is 0
-        chor += brightness * rng.uniform(0.005, 0.02) / (1.0 + np.exp(-past / 5.0)) \
+        chor += (
+            brightness
+            * rng.uniform(0.005, 0.02)
+            / (1.0 + np.exp(-past / 5.0))
             * np.exp(-np.maximum(past, 0.0) / (30.0 * ax_scale))
+        )
     chor *= _choroid_texture(rng, refl.shape, depth, ax_scale)
     return np.where(depth > 0, chor, refl)
 
 
-def _add_fluid_and_foci(rng: np.random.Generator, refl: np.ndarray, labels: np.ndarray,
-                        surfaces: np.ndarray, cyst_value: float) -> None:
+def _add_fluid_and_foci(
+    rng: np.random.Generator, refl: np.ndarray, labels: np.ndarray, surfaces: np.ndarray, cyst_value: float
+) -> None:
     """Give the cysts their value and add hyperreflective foci, in place.
 
     Fluid scatters little but is not black on Spectralis: Duke fluid pixels have a median display value of
@@ -524,8 +545,16 @@ def _draw_vessel(rng: np.random.Generator, grid: _Grid, fovea: _Fovea) -> _Vesse
     return _Vessel(xv=xv, radius=rng.uniform(2.0, 5.5), strength=rng.uniform(0.4, 0.8))
 
 
-def _add_vessel(rng: np.random.Generator, grid: _Grid, vessel: _Vessel, refl: np.ndarray, attenuation: np.ndarray,
-                labels: np.ndarray, surfaces: np.ndarray, brightness: float) -> None:
+def _add_vessel(
+    rng: np.random.Generator,
+    grid: _Grid,
+    vessel: _Vessel,
+    refl: np.ndarray,
+    attenuation: np.ndarray,
+    labels: np.ndarray,
+    surfaces: np.ndarray,
+    brightness: float,
+) -> None:
     """Paint the vessel's bright cross-section in the inner retina into ``refl`` and multiply its shadow, which
     darkens every row beneath it, into ``attenuation``; both in place and only over the columns it touches.
     """
@@ -551,8 +580,15 @@ def _add_vessel(rng: np.random.Generator, grid: _Grid, vessel: _Vessel, refl: np
     attenuation[:, :, c0:c1] *= 1.0 - vessel.strength * shadow
 
 
-def _retinal_vessels(rng: np.random.Generator, grid: _Grid, fovea: _Fovea, refl: np.ndarray, labels: np.ndarray,
-                     surfaces: np.ndarray, brightness: float) -> np.ndarray:
+def _retinal_vessels(
+    rng: np.random.Generator,
+    grid: _Grid,
+    fovea: _Fovea,
+    refl: np.ndarray,
+    labels: np.ndarray,
+    surfaces: np.ndarray,
+    brightness: float,
+) -> np.ndarray:
     """Add 4-10 vessels to ``refl`` (in place) and return the attenuation of their shadows.
 
     The shadow is kept apart because it removes light from whatever lies beneath: it multiplies the blurred
@@ -567,8 +603,7 @@ def _retinal_vessels(rng: np.random.Generator, grid: _Grid, fovea: _Fovea, refl:
 # ----------------------------------------------------------------------------------- optics, noise, display
 
 
-def _optics_and_gain(rng: np.random.Generator, grid: _Grid, refl: np.ndarray,
-                     attenuation: np.ndarray | None) -> None:
+def _optics_and_gain(rng: np.random.Generator, grid: _Grid, refl: np.ndarray, attenuation: np.ndarray | None) -> None:
     """Blur by the axial/lateral point-spread function, apply vessel shadows and a smooth overall gain, in place.
 
     The gain varies slowly across the volume and a lot between volumes, as the signal strength of scans does.
@@ -668,5 +703,6 @@ def make_oct_phantom(
     if noise:
         _add_speckle(rng, refl)
         _add_noise_floor(rng, grid, refl)
-    return OCTPhantom(image=_to_display(refl), labels=labels, spacing=(dz, dy, dx), surfaces=surfaces,
-                      fovea=fovea.index(grid))
+    return OCTPhantom(
+        image=_to_display(refl), labels=labels, spacing=(dz, dy, dx), surfaces=surfaces, fovea=fovea.index(grid)
+    )

@@ -9,17 +9,18 @@ BM = top of choroid (bottom of OS+RPE).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from reseg.classes import IGNORE_INDEX, OCT_FLUID
 from reseg.data.dataset import Scan, TrainingSet, load_training_set
 from reseg.errors import InputError
-from reseg.io import Volume, as_stack, read_volume
 from reseg.evaluation.metrics import per_class_scores, summarize
+from reseg.io import Volume, as_stack, read_volume
 
 if TYPE_CHECKING:
     from reseg.zoo.weights import LoadedModel
@@ -52,11 +53,12 @@ def _boundary_entry(errors: np.ndarray, axial_mm: float | None) -> dict[str, flo
     return {"mae_px": error, "mae_um": error * axial_mm * 1000 if axial_mm else None, "a_scans": int(errors.size)}
 
 
-def boundary_errors(predictions: list[np.ndarray], truths: list[np.ndarray],
-                    axial_mm: float | None) -> dict[str, dict[str, float]]:
+def boundary_errors(
+    predictions: list[np.ndarray], truths: list[np.ndarray], axial_mm: float | None
+) -> dict[str, dict[str, float]]:
     """Mean absolute boundary error per OCT boundary over all A-scans (of all scans) where both maps have it."""
     report = {}
-    pairs = [(boundary_rows(p), boundary_rows(t)) for p, t in zip(predictions, truths)]
+    pairs = [(boundary_rows(p), boundary_rows(t)) for p, t in zip(predictions, truths, strict=True)]
     for index, name in enumerate(OCT_BOUNDARIES):
         errors = np.concatenate([_absolute_errors(p[index], t[index]) for p, t in pairs])
         if errors.size:
@@ -64,8 +66,9 @@ def boundary_errors(predictions: list[np.ndarray], truths: list[np.ndarray],
     return report
 
 
-def hd95_per_class(prediction: np.ndarray, truth: np.ndarray, num_classes: int,
-                   spacing: tuple[float, float]) -> list[float]:
+def hd95_per_class(
+    prediction: np.ndarray, truth: np.ndarray, num_classes: int, spacing: tuple[float, float]
+) -> list[float]:
     """95th-percentile Hausdorff distance (mm) per class, averaged over slices where both maps have it."""
     import torch
     from monai.metrics import compute_hausdorff_distance
@@ -77,8 +80,9 @@ def hd95_per_class(prediction: np.ndarray, truth: np.ndarray, num_classes: int,
     with warnings.catch_warnings():  # MONAI warns per absent class; absent classes are skipped below anyway
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", FutureWarning)
-        distances = compute_hausdorff_distance(hot(pred), hot(true), include_background=True, percentile=95,
-                                               spacing=list(spacing))
+        distances = compute_hausdorff_distance(
+            hot(pred), hot(true), include_background=True, percentile=95, spacing=list(spacing)
+        )
     finite = torch.where(torch.isfinite(distances), distances, torch.nan)
     return torch.nanmean(finite, dim=0).tolist()
 
@@ -100,14 +104,20 @@ class Evaluation:
         return {
             "slices": self.slices,
             **{key: clean(value) for key, value in self.summary.items()},
-            "per_class": {name: {"dice": clean(self.scores["dice"][k]),
-                                 "dice_pooled": clean(self.scores["dice_pooled"][k]),
-                                 "iou": clean(self.scores["iou"][k]),
-                                 "pixel_accuracy": clean(self.scores["pixel_accuracy"][k]),
-                                 "hd95_mm": clean(self.hd95_mm[k])}
-                          for k, name in enumerate(self.class_names if self.scores else [])},
-            "boundaries": {name: {key: clean(value) if key != "a_scans" else value for key, value in entry.items()}
-                           for name, entry in self.boundaries.items()},
+            "per_class": {
+                name: {
+                    "dice": clean(self.scores["dice"][k]),
+                    "dice_pooled": clean(self.scores["dice_pooled"][k]),
+                    "iou": clean(self.scores["iou"][k]),
+                    "pixel_accuracy": clean(self.scores["pixel_accuracy"][k]),
+                    "hd95_mm": clean(self.hd95_mm[k]),
+                }
+                for k, name in enumerate(self.class_names if self.scores else [])
+            },
+            "boundaries": {
+                name: {key: clean(value) if key != "a_scans" else value for key, value in entry.items()}
+                for name, entry in self.boundaries.items()
+            },
         }
 
     def table(self) -> str:
@@ -117,16 +127,19 @@ class Evaluation:
             dice, pooled, iou, accuracy = (self.scores[key][k] for key in columns)
             lines.append(f"{name:<22}{dice:>8.3f}{pooled:>10.3f}{iou:>8.3f}{accuracy:>8.3f}{self.hd95_mm[k]:>10.3f}")
         if self.scores:
-            lines.append(f"mean Dice {self.summary['mean_dice']:.3f}, mIoU {self.summary['miou']:.3f}, "
-                         f"mPA {self.summary['mpa']:.3f} (classes 1..{self.num_classes - 1}; {self.slices} slices)")
+            lines.append(
+                f"mean Dice {self.summary['mean_dice']:.3f}, mIoU {self.summary['miou']:.3f}, "
+                f"mPA {self.summary['mpa']:.3f} (classes 1..{self.num_classes - 1}; {self.slices} slices)"
+            )
         for name, entry in self.boundaries.items():
             um = f" = {entry['mae_um']:.1f} um" if entry.get("mae_um") else ""
             lines.append(f"boundary {name:<9} MAE {entry['mae_px']:.2f} px{um} over {entry['a_scans']} A-scans")
         return "\n".join(lines)
 
 
-def evaluate(prediction_source: str | Path, dataset: str | Path, device: str = "auto",
-             batch_size: int = 4, raw: bool = False) -> Evaluation:
+def evaluate(
+    prediction_source: str | Path, dataset: str | Path, device: str = "auto", batch_size: int = 4, raw: bool = False
+) -> Evaluation:
     """Score a model name / checkpoint, or a folder of predicted label files named as the dataset's labels.
 
     `dataset` is a training-set folder, or an OCT file whose reader found device boundaries (a Spectralis
@@ -150,13 +163,17 @@ def evaluate(prediction_source: str | Path, dataset: str | Path, device: str = "
     return score(training_set, lambda scan: read_volume(source / f"{scan.name.split('/', 1)[1]}.tif").data, names)
 
 
-def evaluate_model(model: "LoadedModel", training_set: TrainingSet, batch_size: int = 4,
-                   raw: bool = False) -> Evaluation:
+def evaluate_model(model: LoadedModel, training_set: TrainingSet, batch_size: int = 4, raw: bool = False) -> Evaluation:
     """Score a loaded model on the scans of a training set held in memory."""
     from reseg.inference.segmentation import segment
 
-    return score(training_set, lambda scan: segment(model, scan.image, batch_size=batch_size, raw=raw,
-                                                    pixel_spacing=scan.pixel_spacing).labels, model.card.class_names)
+    return score(
+        training_set,
+        lambda scan: (
+            segment(model, scan.image, batch_size=batch_size, raw=raw, pixel_spacing=scan.pixel_spacing).labels
+        ),
+        model.card.class_names,
+    )
 
 
 def score(training_set: TrainingSet, predict: Callable[[Scan], np.ndarray], names: list[str]) -> Evaluation:
@@ -168,8 +185,9 @@ def score(training_set: TrainingSet, predict: Callable[[Scan], np.ndarray], name
         truth = np.where(scan.labels < num_classes, scan.labels, IGNORE_INDEX)  # the pixels of one known class
         predictions.append(predicted)
         truths.append(truth)
-        per_scan.append(per_class_scores(predicted, scan.labels, num_classes, training_set.ignore_index,
-                                         training_set.label_sets))
+        per_scan.append(
+            per_class_scores(predicted, scan.labels, num_classes, training_set.ignore_index, training_set.label_sets)
+        )
         hd95.append(hd95_per_class(predicted, truth, num_classes, scan.spacing[1:]))
         weights.append(len(predicted))
     scores = {key: _weighted_nanmean([s[key] for s in per_scan], weights) for key in per_scan[0]}
@@ -177,12 +195,20 @@ def score(training_set: TrainingSet, predict: Callable[[Scan], np.ndarray], name
     if training_set.modality == "OCT":
         axial = training_set.scans[0].spacing[1]
         boundaries = boundary_errors(predictions, truths, axial if axial != 1.0 else None)
-    return Evaluation(num_classes, names, scores, summarize(scores, skip_classes=(0,)),
-                      _weighted_nanmean(hd95, weights), boundaries, sum(weights))
+    return Evaluation(
+        num_classes,
+        names,
+        scores,
+        summarize(scores, skip_classes=(0,)),
+        _weighted_nanmean(hd95, weights),
+        boundaries,
+        sum(weights),
+    )
 
 
-def evaluate_device_boundaries(model: "LoadedModel", volume: Volume, batch_size: int = 4,
-                               raw: bool = False) -> Evaluation:
+def evaluate_device_boundaries(
+    model: LoadedModel, volume: Volume, batch_size: int = 4, raw: bool = False
+) -> Evaluation:
     """ILM and BM errors of a model's labels against the boundary heights an OCT device stored in the file."""
     from reseg.inference.segmentation import segment
 

@@ -6,7 +6,8 @@ seconds to import, which a grader would otherwise wait for when opening the widg
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     import torch
 
 
-def _one_hot(labels: np.ndarray, num_classes: int) -> "torch.Tensor":
+def _one_hot(labels: np.ndarray, num_classes: int) -> torch.Tensor:
     import torch
     from monai.networks.utils import one_hot
 
@@ -24,8 +25,9 @@ def _one_hot(labels: np.ndarray, num_classes: int) -> "torch.Tensor":
     return one_hot(tensor, num_classes=num_classes, dim=1)
 
 
-def _scored_pixels(target: np.ndarray, num_classes: int, ignore_index: int,
-                   label_sets: Mapping[int, Sequence[int]] | None) -> np.ndarray:
+def _scored_pixels(
+    target: np.ndarray, num_classes: int, ignore_index: int, label_sets: Mapping[int, Sequence[int]] | None
+) -> np.ndarray:
     """(N, C, H, W) bool: where each class is scored. A pixel of a class is scored for every class; a partial
     label ("one of S") is a known miss for the classes outside S and unknown for those in S; anything else
     (the ignore value, undeclared values) is scored for none."""
@@ -40,7 +42,10 @@ def _scored_pixels(target: np.ndarray, num_classes: int, ignore_index: int,
 
 
 def per_class_scores(
-    prediction: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX,
+    prediction: np.ndarray,
+    target: np.ndarray,
+    num_classes: int,
+    ignore_index: int = IGNORE_INDEX,
     label_sets: Mapping[int, Sequence[int]] | None = None,
 ) -> dict[str, list[float]]:
     """Per class, for (N, H, W) label maps: Dice and IoU (mean over slices where the class is present in the

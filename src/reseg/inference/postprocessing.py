@@ -6,8 +6,8 @@ the raw labels. Names are checked when the model loads, so a card naming an unkn
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -25,13 +25,18 @@ REQUIRED_CLASSES: dict[str, list[str]] = {"confine_to_retina": [c.name for c in 
 def check_postprocessing(names: Sequence[str], class_names: Sequence[str], card_path: str | Path) -> None:
     unknown = [name for name in names if name not in POSTPROCESSING]
     if unknown:
-        raise CheckpointError(card_path, f"names unknown post-processing {', '.join(map(repr, unknown))}; "
-                                         f"known: {', '.join(POSTPROCESSING)}")
+        raise CheckpointError(
+            card_path,
+            f"names unknown post-processing {', '.join(map(repr, unknown))}; known: {', '.join(POSTPROCESSING)}",
+        )
     for name in names:
         required = REQUIRED_CLASSES.get(name)
         if required is not None and list(class_names) != required:
-            raise CheckpointError(card_path, f"post-processing {name!r} works on the classes "
-                                             f"{', '.join(required)}, not on this card's {', '.join(class_names)}")
+            raise CheckpointError(
+                card_path,
+                f"post-processing {name!r} works on the classes "
+                f"{', '.join(required)}, not on this card's {', '.join(class_names)}",
+            )
 
 
 def postprocess(names: Sequence[str], labels: np.ndarray) -> np.ndarray:

@@ -9,16 +9,16 @@ peak memory does not grow with the length of the stack.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 
 from reseg.errors import DeviceMemoryError, ResegError
+from reseg.inference.postprocessing import postprocess
 from reseg.io import as_stack, max_slice_pixels
 from reseg.preprocessing.normalization import normalize_slices
-from reseg.inference.postprocessing import postprocess
 from reseg.preprocessing.resampling import resize_batch, spacing_grid
 from reseg.zoo.weights import LoadedModel
 
@@ -68,10 +68,12 @@ def _check_model_grid(model: LoadedModel, shape: tuple[int, int], pixel_spacing:
     grid = spacing_grid(shape, pixel_spacing, model.card.input_spacing)
     limit = max_slice_pixels()
     if grid[0] * grid[1] > limit:
-        raise ResegError(f"slices of {shape[0]} x {shape[1]} pixels of {tuple(pixel_spacing or ())} mm become "
-                         f"{grid[0]} x {grid[1]} at the {tuple(model.card.input_spacing or ())} mm of model "
-                         f"{model.card.name}, more than the {limit / 1e6:g} megapixels a slice may have; check "
-                         "the scan's pixel size")
+        raise ResegError(
+            f"slices of {shape[0]} x {shape[1]} pixels of {tuple(pixel_spacing or ())} mm become "
+            f"{grid[0]} x {grid[1]} at the {tuple(model.card.input_spacing or ())} mm of model "
+            f"{model.card.name}, more than the {limit / 1e6:g} megapixels a slice may have; check "
+            "the scan's pixel size"
+        )
 
 
 def iter_segment(
@@ -89,8 +91,9 @@ def iter_segment(
     """Segment the given slices of `image` ((H, W) or (Z, H, W)) into `labels_out` (same shape, uint8).
 
     Only `slices` (default: all) are computed. On an out-of-memory error (a GPU too small for the batch) the
-    batch is retried at half the size, down to 1, then DeviceMemoryError is raised. With the in-plane `pixel_spacing` (y, x, mm) of the image and
-    a model card that records its training spacing, slices are resampled to that spacing and the logits back.
+    batch is retried at half the size, down to 1, then DeviceMemoryError is raised. With the in-plane
+    `pixel_spacing` (y, x, mm) of the image and a model card that records its training spacing, slices are
+    resampled to that spacing (`reseg.preprocessing.resampling`) and the logits back.
     `Progress.batch_size` tells the caller what batch size finally worked. `slice_confidence_out` (one value
     per slice) receives each slice's mean confidence, which review uses to find the most doubtful slices.
     """
@@ -142,7 +145,12 @@ def segment(
     labels = np.zeros(image.shape, dtype=np.uint8)
     confidence = np.zeros(image.shape, dtype=np.float32) if with_confidence else None
     for progress in iter_segment(
-        model, image, labels, confidence_out=confidence, batch_size=batch_size, pixel_spacing=pixel_spacing,
+        model,
+        image,
+        labels,
+        confidence_out=confidence,
+        batch_size=batch_size,
+        pixel_spacing=pixel_spacing,
         raw=raw,
     ):
         if on_progress is not None:

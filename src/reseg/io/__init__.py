@@ -18,22 +18,38 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _WHERE = {
-    "MODALITIES": "_volume", "Volume": "_volume", "as_stack": "_volume",
-    "extension": "_common", "max_slice_pixels": "_common", "reading": "_common",
-    "is_supported": "_read", "read_volume": "_read",
-    "replace_atomically": "_atomic", "write_image": "_write", "write_labels": "_write",
+    "MODALITIES": "_volume",
+    "Volume": "_volume",
+    "as_stack": "_volume",
+    "extension": "_common",
+    "max_slice_pixels": "_common",
+    "reading": "_common",
+    "is_supported": "_read",
+    "read_volume": "_read",
+    "replace_atomically": "_atomic",
+    "write_image": "_write",
+    "write_labels": "_write",
 }
 
 __all__ = [
-    "MODALITIES", "Volume", "as_stack", "extension", "is_supported", "max_slice_pixels", "read_volume", "reading",
-    "replace_atomically", "write_image", "write_labels",
+    "MODALITIES",
+    "Volume",
+    "as_stack",
+    "extension",
+    "is_supported",
+    "max_slice_pixels",
+    "read_volume",
+    "reading",
+    "replace_atomically",
+    "write_image",
+    "write_labels",
 ]
 
 if TYPE_CHECKING:
+    from reseg.io._atomic import replace_atomically
     from reseg.io._common import extension, max_slice_pixels, reading
     from reseg.io._read import is_supported, read_volume
     from reseg.io._volume import MODALITIES, Volume, as_stack
-    from reseg.io._atomic import replace_atomically
     from reseg.io._write import write_image, write_labels
 
 

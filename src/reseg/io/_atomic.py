@@ -53,8 +53,9 @@ def output_error(target: Path, error: OSError) -> OutputError:
     else:  # no errno: a library found the write short itself; another errno: not for lack of room
         room = _short_of_room(target) if error.errno is None else None
     if room is not None:
-        return OutputError(target, f"cannot be written: no space left ({room}); nothing was changed. Free some "
-                                   "space and run again")
+        return OutputError(
+            target, f"cannot be written: no space left ({room}); nothing was changed. Free some space and run again"
+        )
     if isinstance(error, PermissionError):
         return OutputError(target, "cannot be written: permission denied; choose a folder you can write to")
     return OutputError(target, f"cannot be written ({error.strerror or error})")

@@ -28,9 +28,20 @@ SIZE_BUDGET_VARIABLE = "RESEG_MAX_IMAGE_GB"
 DEFAULT_MAX_IMAGE_GB = 4.0
 # Millimetres per unit, for the unit names used by ImageJ, tifffile and NIfTI headers.
 MM_PER_UNIT = {
-    "mm": 1.0, "millimeter": 1.0, "millimetre": 1.0, "cm": 10.0, "centimeter": 10.0, "m": 1000.0,
-    "meter": 1000.0, "um": 1e-3, "µm": 1e-3, "micron": 1e-3, "micrometer": 1e-3, "nm": 1e-6,
-    "inch": 25.4, "in": 25.4,
+    "mm": 1.0,
+    "millimeter": 1.0,
+    "millimetre": 1.0,
+    "cm": 10.0,
+    "centimeter": 10.0,
+    "m": 1000.0,
+    "meter": 1000.0,
+    "um": 1e-3,
+    "µm": 1e-3,
+    "micron": 1e-3,
+    "micrometer": 1e-3,
+    "nm": 1e-6,
+    "inch": 25.4,
+    "in": 25.4,
 }
 
 
@@ -61,8 +72,11 @@ def reading(source: Path, kind: str) -> Iterator[None]:
         library = _raised_in(exc)
         if library == _OURS:
             raise  # a bug of ours, not a fault of the file: it keeps its traceback
-        raise InputError(source, f"cannot be read as {kind}: {library} found it damaged or not {kind} "
-                                 f"({type(exc).__name__}: {_one_line(str(exc))})") from exc
+        raise InputError(
+            source,
+            f"cannot be read as {kind}: {library} found it damaged or not {kind} "
+            f"({type(exc).__name__}: {_one_line(str(exc))})",
+        ) from exc
     finally:
         library_log.removeFilter(library_errors)
 
@@ -108,8 +122,9 @@ def require(module: str, source: Path, kind: str) -> ModuleType:
         raise InputError(source, f"reading {kind} needs the '{package}' package: pip install {package}") from exc
 
 
-def to_volume(source: Path, data: np.ndarray, spacing: Sequence[float], affine: np.ndarray | None,
-              metadata: dict) -> Volume:
+def to_volume(
+    source: Path, data: np.ndarray, spacing: Sequence[float], affine: np.ndarray | None, metadata: dict
+) -> Volume:
     """Wrap a checked (Y, X) or (Z, Y, X) array, guessing CT from Hounsfield-like values."""
     ndim = data.ndim
     data = data[np.newaxis] if ndim == 2 else data
@@ -168,13 +183,19 @@ def check_size(source: Path, height: int, width: int, total_bytes: float) -> Non
     more decoded bytes than a scan may take. Both limits are settings (environment variables)."""
     slice_limit = max_slice_pixels()
     if height * width > slice_limit:
-        raise InputError(source, f"would decode to slices of {height} x {width} pixels ({height * width / 1e6:.0f} "
-                                 f"megapixels), more than the {slice_limit / 1e6:g} a model can segment; set "
-                                 f"{SLICE_BUDGET_VARIABLE} to allow more")
+        raise InputError(
+            source,
+            f"would decode to slices of {height} x {width} pixels ({height * width / 1e6:.0f} "
+            f"megapixels), more than the {slice_limit / 1e6:g} a model can segment; set "
+            f"{SLICE_BUDGET_VARIABLE} to allow more",
+        )
     budget = _setting(SIZE_BUDGET_VARIABLE, DEFAULT_MAX_IMAGE_GB) * 2**30
     if total_bytes > budget:
-        raise InputError(source, f"would decode to {total_bytes / 2**30:.1f} GiB of pixels, more than the "
-                                 f"{budget / 2**30:g} GiB a scan may take; set {SIZE_BUDGET_VARIABLE} to allow more")
+        raise InputError(
+            source,
+            f"would decode to {total_bytes / 2**30:.1f} GiB of pixels, more than the "
+            f"{budget / 2**30:g} GiB a scan may take; set {SIZE_BUDGET_VARIABLE} to allow more",
+        )
 
 
 def max_slice_pixels() -> float:
@@ -193,8 +214,7 @@ def _setting(variable: str, default: float) -> float:
     return value
 
 
-def to_canonical(xyz: np.ndarray, affine: np.ndarray, zooms: Sequence[float]
-                 ) -> tuple[np.ndarray, list[float], dict]:
+def to_canonical(xyz: np.ndarray, affine: np.ndarray, zooms: Sequence[float]) -> tuple[np.ndarray, list[float], dict]:
     """Flip and permute an on-disk (X, Y, Z) array into nibabel's closest canonical (RAS+) orientation.
 
     Models are trained in one orientation, so an LPS or sagittal file must reach them turned the same way.

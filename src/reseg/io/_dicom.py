@@ -67,16 +67,23 @@ def read_dicom(source: Path) -> Volume:
         if len(series) > 1:
             listing = "; ".join(
                 f"{uid or '(no SeriesInstanceUID)'} '{members[0][1].get('SeriesDescription', '')}' "
-                f"({len(members)} files, e.g. {members[0][0].name})" for uid, members in series.items()
+                f"({len(members)} files, e.g. {members[0][0].name})"
+                for uid, members in series.items()
             )
-            raise InputError(source, f"holds {len(series)} DICOM series; open one file of the series you want "
-                                     f"or give each series its own folder: {listing}")
+            raise InputError(
+                source,
+                f"holds {len(series)} DICOM series; open one file of the series you want "
+                f"or give each series its own folder: {listing}",
+            )
     else:
         dataset = _header(pydicom, source)
         if not _has_pixels(dataset):
-            raise InputError(source, "is a DICOM image (it has rows and columns) without pixel data: the file is "
-                                     "damaged or cut short" if _is_image_class(dataset) else
-                                     "is a DICOM file without pixel data (a report, DICOMDIR or the like), not an image")
+            raise InputError(
+                source,
+                "is a DICOM image (it has rows and columns) without pixel data: the file is damaged or cut short"
+                if _is_image_class(dataset)
+                else "is a DICOM file without pixel data (a report, DICOMDIR or the like), not an image",
+            )
         uid = dataset.get("SeriesInstanceUID")  # anonymised files may all have none: then they are one series
         others = [f for f in _dicom_files(source.parent) if f.name != source.name]
         images = [(source, dataset)] + [
@@ -119,8 +126,11 @@ def _images(headers: list[tuple[Path, Any]]) -> list[tuple[Path, Any]]:
         if _has_pixels(dataset):
             images.append((file, dataset))
         elif _is_image_class(dataset):
-            raise InputError(file, "is a DICOM image (it has rows and columns) without pixel data: the file is "
-                                   "damaged or cut short, and its series would miss a slice")
+            raise InputError(
+                file,
+                "is a DICOM image (it has rows and columns) without pixel data: the file is "
+                "damaged or cut short, and its series would miss a slice",
+            )
     return images
 
 
@@ -146,8 +156,10 @@ def _attribute(frame: _Frame, group: str, keyword: str) -> Any:
     """A value for one frame: from its own or the shared functional group of an enhanced multi-frame file
     (PS3.3 C.7.6.16), else the plain attribute as classic single-frame files hold it."""
     dataset = frame.dataset
-    for groups, index in ((dataset.get("PerFrameFunctionalGroupsSequence"), frame.index),
-                          (dataset.get("SharedFunctionalGroupsSequence"), 0)):
+    for groups, index in (
+        (dataset.get("PerFrameFunctionalGroupsSequence"), frame.index),
+        (dataset.get("SharedFunctionalGroupsSequence"), 0),
+    ):
         if groups and index < len(groups):
             items = groups[index].get(group)
             if items and keyword in items[0]:
@@ -176,8 +188,11 @@ def _assemble(source: Path, images: list[tuple[Path, Any]]) -> Volume:
     size = (int(first.dataset.Rows), int(first.dataset.Columns))
     for frame in frames:
         if (int(frame.dataset.Rows), int(frame.dataset.Columns)) != size:
-            raise InputError(frame.file, f"is {frame.dataset.Rows} x {frame.dataset.Columns} pixels but {first.name} "
-                                         f"is {size[0]} x {size[1]}; all slices of a series must match")
+            raise InputError(
+                frame.file,
+                f"is {frame.dataset.Rows} x {frame.dataset.Columns} pixels but {first.name} "
+                f"is {size[0]} x {size[1]}; all slices of a series must match",
+            )
     frames, zooms, known, affine = _geometry(source, frames)
     stored = _pixels(frames)
     samples = int(first.dataset.get("SamplesPerPixel") or 1)
@@ -191,12 +206,16 @@ def _assemble(source: Path, images: list[tuple[Path, Any]]) -> Volume:
         stored = invert_grey(stored, int(first.dataset.get("BitsStored") or 8 * stored.dtype.itemsize))
     data = _rescale(frames, stored)
     metadata = {
-        "format": "dicom", "dtype": str(stored.dtype), "axes": "XYZ", "dicom_modality": tag,
+        "format": "dicom",
+        "dtype": str(stored.dtype),
+        "axes": "XYZ",
+        "dicom_modality": tag,
         "dicom_series_uid": str(first.dataset.get("SeriesInstanceUID", "")),
         "dicom_series_description": str(first.dataset.get("SeriesDescription", "")),
         "dicom_files": list(dict.fromkeys(frame.file.name for frame in frames)),
         "spacing_known": known[::-1],  # all True whenever the volume is turned below: no need to turn it too
-        "nifti_sform_code": 1, "nifti_qform_code": 1,  # scanner coordinates, as dcm2niix writes them
+        "nifti_sform_code": 1,
+        "nifti_qform_code": 1,  # scanner coordinates, as dcm2niix writes them
         **({"inverted": "MONOCHROME1"} if inverted else {}),
     }
     xyz = data.transpose(2, 1, 0)  # (column, row, slice): the axes of the affine
@@ -208,8 +227,9 @@ def _assemble(source: Path, images: list[tuple[Path, Any]]) -> Volume:
     return Volume(np.ascontiguousarray(xyz.T), tuple(zooms[::-1]), modality, source, affine, ndim, metadata)
 
 
-def _geometry(source: Path, frames: list[_Frame]
-              ) -> tuple[list[_Frame], list[float], tuple[bool, bool, bool], np.ndarray | None]:
+def _geometry(
+    source: Path, frames: list[_Frame]
+) -> tuple[list[_Frame], list[float], tuple[bool, bool, bool], np.ndarray | None]:
     """Frames in spatial order, with (x, y, z) voxel sizes in mm, which of them the files give, and the RAS
     affine of the (column, row, slice) array; without patient geometry the device's numbering and no affine."""
     first = frames[0]
@@ -220,8 +240,14 @@ def _geometry(source: Path, frames: list[_Frame]
     between = _numbers(first, "PixelMeasuresSequence", "SpacingBetweenSlices", 1)  # some files store it signed
     z, z_known = (abs(float(between[0])), True) if between is not None and between[0] != 0 else (1.0, False)
     if orientation is None or pixel_spacing is None or any(p is None for p in positions):
-        order = sorted(range(len(frames)), key=lambda i: (int(frames[i].dataset.get("InstanceNumber") or 0),
-                                                           natural_key(frames[i].file.name), frames[i].index))
+        order = sorted(
+            range(len(frames)),
+            key=lambda i: (
+                int(frames[i].dataset.get("InstanceNumber") or 0),
+                natural_key(frames[i].file.name),
+                frames[i].index,
+            ),
+        )
         known = (pixel_spacing is not None, pixel_spacing is not None, z_known)
         return [frames[i] for i in order], [x, y, z], known, None
     _check_parallel(frames, orientation)
@@ -244,8 +270,11 @@ def _check_parallel(frames: list[_Frame], orientation: np.ndarray) -> None:
     for frame in frames[1:]:
         other = _numbers(frame, "PlaneOrientationSequence", "ImageOrientationPatient", 6)
         if other is not None and not np.allclose(other, orientation, atol=_COSINE_TOLERANCE):
-            raise InputError(frame.file, f"is oriented {other.tolist()} but {frames[0].name} is "
-                                         f"{orientation.tolist()}; a series must be one stack of parallel slices")
+            raise InputError(
+                frame.file,
+                f"is oriented {other.tolist()} but {frames[0].name} is "
+                f"{orientation.tolist()}; a series must be one stack of parallel slices",
+            )
 
 
 def _check_gaps(source: Path, frames: list[_Frame], gaps: np.ndarray) -> None:
@@ -253,14 +282,20 @@ def _check_gaps(source: Path, frames: list[_Frame], gaps: np.ndarray) -> None:
     same = np.flatnonzero(gaps < _SAME_POSITION_MM)
     if same.size:
         a, b = frames[same[0]], frames[same[0] + 1]
-        raise InputError(source, f"{a.name} and {b.name} are at the same slice position: the series holds more "
-                                 "than one volume (time points, echoes or repeats); put each in its own folder")
+        raise InputError(
+            source,
+            f"{a.name} and {b.name} are at the same slice position: the series holds more "
+            "than one volume (time points, echoes or repeats); put each in its own folder",
+        )
     typical = float(np.median(gaps))
     worst = int(np.argmax(np.abs(gaps - typical)))
     if abs(gaps[worst] - typical) > _GAP_TOLERANCE * typical:
         a, b = frames[worst], frames[worst + 1]
-        raise InputError(source, f"slices are not evenly spaced: {a.name} and {b.name} are {gaps[worst]:.4g} mm "
-                                 f"apart, the others {typical:.4g} mm (is a slice missing?)")
+        raise InputError(
+            source,
+            f"slices are not evenly spaced: {a.name} and {b.name} are {gaps[worst]:.4g} mm "
+            f"apart, the others {typical:.4g} mm (is a slice missing?)",
+        )
 
 
 def _pixels(frames: list[_Frame]) -> np.ndarray:
@@ -275,10 +310,11 @@ def _pixels(frames: list[_Frame]) -> np.ndarray:
                 decoded = decoded[np.newaxis]
         image = decoded[frame.index]
         if stack is None:
-            stack = np.empty((len(frames),) + image.shape, image.dtype)
+            stack = np.empty((len(frames), *image.shape), image.dtype)
         elif image.shape != stack.shape[1:]:
-            raise InputError(frame.file, f"has pixels of shape {image.shape} but {frames[0].name} has "
-                                         f"{stack.shape[1:]}")
+            raise InputError(
+                frame.file, f"has pixels of shape {image.shape} but {frames[0].name} has {stack.shape[1:]}"
+            )
         elif image.dtype != stack.dtype:  # e.g. one slice stored signed, the next unsigned
             stack = stack.astype(np.result_type(stack.dtype, image.dtype))
         stack[position] = image
@@ -297,7 +333,7 @@ def _rescale(frames: list[_Frame], stored: np.ndarray) -> np.ndarray:
     limits = np.iinfo(np.int16)
     dtype = np.int16 if whole and ends.min() >= limits.min and ends.max() <= limits.max else np.float32
     data = np.empty(stored.shape, dtype)
-    for index, (slope, intercept) in enumerate(zip(slopes, intercepts)):
+    for index, (slope, intercept) in enumerate(zip(slopes, intercepts, strict=True)):
         data[index] = stored[index] * slope + intercept
     return data
 

@@ -12,10 +12,18 @@ import tifffile
 from PIL import Image
 from tifffile import EXTRASAMPLE, PHOTOMETRIC, PLANARCONFIG, TIFF
 
-from reseg.io import _label_maps
 from reseg.errors import InputError
-from reseg.io._common import (MM_PER_UNIT, check_array, check_size, extension, invert_grey, reading, to_canonical,
-                               to_volume)
+from reseg.io import _label_maps
+from reseg.io._common import (
+    MM_PER_UNIT,
+    check_array,
+    check_size,
+    extension,
+    invert_grey,
+    reading,
+    to_canonical,
+    to_volume,
+)
 from reseg.io._volume import Volume
 
 PIL_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
@@ -87,8 +95,11 @@ def read_tiff(source: Path) -> Volume:
 def _check_decodable(source: Path, page: tifffile.TiffPage, series: tifffile.TiffPageSeries) -> None:
     """Before decoding: a codec this installation has, and a size within the budget."""
     if page.compression not in TIFF.DECOMPRESSORS:
-        raise InputError(source, f"is compressed with {page.compression.name}, which this installation cannot "
-                                 "decode: pip install imagecodecs")
+        raise InputError(
+            source,
+            f"is compressed with {page.compression.name}, which this installation cannot "
+            "decode: pip install imagecodecs",
+        )
     shape, axes = series.shape, series.axes
     height, width = (shape[axes.index(a)] if a in axes else 1 for a in "YX")
     check_size(source, height, width, float(np.prod(shape, dtype=np.float64)) * series.dtype.itemsize)
@@ -105,8 +116,9 @@ def _sample_axes(tif: tifffile.TiffFile, page: tifffile.TiffPage, axes: str) -> 
     if "S" not in axes:
         return axes, 0
     grey = page.photometric in (PHOTOMETRIC.MINISBLACK, PHOTOMETRIC.MINISWHITE)
-    planes_by_tifffile = (page.photometric == PHOTOMETRIC.RGB and page.planarconfig == PLANARCONFIG.SEPARATE
-                          and tif.is_shaped)
+    planes_by_tifffile = (
+        page.photometric == PHOTOMETRIC.RGB and page.planarconfig == PLANARCONFIG.SEPARATE and tif.is_shaped
+    )
     if grey or planes_by_tifffile:
         return axes.replace("S", "C" if "Z" in axes else "Z"), 0
     alpha = sum(extra in (EXTRASAMPLE.ASSOCALPHA, EXTRASAMPLE.UNASSALPHA) for extra in page.extrasamples)
@@ -119,8 +131,11 @@ def read_nifti(source: Path) -> Volume:
         data = np.asanyarray(image.dataobj)
     header = image.header
     if not np.isfinite(image.affine).all():
-        raise InputError(source, "has NaN or infinite values in its affine (the sform/qform of its header), so "
-                                 "where its voxels lie and how large they are is unknown; fix the header")
+        raise InputError(
+            source,
+            "has NaN or infinite values in its affine (the sform/qform of its header), so "
+            "where its voxels lie and how large they are is unknown; fix the header",
+        )
     dtype_on_disk = image.get_data_dtype()
     if data.dtype == np.float64 and dtype_on_disk != np.float64:
         data = data.astype(np.float32)  # scaled integers: float32 holds them and halves the memory
@@ -131,21 +146,26 @@ def read_nifti(source: Path) -> Volume:
     unit = MM_PER_UNIT.get(unit_name, 1.0)  # NIfTI's "unknown" unit is taken as mm, as ITK and nibabel do
     zooms = [float(z) * unit for z in header.get_zooms()[: data.ndim]]
     metadata = {
-        "format": "nifti", "dtype": str(dtype_on_disk), "axes": "XYZ"[: data.ndim],
+        "format": "nifti",
+        "dtype": str(dtype_on_disk),
+        "axes": "XYZ"[: data.ndim],
         "nifti_unit": unit_name if unit_name != "unknown" else "mm",
-        "nifti_sform_code": int(header["sform_code"]), "nifti_qform_code": int(header["qform_code"]),
+        "nifti_sform_code": int(header["sform_code"]),
+        "nifti_qform_code": int(header["qform_code"]),
     }
     if data.ndim == 3:  # a 2-D image stays as it is: turning it could stand the one slice on its edge
         data, zooms, orientation = to_canonical(data, image.affine, zooms)
         metadata.update(orientation)
-    spacing = ([1.0] + zooms[::-1])[-3:]
+    spacing = ([1.0, *zooms[::-1]])[-3:]
     # A voxel size of 0, negative or NaN (pixdim) says nothing: pixel units, as for a file without one.
     known = tuple(bool(np.isfinite(size) and size > 0) for size in spacing)
     metadata["spacing_known"] = known
-    spacing = [size if ok else 1.0 for size, ok in zip(spacing, known)]
+    spacing = [size if ok else 1.0 for size, ok in zip(spacing, known, strict=True)]
     volume = to_volume(source, np.ascontiguousarray(data.T), spacing, image.affine, metadata)
     comments = [ext.get_content() for ext in header.extensions if ext.get_code() == _NIFTI_COMMENT]
-    descriptions = [text for text in comments if isinstance(text, bytes) and _label_maps.LABEL_MAP_FORMAT.encode() in text]
+    descriptions = [
+        text for text in comments if isinstance(text, bytes) and _label_maps.LABEL_MAP_FORMAT.encode() in text
+    ]
     return _as_label_map(volume, descriptions[0].decode("utf-8", "replace") if descriptions else None)
 
 
@@ -154,7 +174,7 @@ def _load_nifti(source: Path) -> nib.Nifti1Image:
     pixels are decoded and a gzip stream verified to its end (CRC and length: nibabel reads only the bytes it
     needs, so a damaged stream would otherwise go unnoticed)."""
     compressed = extension(source) == ".nii.gz"
-    with (gzip.open(source) if compressed else open(source, "rb")) as stream:
+    with gzip.open(source) if compressed else open(source, "rb") as stream:
         header = nib.Nifti1Header.from_fileobj(stream, check=False)
     shape = header.get_data_shape()
     height, width = (shape[1], shape[0]) if len(shape) > 1 else (1, shape[0] if shape else 0)
@@ -179,8 +199,15 @@ def _as_label_map(volume: Volume, description: str | None) -> Volume:
     return volume
 
 
-def _make_volume(source: Path, data: np.ndarray, axes: str, spacing: list[float], known: list[bool],
-                 kind: str, alpha_samples: int = 0) -> Volume:
+def _make_volume(
+    source: Path,
+    data: np.ndarray,
+    axes: str,
+    spacing: list[float],
+    known: list[bool],
+    kind: str,
+    alpha_samples: int = 0,
+) -> Volume:
     """Validate a (Y, X) or (Z, Y, X) array read with `axes` and wrap it with its geometry."""
     dtype_on_disk = str(data.dtype)
     data = check_array(source, data, axes, alpha_samples)
@@ -188,8 +215,7 @@ def _make_volume(source: Path, data: np.ndarray, axes: str, spacing: list[float]
     return to_volume(source, data, spacing, None, metadata)
 
 
-def _xy_spacing(resolution: tuple[float, float] | None, mm_per_unit: float | None
-                ) -> tuple[list[float], list[bool]]:
+def _xy_spacing(resolution: tuple[float, float] | None, mm_per_unit: float | None) -> tuple[list[float], list[bool]]:
     """Pixel size in mm from (x, y) pixels-per-unit; 1.0 and unknown where the file gives no physical unit."""
     if mm_per_unit is None or resolution is None or not all(r > 0 for r in resolution):
         return [1.0, 1.0, 1.0], [False, False, False]

@@ -28,8 +28,11 @@ def read_heyex_vol(source: Path) -> Volume:
         with open(source, "rb") as file:
             magic = file.read(len(_MAGIC))
         if magic != _MAGIC:
-            raise InputError(source, f"is not a Heidelberg Spectralis .vol file (it starts with {magic!r}, not "
-                                     f"{_MAGIC!r}); other .vol formats are not supported")
+            raise InputError(
+                source,
+                f"is not a Heidelberg Spectralis .vol file (it starts with {magic!r}, not "
+                f"{_MAGIC!r}); other .vol formats are not supported",
+            )
         reader = vol_reader.HeVolReader(source)
         parsed = reader.parsed_file
         if not parsed.bscans:
@@ -37,13 +40,18 @@ def read_heyex_vol(source: Path) -> Volume:
         raw = np.stack([np.asarray(bscan.data, dtype=np.float32) for bscan in parsed.bscans])
         heights = reader.layers  # (layer, B-scan, A-scan) row heights, NaN where the device has none
     names = {index: name for name, index in vol_reader.SEG_MAPPING.items()}
-    boundaries = {names.get(index, f"layer {index}"): layer for index, layer in enumerate(heights)
-                  if np.isfinite(layer).any()}
+    boundaries = {
+        names.get(index, f"layer {index}"): layer for index, layer in enumerate(heights) if np.isfinite(layer).any()
+    }
     missing = ~np.isfinite(raw) | (raw > _MISSING_ABOVE)
     spacing, known = _spacing(parsed)
     metadata = {
-        "format": "heyex-vol", "vol_version": parsed.version, "dtype": str(raw.dtype), "axes": "ZYX",
-        "spacing_known": known, "missing_pixels": int(missing.sum()),
+        "format": "heyex-vol",
+        "vol_version": parsed.version,
+        "dtype": str(raw.dtype),
+        "axes": "ZYX",
+        "spacing_known": known,
+        "missing_pixels": int(missing.sum()),
         "scan_pattern": _SCAN_PATTERNS.get(parsed.scan_pattern, "unknown"),
         "laterality": parsed.scan_position.strip("\x00 "),  # OD right eye, OS left eye
         "boundaries": boundaries,
@@ -69,4 +77,4 @@ def _spacing(parsed: Any) -> tuple[tuple[float, float, float], tuple[bool, bool,
     """(z, y, x) mm from the header: B-scan distance (none for one B-scan), axial and lateral pixel size."""
     values = [float(parsed.distance) if len(parsed.bscans) > 1 else 0.0, float(parsed.scale_y), float(parsed.scale_x)]
     known = tuple(bool(np.isfinite(v) and v > 0) for v in values)
-    return tuple(v if ok else 1.0 for v, ok in zip(values, known)), known
+    return tuple(v if ok else 1.0 for v, ok in zip(values, known, strict=True)), known

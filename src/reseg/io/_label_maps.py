@@ -27,8 +27,16 @@ class LabelMapDescription:
     ndim: int = 3  # the scan's dimensions on disk: a one-slice stack stays 3-D (a TIFF page cannot tell)
 
     def to_json(self) -> str:
-        return json.dumps({"format": LABEL_MAP_FORMAT, "version": LABEL_MAP_VERSION, "modality": self.modality,
-                           "scan": self.scan, "ndim": self.ndim, "classes": [c.to_dict() for c in self.classes]})
+        return json.dumps(
+            {
+                "format": LABEL_MAP_FORMAT,
+                "version": LABEL_MAP_VERSION,
+                "modality": self.modality,
+                "scan": self.scan,
+                "ndim": self.ndim,
+                "classes": [c.to_dict() for c in self.classes],
+            }
+        )
 
 
 def describe(classes: Sequence[SegmentationClass], modality: str, scan: Path, ndim: int) -> LabelMapDescription:
@@ -46,8 +54,11 @@ def parse(source: Path, text: str) -> LabelMapDescription | None:
         return None
     version = data.get("version")
     if not isinstance(version, int) or version > LABEL_MAP_VERSION:
-        raise InputError(source, f"its label description has version {version!r}; this napari-reseg reads up to "
-                                 f"{LABEL_MAP_VERSION} (update napari-reseg)")
+        raise InputError(
+            source,
+            f"its label description has version {version!r}; this napari-reseg reads up to "
+            f"{LABEL_MAP_VERSION} (update napari-reseg)",
+        )
     try:
         classes = tuple(SegmentationClass.from_dict(entry) for entry in data["classes"])
         modality, scan, ndim = str(data["modality"]), data.get("scan"), int(data.get("ndim", 3))

@@ -62,8 +62,11 @@ def _read_file(source: Path) -> Volume:
     reader = _READERS.get(extension(source)) or (read_dicom if is_dicom_file(source) else None)
     if reader is None:
         supported = ", ".join(sorted(_READERS))
-        raise InputError(source, f"unsupported file type '{source.suffix or source.name}'; supported: {supported} "
-                                 "and DICOM files without extension")
+        raise InputError(
+            source,
+            f"unsupported file type '{source.suffix or source.name}'; supported: {supported} "
+            "and DICOM files without extension",
+        )
     return reader(source)
 
 
@@ -78,7 +81,7 @@ def _read_folder(folder: Path) -> Volume:
     if not files:
         raise InputError(folder, "folder holds no PNG or TIFF slices and no DICOM files")
     first = _read_slice(files[0])
-    data = np.empty((len(files),) + first.data.shape[1:], dtype=first.data.dtype)
+    data = np.empty((len(files), *first.data.shape[1:]), dtype=first.data.dtype)
     for index, file in enumerate(files):
         piece = first if index == 0 else _read_slice(file)
         if piece.data.shape != first.data.shape or piece.data.dtype != first.data.dtype:
@@ -88,10 +91,15 @@ def _read_folder(folder: Path) -> Volume:
                 f"{first.data.shape[1:]} {first.data.dtype}; all slices in a folder must match",
             )
         data[index] = piece.data[0]
-    known = (False,) + first.metadata["spacing_known"][1:]
-    metadata = {**first.metadata, "format": "folder", "axes": "ZYX", "spacing_known": known,
-                "slice_files": [f.name for f in files]}
-    return to_volume(folder, data, (1.0,) + first.spacing[1:], None, metadata)
+    known = (False, *first.metadata["spacing_known"][1:])
+    metadata = {
+        **first.metadata,
+        "format": "folder",
+        "axes": "ZYX",
+        "spacing_known": known,
+        "slice_files": [f.name for f in files],
+    }
+    return to_volume(folder, data, (1.0, *first.spacing[1:]), None, metadata)
 
 
 def _read_slice(file: Path) -> Volume:

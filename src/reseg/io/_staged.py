@@ -65,8 +65,9 @@ class StagedFolder:
         try:
             _inside(self.folder, name)
         except ValueError:
-            raise OutputError(self.folder / name, f"lies outside {self.folder} (a symbolic link leads elsewhere); "
-                                                  "nothing was written") from None
+            raise OutputError(
+                self.folder / name, f"lies outside {self.folder} (a symbolic link leads elsewhere); nothing was written"
+            ) from None
 
     def discard(self) -> None:
         shutil.rmtree(self.staging, ignore_errors=True)
@@ -74,7 +75,7 @@ class StagedFolder:
             with contextlib.suppress(OSError):  # not empty: someone else wrote there meanwhile
                 self.folder.rmdir()
 
-    def __enter__(self) -> "StagedFolder":
+    def __enter__(self) -> StagedFolder:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -103,8 +104,9 @@ def _finish(folder: Path, staging: Path) -> None:
         moves = [(_inside(staging, name), _inside(folder, name)) for name in plan["files"]]
         removals = [_inside(folder, name) for name in plan["remove"]]
     except (OSError, ValueError, KeyError, TypeError) as error:  # damaged on disk: never applied in part
-        raise OutputError(staging, f"holds an unreadable plan of an interrupted write ({error}); remove that "
-                                   "folder and run again") from None
+        raise OutputError(
+            staging, f"holds an unreadable plan of an interrupted write ({error}); remove that folder and run again"
+        ) from None
     try:
         for staged, target in moves:
             if staged.exists():  # not yet moved by an earlier, killed attempt

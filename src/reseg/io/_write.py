@@ -22,8 +22,9 @@ _WRITE_EXTENSIONS = TIFF_EXTENSIONS | NIFTI_EXTENSIONS
 _IMAGEJ_DTYPES = "BHhf"
 
 
-def write_labels(path: str | Path, labels: np.ndarray, like: Volume,
-                 classes: Sequence[SegmentationClass] | None = None) -> Path:
+def write_labels(
+    path: str | Path, labels: np.ndarray, like: Volume, classes: Sequence[SegmentationClass] | None = None
+) -> Path:
     """Write labels in register with `like` (same orientation, spacing, affine, 2-D/3-D), atomically.
 
     `labels` is (Z, Y, X) with `like.data`'s shape and integer values 0..255, stored as uint8. A NIfTI file
@@ -34,8 +35,11 @@ def write_labels(path: str | Path, labels: np.ndarray, like: Volume,
     """
     labels, target = np.asarray(labels), Path(path)
     if labels.shape != like.data.shape:
-        raise InputError(target, f"cannot hold labels of shape {labels.shape}: they do not match the shape "
-                                 f"{like.data.shape} of {like.source}")
+        raise InputError(
+            target,
+            f"cannot hold labels of shape {labels.shape}: they do not match the shape "
+            f"{like.data.shape} of {like.source}",
+        )
     if labels.dtype.kind not in "biu":
         raise InputError(target, f"cannot hold labels of type {labels.dtype}: labels must be integers")
     if labels.size and (labels.min() < 0 or labels.max() > 255):
@@ -49,8 +53,9 @@ def write_image(path: str | Path, volume: Volume) -> Path:
     return _write(Path(path), volume.data, volume)
 
 
-def _write(target: Path, data: np.ndarray, like: Volume,
-           description: _label_maps.LabelMapDescription | None = None) -> Path:
+def _write(
+    target: Path, data: np.ndarray, like: Volume, description: _label_maps.LabelMapDescription | None = None
+) -> Path:
     suffix = extension(target)
     if suffix not in _WRITE_EXTENSIONS:
         raise InputError(target, f"cannot write '{target.suffix or target.name}' files; use .tif, .nii or .nii.gz")
@@ -61,21 +66,29 @@ def _write(target: Path, data: np.ndarray, like: Volume,
     return target
 
 
-def _write_tiff(path: Path, data: np.ndarray, like: Volume,
-                description: _label_maps.LabelMapDescription | None) -> None:
+def _write_tiff(
+    path: Path, data: np.ndarray, like: Volume, description: _label_maps.LabelMapDescription | None
+) -> None:
     z, y, x = like.spacing
-    metadata: dict = {"axes": "ZYX"[-data.ndim:], "spacing": z, "unit": "mm"}
+    metadata: dict = {"axes": "ZYX"[-data.ndim :], "spacing": z, "unit": "mm"}
     if description is not None:  # label maps are uint8: always the ImageJ branch, which keeps properties
         metadata["Properties"] = {_label_maps.TIFF_PROPERTY: description.to_json()}
     if data.dtype.char in _IMAGEJ_DTYPES:
         tifffile.imwrite(path, data, imagej=True, resolution=(1 / x, 1 / y), metadata=metadata)
     else:  # plain TIFF: x/y in standard resolution tags (pixels per cm), z in tifffile's JSON description
-        tifffile.imwrite(path, data, photometric="minisblack", resolution=(10 / x, 10 / y),
-                         resolutionunit="CENTIMETER", metadata=metadata)
+        tifffile.imwrite(
+            path,
+            data,
+            photometric="minisblack",
+            resolution=(10 / x, 10 / y),
+            resolutionunit="CENTIMETER",
+            metadata=metadata,
+        )
 
 
-def _write_nifti(path: Path, data: np.ndarray, like: Volume,
-                 description: _label_maps.LabelMapDescription | None) -> None:
+def _write_nifti(
+    path: Path, data: np.ndarray, like: Volume, description: _label_maps.LabelMapDescription | None
+) -> None:
     if like.affine is not None:
         affine, unit = like.affine, like.metadata.get("nifti_unit", "mm")
     else:

@@ -1,8 +1,8 @@
 """Segmentation networks (LightReSeg, L2GNet) and the table of architectures model cards name."""
 
-from reseg.models.base import SegmentationNetwork
+from reseg.models import l2gnet, lightreseg  # noqa: F401  (defines the architectures)
 from reseg.models.architectures import ARCHITECTURES, build_network, count_parameters, register_architecture
-from reseg.models import lightreseg, l2gnet  # noqa: F401  (defines the architectures)
+from reseg.models.base import SegmentationNetwork
 
 __all__ = [
     "ARCHITECTURES",

@@ -1,4 +1,4 @@
-"""What every segmentation network of the architectures table shares: any input size, raw logits, optional auxiliary loss."""
+"""What every segmentation network shares: any input size, raw logits, an optional auxiliary loss."""
 
 from __future__ import annotations
 
@@ -44,8 +44,11 @@ class SegmentationNetwork(nn.Module):
     def parts(self) -> dict[str, int]:
         """The parts a user may freeze when training (the top-level modules with parameters) and their
         parameter counts."""
-        return {name: sum(p.numel() for p in part.parameters()) for name, part in self.named_children()
-                if any(True for _ in part.parameters())}
+        return {
+            name: sum(p.numel() for p in part.parameters())
+            for name, part in self.named_children()
+            if any(True for _ in part.parameters())
+        }
 
     def auxiliary_loss(self) -> torch.Tensor:
         """Extra training loss from the last forward pass (e.g. vector-quantisation losses); zero by default."""

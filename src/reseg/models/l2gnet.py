@@ -26,6 +26,7 @@ The quantiser and the transport run in float32 even under autocast (distances an
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 
@@ -33,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reseg.models.base import SegmentationNetwork
 from reseg.models.architectures import register_architecture
+from reseg.models.base import SegmentationNetwork
 
 
 def sinkhorn(cost: torch.Tensor, epsilon: float, iterations: int) -> torch.Tensor:
@@ -81,9 +82,7 @@ class VectorQuantizer(nn.Module):
         flat = z.reshape(-1, z.shape[-1])
         if self.training:
             self._reseed_dead_codes(flat.detach())
-        distances = (
-            flat.square().sum(1, keepdim=True) - 2 * flat @ self.codebook.t() + self.codebook.square().sum(1)
-        )
+        distances = flat.square().sum(1, keepdim=True) - 2 * flat @ self.codebook.t() + self.codebook.square().sum(1)
         indices = distances.argmin(dim=1)
         codes = F.embedding(indices, self.codebook).reshape(z.shape)
         loss = None
@@ -199,7 +198,7 @@ class L2GNet(SegmentationNetwork):
             raise ValueError(f"L2GNet needs 4 encoder widths (bottleneck at 1/16), got {list(widths)}")
         self.widths = widths
         channels = (in_channels, *widths)
-        self.encoder = nn.ModuleList(_double_conv(a, b) for a, b in zip(channels[:-1], channels[1:]))
+        self.encoder = nn.ModuleList(_double_conv(a, b) for a, b in itertools.pairwise(channels))
         self.bottleneck = _double_conv(widths[-1], bottleneck_channels)
         self.to_code = nn.Conv2d(bottleneck_channels, code_dim, 1)
         self.quantizer = VectorQuantizer(num_codes, code_dim, commitment_beta)
@@ -211,7 +210,7 @@ class L2GNet(SegmentationNetwork):
             nn.ReLU(inplace=True),
         )
         ups = (bottleneck_channels, *reversed(widths))
-        self.decoder = nn.ModuleList(_UpStep(a, b) for a, b in zip(ups[:-1], ups[1:]))
+        self.decoder = nn.ModuleList(_UpStep(a, b) for a, b in itertools.pairwise(ups))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         self._vq_loss: torch.Tensor | None = None
 
@@ -229,7 +228,7 @@ class L2GNet(SegmentationNetwork):
             global_codes = self.globalizer(codes)
         global_map = self.from_code(global_codes.transpose(1, 2).reshape(b, -1, h, w))
         x = self.fuse(torch.cat([bottleneck, global_map.to(bottleneck.dtype)], dim=1))
-        for step, skip in zip(self.decoder, reversed(skips)):
+        for step, skip in zip(self.decoder, reversed(skips), strict=True):
             x = step(x, skip)
         return self.head(x)
 

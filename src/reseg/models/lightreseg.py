@@ -15,12 +15,14 @@ Written from the architecture description in ``shared/design/models.md``. Differ
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from reseg.models.base import SegmentationNetwork
 from reseg.models.architectures import register_architecture
+from reseg.models.base import SegmentationNetwork
 
 ENCODER_WIDTHS = (16, 32, 64, 128)
 BOTTLENECK_WIDTH = 256
@@ -97,7 +99,7 @@ class MultiScaleAsymmetricAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         local = self.local(x)
         maps = [local, *(strip(local) for strip in self.strips)]
-        attended = [attention(m) for attention, m in zip(self.channel_attention, maps)]
+        attended = [attention(m) for attention, m in zip(self.channel_attention, maps, strict=True)]
         return self.fuse(torch.cat(attended, dim=1)) * x
 
 
@@ -133,9 +135,7 @@ class _TransformerLayer(nn.Module):
 class GlobalReasoning(nn.Module):
     """Every pixel of the 1/16 map is a token; a small ViT relates them all and the result is added back."""
 
-    def __init__(
-        self, dim: int = 128, depth: int = 3, heads: int = 8, head_dim: int = 64, mlp_dim: int = 768
-    ) -> None:
+    def __init__(self, dim: int = 128, depth: int = 3, heads: int = 8, head_dim: int = 64, mlp_dim: int = 768) -> None:
         super().__init__()
         self.embed = nn.Linear(dim, dim)
         self.class_token = nn.Parameter(torch.zeros(1, 1, dim))
@@ -196,7 +196,7 @@ class LightReSeg(SegmentationNetwork):
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__(in_channels, num_classes)
         widths = (in_channels, *ENCODER_WIDTHS)
-        self.encoder = nn.ModuleList(_double_conv(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        self.encoder = nn.ModuleList(_double_conv(a, b) for a, b in itertools.pairwise(widths))
         self.downsample = nn.ModuleList(_separable_downsample(c) for c in ENCODER_WIDTHS)
         self.global_reasoning = GlobalReasoning(ENCODER_WIDTHS[-1])
         self.bottleneck = _double_conv(ENCODER_WIDTHS[-1], BOTTLENECK_WIDTH)
@@ -208,11 +208,11 @@ class LightReSeg(SegmentationNetwork):
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         skips = []
-        for stage, down in zip(self.encoder, self.downsample):
+        for stage, down in zip(self.encoder, self.downsample, strict=True):
             x = stage(x)
             skips.append(x)
             x = down(x)
         x = self.bottleneck(self.global_reasoning(x))
-        for step, skip in zip(self.decoder, reversed(skips)):
+        for step, skip in zip(self.decoder, reversed(skips), strict=True):
             x = step(x, skip)
         return self.head(x)

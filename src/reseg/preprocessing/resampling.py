@@ -18,21 +18,24 @@ import torch
 import torch.nn.functional as F
 
 
-def spacing_grid(shape: tuple[int, int], pixel_spacing: Sequence[float] | None,
-                 input_spacing: Sequence[float] | None) -> tuple[int, int]:
+def spacing_grid(
+    shape: tuple[int, int], pixel_spacing: Sequence[float] | None, input_spacing: Sequence[float] | None
+) -> tuple[int, int]:
     """The (H, W) a slice of `shape` at `pixel_spacing` (y, x, mm) has at `input_spacing`; unchanged when
     either spacing is unknown or every side is within 10 % of it already."""
     if not input_spacing or pixel_spacing is None:
         return shape
-    size = tuple(max(16, round(n * have / want)) for n, have, want in zip(shape, pixel_spacing, input_spacing[-2:]))
-    return shape if all(abs(a - b) <= 0.1 * b for a, b in zip(size, shape)) else size
+    size = tuple(
+        max(16, round(n * have / want)) for n, have, want in zip(shape, pixel_spacing, input_spacing[-2:], strict=True)
+    )
+    return shape if all(abs(a - b) <= 0.1 * b for a, b in zip(size, shape, strict=True)) else size
 
 
 def resize_batch(batch: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     """A float batch (N, C, H, W) resampled to `grid` (H, W): bilinear, anti-aliased along an axis it shrinks."""
     if tuple(batch.shape[-2:]) == tuple(grid):
         return batch
-    shrinks = any(new < old for new, old in zip(grid, batch.shape[-2:]))
+    shrinks = any(new < old for new, old in zip(grid, batch.shape[-2:], strict=True))
     return F.interpolate(batch, size=grid, mode="bilinear", align_corners=False, antialias=shrinks)
 
 

@@ -66,5 +66,6 @@ def volume_edit_statistics(prediction: np.ndarray, corrected: np.ndarray, num_cl
     corrected = np.asarray(corrected)
     if prediction.ndim != 3 or prediction.shape != corrected.shape:
         raise ValueError(f"expected two (Z, H, W) volumes of one shape, got {prediction.shape} and {corrected.shape}")
-    return [{"slice": z, **slice_edit_statistics(prediction[z], corrected[z], num_classes)}
-            for z in range(len(prediction))]
+    return [
+        {"slice": z, **slice_edit_statistics(prediction[z], corrected[z], num_classes)} for z in range(len(prediction))
+    ]

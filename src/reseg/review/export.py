@@ -40,13 +40,13 @@ import numpy as np
 
 from reseg.classes import IGNORE_INDEX
 from reseg.data.manifest import DATASET_FILE, DATASET_FORMAT, read_manifest
-from reseg.review.edits import slice_edit_statistics
 from reseg.errors import ExportClash, InputError, OutputError, ResegError
 from reseg.io import Volume, extension, read_volume, write_image, write_labels
 from reseg.io._atomic import output_error
 from reseg.io._staged import StagedFolder, recover
-from reseg.review.state import SliceStatus, now_iso
+from reseg.review.edits import slice_edit_statistics
 from reseg.review.session import Session, scan_sha256
+from reseg.review.state import SliceStatus, now_iso
 
 NNUNET_FORMAT = "reseg-nnunet"
 NNUNET_READER = "SimpleITKIO"
@@ -90,8 +90,14 @@ class _Layout:
         return self.image_file.split("/")[0], self.label_file.split("/")[0]
 
 
-def export_training_set(session: Session, folder: str | Path, *, volume: Volume | None = None,
-                        include_unreviewed: bool = False, overwrite: bool = False) -> ExportResult:
+def export_training_set(
+    session: Session,
+    folder: str | Path,
+    *,
+    volume: Volume | None = None,
+    include_unreviewed: bool = False,
+    overwrite: bool = False,
+) -> ExportResult:
     """Export to our training-set format in `folder` (created, or added to if it is an export of ours).
 
     `volume` is the scan's image; without it the session's source file is read (and must be unchanged).
@@ -110,19 +116,38 @@ def export_training_set(session: Session, folder: str | Path, *, volume: Volume 
         return None
 
     def manifest(previous: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
-        return {**previous, "format": DATASET_FORMAT, "version": 1, "modality": session.modality,
-                "source": "reseg export", "classes": [c.to_dict() for c in session.classes],
-                "ignore_index": IGNORE_INDEX, "items": items}
+        return {
+            **previous,
+            "format": DATASET_FORMAT,
+            "version": 1,
+            "modality": session.modality,
+            "source": "reseg export",
+            "classes": [c.to_dict() for c in session.classes],
+            "ignore_index": IGNORE_INDEX,
+            "items": items,
+        }
 
-    layout = _Layout("images/{case}.tif", "labels/{case}.tif", mismatch,
-                     items_of=lambda previous: previous.get("items", []), manifest=manifest,
-                     remap=lambda labels: labels)
+    layout = _Layout(
+        "images/{case}.tif",
+        "labels/{case}.tif",
+        mismatch,
+        items_of=lambda previous: previous.get("items", []),
+        manifest=manifest,
+        remap=lambda labels: labels,
+    )
     return _export(session, Path(folder), layout, volume, include_unreviewed, overwrite)
 
 
-def export_nnunet(session: Session, raw_folder: str | Path, dataset_id: int, dataset_name: str, *,
-                  volume: Volume | None = None, include_unreviewed: bool = False,
-                  overwrite: bool = False) -> ExportResult:
+def export_nnunet(
+    session: Session,
+    raw_folder: str | Path,
+    dataset_id: int,
+    dataset_name: str,
+    *,
+    volume: Volume | None = None,
+    include_unreviewed: bool = False,
+    overwrite: bool = False,
+) -> ExportResult:
     """Export to `raw_folder/DatasetNNN_Name` in nnU-Net v2's raw format, unreviewed pixels as its ignore label."""
     if not 1 <= dataset_id <= 999:
         raise ResegError(f"nnU-Net dataset ids are 1..999, got {dataset_id}")
@@ -135,8 +160,11 @@ def export_nnunet(session: Session, raw_folder: str | Path, dataset_id: int, dat
     folder = raw / f"Dataset{dataset_id:03d}_{dataset_name}"
     namesakes = sorted(p.name for p in raw.glob(f"Dataset{dataset_id:03d}_*") if p != folder) if raw.is_dir() else []
     if namesakes:
-        raise InputError(raw, f"already holds {namesakes[0]} with dataset id {dataset_id}; nnU-Net finds datasets "
-                              "by id, so choose another id")
+        raise InputError(
+            raw,
+            f"already holds {namesakes[0]} with dataset id {dataset_id}; nnU-Net finds datasets "
+            "by id, so choose another id",
+        )
     labels = {c.name: c.index for c in session.classes} | {"ignore": num_classes}
     channels = {"0": session.modality}
 
@@ -151,26 +179,49 @@ def export_nnunet(session: Session, raw_folder: str | Path, dataset_id: int, dat
         return None
 
     def manifest(previous: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
-        return {**previous, "channel_names": channels, "labels": labels, "numTraining": len(items),
-                "file_ending": ".nii.gz", "overwrite_image_reader_writer": NNUNET_READER, "name": dataset_name,
-                "description": "corrected slices exported by napari-reseg; 'ignore' marks unreviewed pixels",
-                "reseg": {"format": NNUNET_FORMAT, "version": 1, "classes": [c.to_dict() for c in session.classes],
-                          "items": items}}
+        return {
+            **previous,
+            "channel_names": channels,
+            "labels": labels,
+            "numTraining": len(items),
+            "file_ending": ".nii.gz",
+            "overwrite_image_reader_writer": NNUNET_READER,
+            "name": dataset_name,
+            "description": "corrected slices exported by napari-reseg; 'ignore' marks unreviewed pixels",
+            "reseg": {
+                "format": NNUNET_FORMAT,
+                "version": 1,
+                "classes": [c.to_dict() for c in session.classes],
+                "items": items,
+            },
+        }
 
-    layout = _Layout("imagesTr/{case}_0000.nii.gz", "labelsTr/{case}.nii.gz", mismatch,
-                     items_of=lambda previous: previous.get("reseg", {}).get("items", []), manifest=manifest,
-                     remap=lambda labels: np.where(labels == IGNORE_INDEX, num_classes, labels).astype(np.uint8))
+    layout = _Layout(
+        "imagesTr/{case}_0000.nii.gz",
+        "labelsTr/{case}.nii.gz",
+        mismatch,
+        items_of=lambda previous: previous.get("reseg", {}).get("items", []),
+        manifest=manifest,
+        remap=lambda labels: np.where(labels == IGNORE_INDEX, num_classes, labels).astype(np.uint8),
+    )
     return _export(session, folder, layout, volume, include_unreviewed, overwrite)
 
 
-def _export(session: Session, folder: Path, layout: _Layout, volume: Volume | None, include_unreviewed: bool,
-            overwrite: bool) -> ExportResult:
+def _export(
+    session: Session, folder: Path, layout: _Layout, volume: Volume | None, include_unreviewed: bool, overwrite: bool
+) -> ExportResult:
     """Every export, whatever its format: check the scan and the folder, plan every file, then write them all."""
     image = _scan_image(session, volume)
     previous = _previous_manifest(folder, layout.mismatch, overwrite)
     stem = _scan_stem(session.source)
-    items, cases, added, updated = _plan(folder, layout.items_of(previous), session, include_unreviewed, overwrite,
-                                         lambda index: layout.names(stem, index))
+    items, cases, added, updated = _plan(
+        folder,
+        layout.items_of(previous),
+        session,
+        include_unreviewed,
+        overwrite,
+        lambda index: layout.names(stem, index),
+    )
     remove = _unlisted(folder, layout.subfolders, items) if overwrite else []
     _write_export(folder, image, session, cases, layout.manifest(previous, items), remove, layout.remap)
     return ExportResult(folder, added, updated, len(items))
@@ -182,21 +233,28 @@ def _scan_image(session: Session, volume: Volume | None) -> np.ndarray:
         if not session.source.exists():
             raise InputError(session.source, "the scan this session reviews is no longer there")
         if scan_sha256(session.source) != session.source_sha256:
-            raise InputError(session.source, "has changed since the session was started (its sha256 differs), "
-                                             "so the session's labels no longer fit it")
+            raise InputError(
+                session.source,
+                "has changed since the session was started (its sha256 differs), "
+                "so the session's labels no longer fit it",
+            )
         volume = read_volume(session.source)
     if volume.data.shape != session.labels.shape:
-        raise InputError(volume.source, f"holds {volume.data.shape} pixels but the session's labels are "
-                                        f"{session.labels.shape}")
+        raise InputError(
+            volume.source, f"holds {volume.data.shape} pixels but the session's labels are {session.labels.shape}"
+        )
     out_of_range = np.unique(session.labels[(session.labels >= session.num_classes) & (session.labels != IGNORE_INDEX)])
     if out_of_range.size:
-        raise InputError(session.source, f"the session's labels hold values {out_of_range.tolist()} beyond its "
-                                         f"{session.num_classes} classes")
+        raise InputError(
+            session.source,
+            f"the session's labels hold values {out_of_range.tolist()} beyond its {session.num_classes} classes",
+        )
     return volume.data
 
 
-def _previous_manifest(folder: Path, mismatch: Callable[[dict[str, Any]], str | None], overwrite: bool
-                       ) -> dict[str, Any]:
+def _previous_manifest(
+    folder: Path, mismatch: Callable[[dict[str, Any]], str | None], overwrite: bool
+) -> dict[str, Any]:
     """The dataset.json of the export already in `folder` (kept, with any keys others added), {} for a new
     folder or one being overwritten, or a refusal to touch the folder."""
     if folder.exists() and not folder.is_dir():
@@ -213,9 +271,14 @@ def _previous_manifest(folder: Path, mismatch: Callable[[dict[str, Any]], str | 
     raise ExportClash(folder, f"{problem}; choose another folder, or overwrite (--overwrite) to replace it")
 
 
-def _plan(folder: Path, existing: list[dict[str, Any]], session: Session, include_unreviewed: bool,
-          overwrite: bool, names: Callable[[int], tuple[str, str]]
-          ) -> tuple[list[dict[str, Any]], list[_Case], list[int], list[int]]:
+def _plan(
+    folder: Path,
+    existing: list[dict[str, Any]],
+    session: Session,
+    include_unreviewed: bool,
+    overwrite: bool,
+    names: Callable[[int], tuple[str, str]],
+) -> tuple[list[dict[str, Any]], list[_Case], list[int], list[int]]:
     """Decide every file before writing any: the dataset's items after the export, the cases to write, and
     which slices are new or replace an earlier export of themselves. A clash raises before anything is written.
     """
@@ -237,9 +300,12 @@ def _plan(folder: Path, existing: list[dict[str, Any]], session: Session, includ
                 if other is None:
                     continue
                 if not overwrite:
-                    raise ExportClash(folder / name, f"already holds slice {other.get('slice')} of "
-                                                    f"{other.get('source', 'another scan')}; overwrite "
-                                                    "(--overwrite) to replace it")
+                    raise ExportClash(
+                        folder / name,
+                        f"already holds slice {other.get('slice')} of "
+                        f"{other.get('source', 'another scan')}; overwrite "
+                        "(--overwrite) to replace it",
+                    )
                 replaced.add(id(other))
             added.append(index)
         reviewed = session.review.slices[index].status is SliceStatus.REVIEWED
@@ -255,19 +321,30 @@ def _exported_slices(session: Session, include_unreviewed: bool) -> list[int]:
     wanted = {SliceStatus.REVIEWED} | ({SliceStatus.UNREVIEWED} if include_unreviewed else set())
     indices = [i for i, review in enumerate(session.review.slices) if review.status in wanted]
     if not indices:
-        raise InputError(session.source, f"nothing to export: {session.review.progress_text()}; mark slices "
-                                         "reviewed or include unreviewed ones")
+        raise InputError(
+            session.source,
+            f"nothing to export: {session.review.progress_text()}; mark slices reviewed or include unreviewed ones",
+        )
     return indices
 
 
 def _provenance(session: Session, index: int, exported_at: str) -> dict[str, Any]:
     review = session.review.slices[index]
-    statistics = (slice_edit_statistics(session.prediction[index], session.labels[index], session.num_classes)
-                  if review.status is SliceStatus.REVIEWED else None)
+    statistics = (
+        slice_edit_statistics(session.prediction[index], session.labels[index], session.num_classes)
+        if review.status is SliceStatus.REVIEWED
+        else None
+    )
     return {
-        "scan": _scan_stem(session.source), "source": str(session.source), "source_sha256": session.source_sha256,
-        "slice": index, "spacing": list(session.spacing), "status": review.status.value,
-        "reviewer": review.reviewer, "reviewed_at": review.timestamp, "exported_at": exported_at,
+        "scan": _scan_stem(session.source),
+        "source": str(session.source),
+        "source_sha256": session.source_sha256,
+        "slice": index,
+        "spacing": list(session.spacing),
+        "status": review.status.value,
+        "reviewer": review.reviewer,
+        "reviewed_at": review.timestamp,
+        "exported_at": exported_at,
         "model": {"name": session.model_name, "weights_sha256": session.weights_sha256},
         "edit_statistics": statistics,
     }
@@ -280,12 +357,25 @@ def _scan_stem(source: Path) -> str:
 
 def _slice_volume(image_slice: np.ndarray, session: Session) -> Volume:
     """One slice as a 2-D volume with the scan's spacing, so that the writers store the geometry."""
-    return Volume(image_slice[None], spacing=session.spacing, modality=session.modality, source=session.source,
-                  ndim_on_disk=2, metadata={"spacing_known": (True, True, True)})
+    return Volume(
+        image_slice[None],
+        spacing=session.spacing,
+        modality=session.modality,
+        source=session.source,
+        ndim_on_disk=2,
+        metadata={"spacing_known": (True, True, True)},
+    )
 
 
-def _write_export(folder: Path, image: np.ndarray, session: Session, cases: list[_Case], manifest: dict[str, Any],
-                  remove: list[str], remap: Callable[[np.ndarray], np.ndarray]) -> None:
+def _write_export(
+    folder: Path,
+    image: np.ndarray,
+    session: Session,
+    cases: list[_Case],
+    manifest: dict[str, Any],
+    remove: list[str],
+    remap: Callable[[np.ndarray], np.ndarray],
+) -> None:
     """Write the cases' files and the manifest so that they land together or not at all (`StagedFolder`)."""
     try:
         with StagedFolder(folder) as staged:
@@ -305,5 +395,10 @@ def _write_export(folder: Path, image: np.ndarray, session: Session, cases: list
 def _unlisted(folder: Path, subfolders: tuple[str, ...], items: list[dict[str, Any]]) -> list[str]:
     """For an overwrite: the files of the image/label folders that dataset.json will no longer list."""
     listed = {name for item in items for name in (item["image"], item["label"])}
-    return [f"{subfolder}/{file.name}" for subfolder in subfolders if (folder / subfolder).is_dir()
-            for file in (folder / subfolder).iterdir() if file.is_file() and f"{subfolder}/{file.name}" not in listed]
+    return [
+        f"{subfolder}/{file.name}"
+        for subfolder in subfolders
+        if (folder / subfolder).is_dir()
+        for file in (folder / subfolder).iterdir()
+        if file.is_file() and f"{subfolder}/{file.name}" not in listed
+    ]

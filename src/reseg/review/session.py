@@ -30,13 +30,12 @@ from typing import Any
 import numpy as np
 import platformdirs
 
-from reseg.zoo.cards import sha256_of
 from reseg.classes import SegmentationClass
 from reseg.errors import InputError
 from reseg.fields import FieldProblem, require_classes, require_mapping, require_number, require_numbers, require_text
-from reseg.io import Volume
-from reseg.io import reading, replace_atomically
+from reseg.io import Volume, reading, replace_atomically
 from reseg.review.state import ReviewState, SliceStatus, now_iso
+from reseg.zoo.cards import sha256_of
 
 SESSION_SUFFIX = ".reseg-session.npz"
 SESSION_FORMAT = "reseg-session"
@@ -68,8 +67,14 @@ class Session:
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def model_rerun(self, slices: list[int], prediction: np.ndarray, model_name: str,
-                    weights_sha256: str | None, confidence: np.ndarray | None = None) -> None:
+    def model_rerun(
+        self,
+        slices: list[int],
+        prediction: np.ndarray,
+        model_name: str,
+        weights_sha256: str | None,
+        confidence: np.ndarray | None = None,
+    ) -> None:
         """A model ran again over `slices` (the labels already hold its output): their prediction becomes the
         new output and their review marks are cleared, since what was reviewed is no longer there."""
         for z in slices:
@@ -91,18 +96,31 @@ def scan_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def start_session(volume: Volume, prediction: np.ndarray, classes: list[SegmentationClass],
-                  model_name: str | None = None, weights_sha256: str | None = None,
-                  confidence: np.ndarray | None = None, reviewer: str | None = None) -> Session:
+def start_session(
+    volume: Volume,
+    prediction: np.ndarray,
+    classes: list[SegmentationClass],
+    model_name: str | None = None,
+    weights_sha256: str | None = None,
+    confidence: np.ndarray | None = None,
+    reviewer: str | None = None,
+) -> Session:
     """A fresh session for a scan just segmented: the corrections start as a copy of the prediction."""
     if not volume.source.exists():
         raise InputError(volume.source, "a session needs the scan file it reviews; this one does not exist")
     prediction = np.asarray(prediction, dtype=np.uint8)
     return Session(
-        labels=prediction.copy(), prediction=prediction, review=ReviewState.new(len(prediction), reviewer),
-        classes=list(classes), spacing=volume.spacing, source=volume.source.resolve(),
-        source_sha256=scan_sha256(volume.source), modality=volume.modality, model_name=model_name,
-        weights_sha256=weights_sha256, confidence=None if confidence is None else np.asarray(confidence, np.float32),
+        labels=prediction.copy(),
+        prediction=prediction,
+        review=ReviewState.new(len(prediction), reviewer),
+        classes=list(classes),
+        spacing=volume.spacing,
+        source=volume.source.resolve(),
+        source_sha256=scan_sha256(volume.source),
+        modality=volume.modality,
+        model_name=model_name,
+        weights_sha256=weights_sha256,
+        confidence=None if confidence is None else np.asarray(confidence, np.float32),
     )
 
 
@@ -113,14 +131,23 @@ def save_session(path: str | Path, session: Session) -> Path:
     if problem:
         raise ValueError(f"cannot save the session to {path}: {problem}")
     saved = now_iso()
-    header = json.dumps({
-        "format": SESSION_FORMAT, "version": SESSION_VERSION, "source": str(session.source),
-        "source_sha256": session.source_sha256, "modality": session.modality,
-        "spacing": list(session.spacing), "classes": [c.to_dict() for c in session.classes],
-        "model": {"name": session.model_name, "weights_sha256": session.weights_sha256},
-        "review": session.review.to_dict(), "created": session.created, "saved": saved,
-        "shape": list(session.labels.shape),
-    }, indent=1)
+    header = json.dumps(
+        {
+            "format": SESSION_FORMAT,
+            "version": SESSION_VERSION,
+            "source": str(session.source),
+            "source_sha256": session.source_sha256,
+            "modality": session.modality,
+            "spacing": list(session.spacing),
+            "classes": [c.to_dict() for c in session.classes],
+            "model": {"name": session.model_name, "weights_sha256": session.weights_sha256},
+            "review": session.review.to_dict(),
+            "created": session.created,
+            "saved": saved,
+            "shape": list(session.labels.shape),
+        },
+        indent=1,
+    )
     confidence = None if session.confidence is None else session.confidence.astype(np.float32, copy=False)
     arrays = {"labels": session.labels, "prediction": session.prediction, "confidence": confidence}
 
@@ -152,12 +179,19 @@ def load_session(path: str | Path) -> Session:
             arrays = {name: _read_array(archive, f"{name}.npy") for name in _ARRAYS if f"{name}.npy" in names}
         review = ReviewState.from_dict(header["review"])
         session = Session(
-            labels=arrays["labels"], prediction=arrays["prediction"], review=review,
+            labels=arrays["labels"],
+            prediction=arrays["prediction"],
+            review=review,
             classes=[SegmentationClass.from_dict(c) for c in header["classes"]],
-            spacing=tuple(float(s) for s in header["spacing"]), source=Path(header["source"]),
-            source_sha256=header["source_sha256"], modality=header.get("modality", "unknown"),
-            model_name=header["model"]["name"], weights_sha256=header["model"]["weights_sha256"],
-            confidence=arrays.get("confidence"), created=header["created"], saved=header.get("saved"),
+            spacing=tuple(float(s) for s in header["spacing"]),
+            source=Path(header["source"]),
+            source_sha256=header["source_sha256"],
+            modality=header.get("modality", "unknown"),
+            model_name=header["model"]["name"],
+            weights_sha256=header["model"]["weights_sha256"],
+            confidence=arrays.get("confidence"),
+            created=header["created"],
+            saved=header.get("saved"),
         )
     problem = _array_problem(session.labels, session.prediction, session.confidence, len(review))
     if problem:
@@ -180,8 +214,10 @@ def read_session_header(path: str | Path) -> dict[str, Any]:
     try:
         version = require_number(header.get("version"), "version", low=1, integer=True)
         if version > SESSION_VERSION:
-            raise InputError(path, f"was written by a newer napari-reseg (session version {version:g}); "
-                                   "update napari-reseg to open it")
+            raise InputError(
+                path,
+                f"was written by a newer napari-reseg (session version {version:g}); update napari-reseg to open it",
+            )
         _check_header(header)
     except FieldProblem as problem:
         raise InputError(path, f"is a damaged session file: its header's {problem}") from None
@@ -215,15 +251,17 @@ def _read_array(archive: zipfile.ZipFile, name: str) -> np.ndarray:
         return np.lib.format.read_array(member, allow_pickle=False)
 
 
-def _array_problem(labels: np.ndarray, prediction: np.ndarray, confidence: np.ndarray | None,
-                   n_slices: int) -> str | None:
+def _array_problem(
+    labels: np.ndarray, prediction: np.ndarray, confidence: np.ndarray | None, n_slices: int
+) -> str | None:
     """What is inconsistent between a session's arrays and its review state, if anything."""
     if labels.ndim != 3 or labels.dtype != np.uint8 or prediction.dtype != np.uint8:
-        return (f"labels and prediction must be uint8 (Z, Y, X); got labels {labels.dtype} {labels.shape} and "
-                f"prediction {prediction.dtype} {prediction.shape}")
+        return (
+            f"labels and prediction must be uint8 (Z, Y, X); got labels {labels.dtype} {labels.shape} and "
+            f"prediction {prediction.dtype} {prediction.shape}"
+        )
     if prediction.shape != labels.shape or n_slices != len(labels):
-        return (f"labels {labels.shape}, prediction {prediction.shape} and review state ({n_slices} slices) "
-                "do not match")
+        return f"labels {labels.shape}, prediction {prediction.shape} and review state ({n_slices} slices) do not match"
     if confidence is not None and confidence.shape != (len(labels),):
         return f"confidence has shape {confidence.shape}; one value per slice ({len(labels)}) is expected"
     return None
@@ -280,8 +318,15 @@ def find_session(scan_path: str | Path, folder: Path | None = None) -> SessionLo
     if matching:
         path = max(matching, key=lambda p: headers[p].get("saved") or "")
         header = headers[path]
-        return SessionLookup(path, None, f"session of {scan.name} saved {header.get('saved')}: "
-                                         f"{ReviewState.from_dict(header['review']).progress_text()}")
+        return SessionLookup(
+            path,
+            None,
+            f"session of {scan.name} saved {header.get('saved')}: "
+            f"{ReviewState.from_dict(header['review']).progress_text()}",
+        )
     stale = existing[0]
-    return SessionLookup(None, stale, f"{stale} was saved for a different version of {scan.name} (its sha256 "
-                                      "has changed since); it is not restored")
+    return SessionLookup(
+        None,
+        stale,
+        f"{stale} was saved for a different version of {scan.name} (its sha256 has changed since); it is not restored",
+    )

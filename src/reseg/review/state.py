@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import getpass
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
 
 
-class SliceStatus(str, Enum):
+class SliceStatus(StrEnum):
     UNREVIEWED = "unreviewed"
     REVIEWED = "reviewed"
     SKIPPED = "skipped"
@@ -30,7 +30,7 @@ def default_reviewer() -> str:
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 @dataclass
@@ -48,14 +48,15 @@ class ReviewState:
     reviewer: str = field(default_factory=default_reviewer)
 
     @classmethod
-    def new(cls, n_slices: int, reviewer: str | None = None) -> "ReviewState":
+    def new(cls, n_slices: int, reviewer: str | None = None) -> ReviewState:
         return cls([SliceReview() for _ in range(n_slices)], reviewer or default_reviewer())
 
     def __len__(self) -> int:
         return len(self.slices)
 
-    def mark(self, index: int, status: SliceStatus | str, reviewer: str | None = None,
-             timestamp: str | None = None) -> None:
+    def mark(
+        self, index: int, status: SliceStatus | str, reviewer: str | None = None, timestamp: str | None = None
+    ) -> None:
         """Set a slice's status; reviewed/skipped slices record who and when, unreviewed ones forget it."""
         status = SliceStatus(status)
         if status is SliceStatus.UNREVIEWED:
@@ -100,10 +101,12 @@ class ReviewState:
         return min(candidates, key=lambda i: scores[i])
 
     def to_dict(self) -> dict[str, Any]:
-        return {"reviewer": self.reviewer,
-                "slices": [{**asdict(review), "status": review.status.value} for review in self.slices]}
+        return {
+            "reviewer": self.reviewer,
+            "slices": [{**asdict(review), "status": review.status.value} for review in self.slices],
+        }
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ReviewState":
+    def from_dict(cls, data: dict[str, Any]) -> ReviewState:
         slices = [SliceReview(SliceStatus(s["status"]), s.get("reviewer"), s.get("timestamp")) for s in data["slices"]]
         return cls(slices, data.get("reviewer") or default_reviewer())

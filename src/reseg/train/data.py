@@ -20,14 +20,27 @@ from reseg.preprocessing.resampling import resample_image, resample_labels, spac
 class AugmentedCrops(Dataset):
     """Normalised training slices, augmented and cropped to a fixed size on every access."""
 
-    def __init__(self, images: list[np.ndarray], labels: list[np.ndarray], crop: tuple[int, int], flip: bool,
-                 appearance: bool, seed: int):
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        labels: list[np.ndarray],
+        crop: tuple[int, int],
+        flip: bool,
+        appearance: bool,
+        seed: int,
+    ):
         self.images, self.labels = images, labels
         keys = ("image", "label")
         steps = [
             mt.RandSpatialCropd(keys, roi_size=crop, random_size=False),
-            mt.RandAffined(keys, prob=0.5, rotate_range=0.12, scale_range=(0.15, 0.15), mode=("bilinear", "nearest"),
-                           padding_mode="border"),
+            mt.RandAffined(
+                keys,
+                prob=0.5,
+                rotate_range=0.12,
+                scale_range=(0.15, 0.15),
+                mode=("bilinear", "nearest"),
+                padding_mode="border",
+            ),
             mt.RandScaleIntensityd("image", factors=0.2, prob=0.5),
             mt.RandAdjustContrastd("image", gamma=(0.5, 2.0) if appearance else (0.7, 1.5), prob=0.5),
             mt.RandGaussianNoised("image", std=0.05, prob=0.3),
@@ -52,8 +65,9 @@ class AugmentedCrops(Dataset):
         return torch.as_tensor(sample["image"]).float(), torch.as_tensor(sample["label"])[0].long()
 
 
-def model_slices(scans: list[Scan], normalization: dict[str, Any],
-                 input_spacing: list[float] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+def model_slices(
+    scans: list[Scan], normalization: dict[str, Any], input_spacing: list[float] | None = None
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Normalised image slices and their labels; with `input_spacing` (a base model's), resampled to it as
     inference will resample the scans this model meets (scans of unknown spacing stay as they are)."""
     images, labels = [], []
@@ -97,13 +111,25 @@ class TrainingBatches:
     crop: tuple[int, int]
 
 
-def training_batches(train_scans: list[Scan], images: list[np.ndarray], labels: list[np.ndarray],
-                     crop: tuple[int, int], batch_size: int, steps_per_epoch: int | None, flip: bool,
-                     appearance: bool, seed: int) -> TrainingBatches:
+def training_batches(
+    train_scans: list[Scan],
+    images: list[np.ndarray],
+    labels: list[np.ndarray],
+    crop: tuple[int, int],
+    batch_size: int,
+    steps_per_epoch: int | None,
+    flip: bool,
+    appearance: bool,
+    seed: int,
+) -> TrainingBatches:
     """A loader of augmented crops; `seed` (the run's seed plus the process rank) drives crops and sampling."""
     crop = crop_size(images, crop)
     crops = AugmentedCrops(images, labels, crop, flip, appearance=appearance, seed=seed)
     steps = steps_per_epoch or max(1, len(crops) // batch_size)
-    sampler = WeightedRandomSampler(folder_balanced_weights(train_scans), replacement=True,
-                                    num_samples=steps * batch_size, generator=torch.Generator().manual_seed(seed))
+    sampler = WeightedRandomSampler(
+        folder_balanced_weights(train_scans),
+        replacement=True,
+        num_samples=steps * batch_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
     return TrainingBatches(DataLoader(crops, batch_size=batch_size, sampler=sampler, drop_last=True), steps, crop)

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from reseg.train import distributed
-from reseg.zoo.cards import ModelCard, read_card, write_card
 from reseg.data.dataset import TrainingSet, load_training_set, split_by_scan
 from reseg.errors import ResegError
 from reseg.evaluation.evaluate import Evaluation, evaluate_model
+from reseg.train import distributed
 from reseg.train.loop import EpochReport, StepReport, TrainingConfig, iter_train
+from reseg.zoo.cards import ModelCard, read_card, write_card
 from reseg.zoo.catalogue import resolve_card
 from reseg.zoo.weights import load_model
 
@@ -38,8 +39,11 @@ class Comparison:
     def rows(self) -> list[tuple[str, float, float]]:
         """(class, base Dice, new Dice) for every class the held-out labels contain."""
         names = self.base.class_names
-        return [(name, self.base.scores["dice"][k], self.new.scores["dice"][k]) for k, name in enumerate(names)
-                if not math.isnan(self.new.scores["dice"][k])]
+        return [
+            (name, self.base.scores["dice"][k], self.new.scores["dice"][k])
+            for k, name in enumerate(names)
+            if not math.isnan(self.new.scores["dice"][k])
+        ]
 
     @property
     def mean_dice_change(self) -> float:
@@ -48,8 +52,10 @@ class Comparison:
 
     def table(self) -> str:
         width = max(len(self.base_name), len(self.new_name), 8) + 2
-        lines = [f"Dice on {len(self.held_out_scans)} held-out scan(s), {self.new.slices} slice(s):",
-                 f"{'class':<22}{self.base_name:>{width}}{self.new_name:>{width}}{'change':>9}"]
+        lines = [
+            f"Dice on {len(self.held_out_scans)} held-out scan(s), {self.new.slices} slice(s):",
+            f"{'class':<22}{self.base_name:>{width}}{self.new_name:>{width}}{'change':>9}",
+        ]
         for name, old, new in self.rows():
             lines.append(f"{name:<22}{old:>{width}.3f}{new:>{width}.3f}{new - old:>+9.3f}")
         for key, label in (("mean_dice", "mean Dice"), ("miou", "mIoU"), ("mpa", "mPA")):
@@ -110,8 +116,13 @@ def iter_finetune(
     card_path = Path(output_dir) / f"{name}.json"
     base_model = load_model(base, device=config.device)
     new_model = load_model(card_path, device=config.device)
-    comparison = Comparison(base, name, evaluate_model(base_model, held_out), evaluate_model(new_model, held_out),
-                            [scan.name for scan in held_out.scans])
+    comparison = Comparison(
+        base,
+        name,
+        evaluate_model(base_model, held_out),
+        evaluate_model(new_model, held_out),
+        [scan.name for scan in held_out.scans],
+    )
     card = read_card(card_path)
     card.metrics["held_out_comparison"] = comparison.to_dict()
     card.training["held_out_fraction"] = held_out_fraction

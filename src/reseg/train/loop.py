@@ -77,9 +77,15 @@ class EpochReport:
     seconds: float
 
 
-def _validate(network: SegmentationNetwork, images: list[np.ndarray], labels: list[np.ndarray],
-              num_classes: int, ignore_index: int, label_sets: dict[int, list[int]],
-              device: torch.device) -> dict[str, list[float]]:
+def _validate(
+    network: SegmentationNetwork,
+    images: list[np.ndarray],
+    labels: list[np.ndarray],
+    num_classes: int,
+    ignore_index: int,
+    label_sets: dict[int, list[int]],
+    device: torch.device,
+) -> dict[str, list[float]]:
     network.eval()
     predictions = []
     with torch.inference_mode():
@@ -94,8 +100,9 @@ def freeze(network: SegmentationNetwork, parts: Sequence[str]) -> list[nn.Module
     available = network.parts()
     unknown = [part for part in parts if part not in available]
     if unknown:
-        raise ResegError(f"cannot freeze {', '.join(unknown)}: {type(network).__name__} has the parts "
-                         f"{', '.join(available)}")
+        raise ResegError(
+            f"cannot freeze {', '.join(unknown)}: {type(network).__name__} has the parts {', '.join(available)}"
+        )
     if set(parts) == set(available):
         raise ResegError("freezing every part leaves nothing to train")
     modules = [getattr(network, part) for part in parts]
@@ -127,9 +134,13 @@ def _start(config: TrainingConfig, training_set: TrainingSet) -> _Start:
     classes = list(training_set.classes or DEFAULT_CLASSES[modality])
     if not config.base_model:
         arguments = {**config.arguments, "num_classes": len(classes)}
-        return _Start(build_network(config.architecture, arguments),
-                      {"architecture": config.architecture, "arguments": arguments},
-                      classes, modality, DEFAULT_NORMALIZATION[modality])
+        return _Start(
+            build_network(config.architecture, arguments),
+            {"architecture": config.architecture, "arguments": arguments},
+            classes,
+            modality,
+            DEFAULT_NORMALIZATION[modality],
+        )
     base = load_model(config.base_model, device="cpu")
     if training_set.classes and [c.name for c in training_set.classes] != base.card.class_names:
         raise ResegError(
@@ -140,10 +151,19 @@ def _start(config: TrainingConfig, training_set: TrainingSet) -> _Start:
         raise ResegError(
             f"base model {config.base_model!r} has {base.card.num_classes} classes, the data has {len(classes)}"
         )
-    build = {"architecture": base.card.architecture, "arguments": base.card.arguments,
-             "postprocessing": list(base.card.postprocessing)}
-    return _Start(base.network, build,
-                  list(base.card.classes), base.card.modality, base.card.normalization, base.card.input_spacing)
+    build = {
+        "architecture": base.card.architecture,
+        "arguments": base.card.arguments,
+        "postprocessing": list(base.card.postprocessing),
+    }
+    return _Start(
+        base.network,
+        build,
+        list(base.card.classes),
+        base.card.modality,
+        base.card.normalization,
+        base.card.input_spacing,
+    )
 
 
 def iter_train(
@@ -172,8 +192,9 @@ def iter_train(
         torch.manual_seed(config.seed)
         set_track_meta(False)  # plain tensors: faster, and nothing downstream reads MONAI's metadata
         try:
-            network = yield from _train(process, training_set, name, output_dir, config, description, terms,
-                                        validation_set)
+            network = yield from _train(
+                process, training_set, name, output_dir, config, description, terms, validation_set
+            )
             if process.distributed:
                 torch.distributed.barrier()  # the files are written before any rank goes on to use them
             return network
@@ -182,9 +203,14 @@ def iter_train(
             process.leave()
 
 
-def train_step(model: Callable[[torch.Tensor], torch.Tensor], network: SegmentationNetwork,
-               loss_function: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor,
-               labels: torch.Tensor) -> float:
+def train_step(
+    model: Callable[[torch.Tensor], torch.Tensor],
+    network: SegmentationNetwork,
+    loss_function: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+) -> float:
     """One optimisation step: forward through `model` (the network, or its distributed wrapper), the loss plus
     the network's auxiliary loss (L2GNet's codebook), backward and update. Returns the loss."""
     loss = loss_function(model(images), labels) + network.auxiliary_loss()
@@ -194,9 +220,16 @@ def train_step(model: Callable[[torch.Tensor], torch.Tensor], network: Segmentat
     return float(loss.item())
 
 
-def _train(process: distributed.ProcessGroup, training_set: TrainingSet, name: str, output_dir: str | Path,
-           config: TrainingConfig, description: str, terms: str, validation_set: TrainingSet | None
-           ) -> Generator[StepReport | EpochReport, None, SegmentationNetwork]:
+def _train(
+    process: distributed.ProcessGroup,
+    training_set: TrainingSet,
+    name: str,
+    output_dir: str | Path,
+    config: TrainingConfig,
+    description: str,
+    terms: str,
+    validation_set: TrainingSet | None,
+) -> Generator[StepReport | EpochReport, None, SegmentationNetwork]:
     start = _start(config, training_set)
     modality, classes, normalization = start.modality, start.classes, start.normalization
     if validation_set is not None:
@@ -211,9 +244,17 @@ def _train(process: distributed.ProcessGroup, training_set: TrainingSet, name: s
     train_images, train_labels = model_slices(train_scans, normalization, start.input_spacing)
     validation_images, validation_labels = model_slices(validation_scans, normalization, start.input_spacing)
     flip = config.lateral_flip if config.lateral_flip is not None else modality == "OCT"
-    batches = training_batches(train_scans, train_images, train_labels, config.crop_size, config.batch_size,
-                               config.steps_per_epoch, flip, appearance=modality == "OCT",
-                               seed=config.seed + process.rank)  # each rank draws batches of its own
+    batches = training_batches(
+        train_scans,
+        train_images,
+        train_labels,
+        config.crop_size,
+        config.batch_size,
+        config.steps_per_epoch,
+        flip,
+        appearance=modality == "OCT",
+        seed=config.seed + process.rank,
+    )  # each rank draws batches of its own
 
     device = process.device(config.device)
     network = start.network
@@ -221,23 +262,35 @@ def _train(process: distributed.ProcessGroup, training_set: TrainingSet, name: s
     network.to(device, memory_format=torch.channels_last)  # ~25 % faster convolutions on CPU
     _set_training_mode(network, frozen)
     trained = process.wrap(network, device)
-    optimizer = torch.optim.AdamW([p for p in network.parameters() if p.requires_grad], lr=config.learning_rate,
-                                  weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [p for p in network.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=config.learning_rate, total_steps=config.epochs * batches.steps, pct_start=0.1
     )
     loss_function = DiceCrossEntropyLoss(ignore_index=training_set.ignore_index, label_sets=training_set.label_sets)
     validation_label_sets = (validation_set or training_set).label_sets
     card = ModelCard(
-        name=name, **start.build, classes=classes, modality=modality, normalization=normalization,
+        name=name,
+        **start.build,
+        classes=classes,
+        modality=modality,
+        normalization=normalization,
         input_spacing=start.input_spacing or (common_spacing(train_scans) if modality == "CT" else None),
-        description=description, terms=terms, parent=config.base_model, deviations=list(network.card_notes),
+        description=description,
+        terms=terms,
+        parent=config.base_model,
+        deviations=list(network.card_notes),
         training=training_record(
             training_set.sources,
             validation_set.sources if validation_set is not None else "held out from data",
-            [s.name for s in train_scans], [s.name for s in validation_scans],
-            len(train_images), len(validation_images), training_set.label_sets,
-            {**asdict(config), "crop_size": list(batches.crop)}, process.world_size,
+            [s.name for s in train_scans],
+            [s.name for s in validation_scans],
+            len(train_images),
+            len(validation_images),
+            training_set.label_sets,
+            {**asdict(config), "crop_size": list(batches.crop)},
+            process.world_size,
         ),
     )
     best_score = -math.inf
@@ -252,8 +305,15 @@ def _train(process: distributed.ProcessGroup, training_set: TrainingSet, name: s
         process.synchronize_buffers(network)
         if not process.is_main:
             continue
-        scores = _validate(network, validation_images, validation_labels, len(classes),
-                           training_set.ignore_index, validation_label_sets, device)
+        scores = _validate(
+            network,
+            validation_images,
+            validation_labels,
+            len(classes),
+            training_set.ignore_index,
+            validation_label_sets,
+            device,
+        )
         _set_training_mode(network, frozen)
         summary = summarize(scores, skip_classes=(0,))
         is_best = summary["mean_dice"] > best_score or not math.isfinite(best_score)
@@ -261,6 +321,13 @@ def _train(process: distributed.ProcessGroup, training_set: TrainingSet, name: s
             best_score = max(best_score, summary["mean_dice"])
             record_validation(card, epoch, config.keep_best, summary, scores, classes)
             save_model(network, card, output_dir)
-        yield EpochReport(epoch, config.epochs, float(np.mean(losses)), summary, scores["dice"], is_best,
-                          time.perf_counter() - started)
+        yield EpochReport(
+            epoch,
+            config.epochs,
+            float(np.mean(losses)),
+            summary,
+            scores["dice"],
+            is_best,
+            time.perf_counter() - started,
+        )
     return network

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -22,8 +22,13 @@ from reseg.classes import IGNORE_INDEX
 class DiceCrossEntropyLoss(nn.Module):
     """Dice + (marginal) cross-entropy; see the module docstring for the label values it understands."""
 
-    def __init__(self, ignore_index: int = IGNORE_INDEX, dice_weight: float = 1.0, ce_weight: float = 1.0,
-                 label_sets: Mapping[int, Sequence[int]] | None = None) -> None:
+    def __init__(
+        self,
+        ignore_index: int = IGNORE_INDEX,
+        dice_weight: float = 1.0,
+        ce_weight: float = 1.0,
+        label_sets: Mapping[int, Sequence[int]] | None = None,
+    ) -> None:
         super().__init__()
         self.ignore_index = ignore_index
         self.dice_weight = dice_weight

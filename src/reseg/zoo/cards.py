@@ -64,7 +64,7 @@ class ModelCard:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str | Path = "<card>") -> "ModelCard":
+    def from_dict(cls, data: dict[str, Any], source: str | Path = "<card>") -> ModelCard:
         """Build a card from its JSON, validated field by field: a bad card is a CheckpointError naming the
         file and the field, before anything is built or fed from it."""
         missing = [key for key in CARD_FIELDS_REQUIRED if key not in data]
@@ -74,7 +74,7 @@ class ModelCard:
             _check_fields(data)
         except FieldProblem as problem:
             raise CheckpointError(source, f"model card {problem}") from None
-        known = {f for f in cls.__dataclass_fields__}
+        known = set(cls.__dataclass_fields__)
         values = {key: value for key, value in data.items() if key in known}
         values["classes"] = [SegmentationClass.from_dict(entry) for entry in data["classes"]]
         card = cls(**values)
@@ -83,7 +83,9 @@ class ModelCard:
             raise CheckpointError(
                 source, f"model card lists {card.num_classes} classes but its arguments say num_classes={declared}"
             )
-        from reseg.inference.postprocessing import check_postprocessing  # topology, numpy only; imported late against cycles
+        from reseg.inference.postprocessing import (
+            check_postprocessing,  # topology, numpy only; imported late against cycles
+        )
 
         check_postprocessing(card.postprocessing, card.class_names, source)
         return card
@@ -111,8 +113,9 @@ def _check_fields(data: dict[str, Any]) -> None:
     require_classes(data["classes"], "classes")
     _check_normalization(require_mapping(data["normalization"], "normalization"))
     if data.get("input_spacing") is not None:
-        require_numbers(data["input_spacing"], "input_spacing", lengths=(2, 3),
-                        low=MIN_INPUT_SPACING_MM, high=MAX_INPUT_SPACING_MM)
+        require_numbers(
+            data["input_spacing"], "input_spacing", lengths=(2, 3), low=MIN_INPUT_SPACING_MM, high=MAX_INPUT_SPACING_MM
+        )
     for key in ("postprocessing", "deviations"):
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):

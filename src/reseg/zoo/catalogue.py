@@ -13,8 +13,8 @@ from pathlib import Path
 
 import platformdirs
 
-from reseg.zoo.cards import ModelCard, read_card
 from reseg.errors import CheckpointError, ResegError
+from reseg.zoo.cards import ModelCard, read_card
 
 USER_MODEL_DIR_ENV = "RESEG_MODEL_DIR"
 FOREIGN_SUFFIXES = (".pt", ".pth")
@@ -50,9 +50,7 @@ def list_models() -> list[ModelCard]:
     return [read_card(path) for _, path in sorted(model_paths().items())]
 
 
-def resolve_card(
-    name_or_path: str | Path, card: ModelCard | str | Path | None = None
-) -> tuple[ModelCard, Path]:
+def resolve_card(name_or_path: str | Path, card: ModelCard | str | Path | None = None) -> tuple[ModelCard, Path]:
     """Find (card, weights path) for a catalogue name, a .json card, or a weights file with a card.
 
     Cheap (reads JSON only), so a user interface can show classes before the weights are loaded.
@@ -67,13 +65,16 @@ def resolve_card(
     if path.suffix not in (".safetensors", *FOREIGN_SUFFIXES):
         if not path.exists():
             raise CheckpointError(path, f"no such model or file (known models: {', '.join(sorted(known)) or 'none'})")
-        raise CheckpointError(path, "unsupported model file (use a model name, a .json card, .safetensors, .pt or .pth)")
+        raise CheckpointError(
+            path, "unsupported model file (use a model name, a .json card, .safetensors, .pt or .pth)"
+        )
     if card is None:
         card_path = path.with_suffix(".json")
         if not card_path.exists():
             raise CheckpointError(
-                path, f"has no model card beside it ({card_path.name}); pass the card of the model it was trained "
-                "from (e.g. --card lightreseg-oct) so its classes and normalisation are known"
+                path,
+                f"has no model card beside it ({card_path.name}); pass the card of the model it was trained "
+                "from (e.g. --card lightreseg-oct) so its classes and normalisation are known",
             )
         return read_card(card_path), path
     if isinstance(card, ModelCard):
@@ -96,10 +97,10 @@ def modality_warning(card: ModelCard, scan_modality: str, scan_name: str) -> str
     """The warning a user gets before running a model on a scan it was not trained for, or None."""
     if suits(card.modality, scan_modality):
         return None
-    looks = (f"looks like {scan_modality}" if scan_modality != "unknown"
-             else "has no Hounsfield units (it is not a CT scan)")
-    return (f"{scan_name} {looks} but model {card.name!r} was trained on {card.modality}: "
-            "its labels will mean nothing")
+    looks = (
+        f"looks like {scan_modality}" if scan_modality != "unknown" else "has no Hounsfield units (it is not a CT scan)"
+    )
+    return f"{scan_name} {looks} but model {card.name!r} was trained on {card.modality}: its labels will mean nothing"
 
 
 def preferred_model(names: list[str], modality_of: dict[str, str], scan_modality: str) -> str | None:

@@ -17,12 +17,13 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save
 
-from reseg.zoo.cards import ModelCard, card_json, sha256_of
-from reseg.zoo.catalogue import FOREIGN_SUFFIXES, resolve_card
 from reseg.devices import resolve_device
 from reseg.errors import CheckpointError
 from reseg.io._atomic import output_error, temporary_beside
 from reseg.models import SegmentationNetwork, build_network, count_parameters
+from reseg.zoo.cards import ModelCard, card_json, sha256_of
+from reseg.zoo.catalogue import FOREIGN_SUFFIXES, resolve_card
+
 
 @dataclass
 class LoadedModel:
@@ -61,10 +62,14 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError:  # torch's weights-only unpickler stopped
         called = _foreign_callables(path)
         if called:
-            raise CheckpointError(path, f"is refused: loading it would execute code it names ({', '.join(called[:3])})"
-                                        "; only plain tensors are loaded, e.g. from .safetensors") from None
-        raise CheckpointError(path, "is corrupt or not a PyTorch weights file (it does not unpickle as plain "
-                                    "tensors)") from None
+            raise CheckpointError(
+                path,
+                f"is refused: loading it would execute code it names ({', '.join(called[:3])})"
+                "; only plain tensors are loaded, e.g. from .safetensors",
+            ) from None
+        raise CheckpointError(
+            path, "is corrupt or not a PyTorch weights file (it does not unpickle as plain tensors)"
+        ) from None
     except (SafetensorError, RuntimeError, OSError, EOFError, ValueError) as error:
         raise CheckpointError(path, f"is corrupt or not a weights file ({str(error).splitlines()[0]})") from None
     raise CheckpointError(path, f"unsupported weights format {path.suffix!r} (use .safetensors, .pt or .pth)")
@@ -96,11 +101,16 @@ def _check_finite(state: dict[str, torch.Tensor], path: Path) -> None:
     """NaN or infinite weights give a confident-looking nonsense result (one class everywhere): refuse them."""
     broken = [key for key, value in state.items() if value.is_floating_point() and not torch.isfinite(value).all()]
     if broken:
-        raise CheckpointError(path, f"holds NaN or infinite weights in {len(broken)} tensor(s), e.g. {broken[0]}; "
-                                    "the file is damaged or came from a diverged training")
+        raise CheckpointError(
+            path,
+            f"holds NaN or infinite weights in {len(broken)} tensor(s), e.g. {broken[0]}; "
+            "the file is damaged or came from a diverged training",
+        )
 
 
-def _check_state_dict(network: SegmentationNetwork, state: dict[str, torch.Tensor], card: ModelCard, path: Path) -> None:
+def _check_state_dict(
+    network: SegmentationNetwork, state: dict[str, torch.Tensor], card: ModelCard, path: Path
+) -> None:
     expected = network.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -114,8 +124,11 @@ def _check_state_dict(network: SegmentationNetwork, state: dict[str, torch.Tenso
             if part
         )
         raise CheckpointError(path, f"does not match architecture {card.architecture!r}: {detail}")
-    wrong = [(key, tuple(state[key].shape), tuple(value.shape)) for key, value in expected.items()
-             if state[key].shape != value.shape]
+    wrong = [
+        (key, tuple(state[key].shape), tuple(value.shape))
+        for key, value in expected.items()
+        if state[key].shape != value.shape
+    ]
     if wrong:
         head = [w for w in wrong if w[0].startswith("head.")]
         if head:
@@ -142,8 +155,9 @@ def load_model(
         actual = sha256_of(weights_path)
         if actual != model_card.weights_sha256:
             raise CheckpointError(
-                weights_path, f"sha256 {actual[:12]}... differs from its card's {model_card.weights_sha256[:12]}... "
-                "(the file is corrupt or was replaced)"
+                weights_path,
+                f"sha256 {actual[:12]}... differs from its card's {model_card.weights_sha256[:12]}... "
+                "(the file is corrupt or was replaced)",
             )
     state = read_weights(weights_path)
     try:

@@ -152,6 +152,7 @@ def test_organ_sides_follow_the_data_convention(phantom: CTPhantom) -> None:
     assert column(RIGHT_KIDNEY) > 0.5 > column(LEFT_KIDNEY)
     assert column(GALLBLADDER) > 0.5 > column(STOMACH)
     assert column(AORTA) < 0.5  # just left of the midline
+
     # Rows grow from posterior to anterior: kidneys and spleen are posterior, gallbladder and stomach anterior.
     def row(index: int) -> float:
         return float(np.nonzero(phantom.labels == index)[1].mean())

@@ -14,8 +14,9 @@ from reseg.data import ct_phantom as ct
 ORGAN_STAGES = (ct._paint_liver, ct._paint_spleen, ct._paint_stomach, ct._paint_gallbladder, ct._paint_pancreas)
 
 
-def _start(seed: int, n_slices: int = 12, size: int = 64, spacing_mm: float = 6.0
-           ) -> tuple[np.random.Generator, dict[str, float], ct._Body, ct._Canvas]:
+def _start(
+    seed: int, n_slices: int = 12, size: int = 64, spacing_mm: float = 6.0
+) -> tuple[np.random.Generator, dict[str, float], ct._Body, ct._Canvas]:
     """The first stages of a phantom: generator, tissue HU, body and an empty canvas (air)."""
     rng = np.random.default_rng(seed)
     hu = ct._tissue_hu(rng, True)

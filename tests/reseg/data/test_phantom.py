@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
 from reseg.classes import OCT_CLASSES, OCT_FLUID
 from reseg.data.phantom import DEFAULT_SPACING, OCTPhantom, make_oct_phantom
 from reseg.data.spectralis import scan_field_mask
-
 
 
 @pytest.fixture(scope="module")
@@ -121,11 +119,11 @@ def _inner_thickness(labels: np.ndarray) -> np.ndarray:
 
 def test_foveal_pit(dry_phantom: OCTPhantom) -> None:
     fz, fx = dry_phantom.fovea
-    k, c = int(round(fz)), int(round(fx))
+    k, c = round(fz), round(fx)
     assert 0 <= k < dry_phantom.labels.shape[0] and 0 <= c < dry_phantom.labels.shape[2]
     inner = _inner_thickness(dry_phantom.labels)
-    step = int(round(1.5 / dry_phantom.spacing[2]))  # 1.5 mm either side
-    centre = inner[k, c - 2:c + 3].mean()
+    step = round(1.5 / dry_phantom.spacing[2])  # 1.5 mm either side
+    centre = inner[k, c - 2 : c + 3].mean()
     away = min(inner[k, max(c - step, 0)], inner[k, min(c + step, inner.shape[1] - 1)])
     assert centre <= 3 and away >= 15 and away > 6 * max(centre, 1)
     # The ONL is thickest at the fovea.

@@ -96,12 +96,15 @@ def test_cysts_lie_strictly_inside_their_swollen_host_layer(seed: int) -> None:
 # ------------------------------------------------------------------------------------ BM and the boundaries
 
 
-@pytest.mark.parametrize(("seed", "size", "spacing"), [
-    (0, (3, 160, 96), DEFAULT_SPACING),
-    (1, (2, 496, 200), DEFAULT_SPACING),
-    (2, (4, 128, 64), (0.12, 0.0078, 0.0226)),
-    (3, (1, 200, 128), (0.24, 0.0039, 0.0113)),
-])
+@pytest.mark.parametrize(
+    ("seed", "size", "spacing"),
+    [
+        (0, (3, 160, 96), DEFAULT_SPACING),
+        (1, (2, 496, 200), DEFAULT_SPACING),
+        (2, (4, 128, 64), (0.12, 0.0078, 0.0226)),
+        (3, (1, 200, 128), (0.24, 0.0039, 0.0113)),
+    ],
+)
 def test_surfaces_are_ordered_and_fit_the_height(seed: int, size: tuple[int, int, int], spacing) -> None:
     rng, grid, _, thick = _thicknesses(seed, *size, spacing=spacing)
     bm = ph._place_bm(rng, grid, ph._bm_shape(rng, grid), np.sum(thick, axis=0))
@@ -247,5 +250,4 @@ def test_display_mapping_is_fourth_root() -> None:
     image = ph._to_display(x.copy())
     assert image.dtype == np.uint8
     assert np.abs(image - 255 * x.astype(np.float64) ** 0.25).max() <= 0.5 + 1e-3
-    np.testing.assert_array_equal(ph._to_display(np.array([-0.5, 0.0, 1.0, 7.0], dtype=np.float32)),
-                                  [0, 0, 255, 255])
+    np.testing.assert_array_equal(ph._to_display(np.array([-0.5, 0.0, 1.0, 7.0], dtype=np.float32)), [0, 0, 255, 255])

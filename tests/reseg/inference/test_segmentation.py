@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from reseg.zoo.cards import read_card
 from reseg.classes import OCT_CLASSES
 from reseg.data.phantom import make_oct_phantom
 from reseg.devices import available_devices, resolve_device
 from reseg.errors import DeviceMemoryError, ResegError
+from reseg.evaluation.metrics import per_class_scores, summarize
 from reseg.inference.segmentation import iter_segment, segment
 from reseg.io import read_volume
-from reseg.evaluation.metrics import per_class_scores, summarize
 from reseg.models import build_network
+from reseg.zoo.cards import read_card
 from reseg.zoo.catalogue import bundled_model_dir
 from reseg.zoo.weights import LoadedModel, load_model
 
@@ -143,8 +143,9 @@ class SmallMemoryNetwork(torch.nn.Module):
 
 
 def test_out_of_memory_retries_with_smaller_batches(tiny_model):
-    model = LoadedModel(SmallMemoryNetwork(tiny_model.network, fits=2), tiny_model.card, tiny_model.device,
-                        tiny_model.weights_path)
+    model = LoadedModel(
+        SmallMemoryNetwork(tiny_model.network, fits=2), tiny_model.card, tiny_model.device, tiny_model.weights_path
+    )
     stack = np.random.default_rng(3).integers(0, 255, (5, 32, 32), dtype=np.uint8)
     labels = np.full(stack.shape, 99, dtype=np.uint8)
     events = list(iter_segment(model, stack, labels, batch_size=8))

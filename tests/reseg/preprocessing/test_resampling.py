@@ -10,8 +10,8 @@ from reseg.inference.segmentation import segment
 from reseg.models import build_network
 from reseg.preprocessing.resampling import resample_image, resample_labels, spacing_grid
 from reseg.train.data import model_slices
-from reseg.zoo.catalogue import bundled_model_dir
 from reseg.zoo.cards import read_card
+from reseg.zoo.catalogue import bundled_model_dir
 from reseg.zoo.weights import LoadedModel
 
 

@@ -64,8 +64,7 @@ def test_statistics_are_json_serialisable() -> None:
     prediction = _prediction()
     corrected = prediction.copy()
     corrected[0, 0] = 4
-    volume = volume_edit_statistics(np.stack([prediction, prediction]), np.stack([prediction, corrected]),
-                                    NUM_CLASSES)
+    volume = volume_edit_statistics(np.stack([prediction, prediction]), np.stack([prediction, corrected]), NUM_CLASSES)
     restored = json.loads(json.dumps(volume, allow_nan=False))
     assert [entry["slice"] for entry in restored] == [0, 1]
     assert restored[1]["added"]["4"] == 1 and restored[1]["dice"]["0"] is None

@@ -14,13 +14,13 @@ from reseg.classes import IGNORE_INDEX, OCT_CLASSES
 from reseg.cli import main
 from reseg.data.dataset import load_training_set
 from reseg.data.phantom import make_oct_phantom
-from reseg.review.edits import slice_edit_statistics
 from reseg.errors import InputError
-from reseg.review.export import export_nnunet, export_training_set
 from reseg.io import Volume, read_volume, write_image
+from reseg.review.edits import slice_edit_statistics
+from reseg.review.export import export_nnunet, export_training_set
 from reseg.review.session import Session, save_session, start_session
 
-SHAPE = dict(n_bscans=4, height=224, width=128)
+SHAPE = {"n_bscans": 4, "height": 224, "width": 128}
 
 
 def _scan(path: Path, seed: int) -> Path:
@@ -184,16 +184,54 @@ def test_cli_exports_a_session_and_trains_on_the_export(tmp_path, capsys):
 
     assert main(["export", str(session_file), "-o", str(tmp_path / "raw"), "--format", "nnunet"]) == 1
     assert "--format nnunet needs --dataset-id" in capsys.readouterr().err
-    assert main(["export", str(session_file), "-o", str(tmp_path / "raw"), "--format", "nnunet",
-                 "--dataset-id", "7", "--dataset-name", "Eyes"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(session_file),
+                "-o",
+                str(tmp_path / "raw"),
+                "--format",
+                "nnunet",
+                "--dataset-id",
+                "7",
+                "--dataset-name",
+                "Eyes",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "raw" / "Dataset007_Eyes" / "dataset.json").is_file()
     (tmp_path / "broken.reseg-session.npz").write_bytes(b"\0" * 10)
     assert main(["export", str(tmp_path / "broken.reseg-session.npz"), "-o", str(out)]) == 1
     assert "broken.reseg-session.npz: cannot be read as a reseg session" in capsys.readouterr().err
 
-    assert main(["train", str(out), "--name", "retrained", "-o", str(models), "--epochs", "1",
-                 "--steps-per-epoch", "1", "--batch-size", "1", "--crop", "64", "64",
-                 "--validation-fraction", "0.5", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(out),
+                "--name",
+                "retrained",
+                "-o",
+                str(models),
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "1",
+                "--batch-size",
+                "1",
+                "--crop",
+                "64",
+                "64",
+                "--validation-fraction",
+                "0.5",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     assert "4 slices in 2 scans (OCT)" in capsys.readouterr().out
     assert (models / "retrained.safetensors").is_file()
 
@@ -210,7 +248,9 @@ def test_a_manifest_cannot_lead_an_export_outside_its_folder(session, tmp_path, 
     manifest["items"][0]["image"] = name
     (folder / "dataset.json").write_text(json.dumps(manifest))
     before = _files(tmp_path)
-    with pytest.raises(InputError, match=r"dataset\.json: is not a valid training-set manifest: field 'items\[0\]\.image'"):
+    with pytest.raises(
+        InputError, match=r"dataset\.json: is not a valid training-set manifest: field 'items\[0\]\.image'"
+    ):
         export_training_set(session, folder, include_unreviewed=True)
     assert _files(tmp_path) == before
 
@@ -282,7 +322,7 @@ def test_an_overwrite_never_follows_a_symbolic_link_out_of_the_folder(session, t
     (elsewhere / "precious.tif").write_bytes(b"keep me")
     folder.mkdir()
     (folder / "images").symlink_to(elsewhere, target_is_directory=True)
-    with pytest.raises(OutputError, match="lies outside .* nothing was written"):
+    with pytest.raises(OutputError, match=r"lies outside .* nothing was written"):
         export_training_set(session, folder, overwrite=True)
     assert [p.name for p in elsewhere.iterdir()] == ["precious.tif"]
     assert sorted(p.name for p in folder.iterdir()) == ["images"]  # no staging folder left

@@ -31,8 +31,15 @@ def scan(tmp_path) -> Path:
 def _session(scan: Path):
     volume = read_volume(scan)
     prediction = make_oct_phantom(n_bscans=4, height=224, width=128, seed=3).labels
-    session = start_session(volume, prediction, list(OCT_CLASSES), "lightreseg-oct", "ab" * 32,
-                            confidence=np.array([0.9, 0.4, 0.7, 0.8]), reviewer="grader")
+    session = start_session(
+        volume,
+        prediction,
+        list(OCT_CLASSES),
+        "lightreseg-oct",
+        "ab" * 32,
+        confidence=np.array([0.9, 0.4, 0.7, 0.8]),
+        reviewer="grader",
+    )
     session.labels[1, 100:120, 10:50] = 9
     session.review.mark(1, "reviewed")
     session.review.mark(2, "skipped", reviewer="someone else")
@@ -49,8 +56,17 @@ def test_round_trip_keeps_arrays_and_metadata(scan):
         assert restored.dtype == original.dtype and np.array_equal(restored, original), name
     assert loaded.review.to_dict() == session.review.to_dict()
     assert loaded.review.slices[1].reviewer == "grader" and loaded.review.slices[2].reviewer == "someone else"
-    for name in ("classes", "spacing", "source", "source_sha256", "modality", "model_name", "weights_sha256",
-                 "created", "saved"):
+    for name in (
+        "classes",
+        "spacing",
+        "source",
+        "source_sha256",
+        "modality",
+        "model_name",
+        "weights_sha256",
+        "created",
+        "saved",
+    ):
         assert getattr(loaded, name) == getattr(session, name), name
     assert np.load(path)["labels"].shape == (4, 224, 128)  # a plain .npz to numpy as well
 
@@ -177,16 +193,19 @@ def test_a_rerun_replaces_the_prediction_and_clears_the_marks_of_its_slices(scan
     assert session.model_name == "lightreseg-oct-finetuned"
 
 
-@pytest.mark.parametrize(("field", "edit"), [
-    ("version", lambda h: h.update(version="one")),
-    ("spacing[0]", lambda h: h.update(spacing=[float("nan"), 1.0, 1.0])),
-    ("spacing[1]", lambda h: h.update(spacing=[1.0, 0.0, 1.0])),
-    ("shape", lambda h: h.update(shape="4x224x128")),
-    ("classes", lambda h: h.update(classes=[])),
-    ("review.slices", lambda h: h["review"].update(slices=[])),
-    ("review.slices[0].status", lambda h: h["review"]["slices"][0].update(status="approved")),
-    ("model", lambda h: h.update(model="lightreseg-oct")),
-])
+@pytest.mark.parametrize(
+    ("field", "edit"),
+    [
+        ("version", lambda h: h.update(version="one")),
+        ("spacing[0]", lambda h: h.update(spacing=[float("nan"), 1.0, 1.0])),
+        ("spacing[1]", lambda h: h.update(spacing=[1.0, 0.0, 1.0])),
+        ("shape", lambda h: h.update(shape="4x224x128")),
+        ("classes", lambda h: h.update(classes=[])),
+        ("review.slices", lambda h: h["review"].update(slices=[])),
+        ("review.slices[0].status", lambda h: h["review"]["slices"][0].update(status="approved")),
+        ("model", lambda h: h.update(model="lightreseg-oct")),
+    ],
+)
 def test_a_damaged_session_header_names_the_file_and_the_field(scan, field, edit):
     path = save_session(session_path_for(scan), _session(scan))
     with zipfile.ZipFile(path) as archive:

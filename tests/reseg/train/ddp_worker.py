@@ -13,8 +13,9 @@ from reseg.train.loop import TrainingConfig, iter_train
 
 
 def main(data: str, output: str, architecture: str) -> None:
-    config = TrainingConfig(architecture=architecture, epochs=2, steps_per_epoch=3, batch_size=2,
-                            crop_size=(64, 64), device="cpu")
+    config = TrainingConfig(
+        architecture=architecture, epochs=2, steps_per_epoch=3, batch_size=2, crop_size=(64, 64), device="cpu"
+    )
     events = iter_train(load_training_set([data]), "ddp", Path(output) / "model", config)
     while True:
         try:

@@ -31,9 +31,23 @@ def test_two_processes_end_with_identical_weights(tmp_path, architecture):
     assert main(["phantom", str(data), "--volumes", "3", "--bscans", "2", "--height", "224", "--width", "96"]) == 0
     environment = {**os.environ, "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
-         str(WORKER), str(data), str(tmp_path), architecture],
-        env=environment, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(_free_port()),
+            str(WORKER),
+            str(data),
+            str(tmp_path),
+            architecture,
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert run.returncode == 0, run.stderr[-3000:]
     rank0, rank1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))

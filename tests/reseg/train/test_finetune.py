@@ -61,8 +61,15 @@ def test_held_out_share_is_whole_scans_and_fixed_by_the_seed(corrections):
 
 def test_frozen_parts_keep_their_weights_and_statistics(corrections, tmp_path):
     base = load_model("lightreseg-oct", device="cpu").network.state_dict()
-    config = TrainingConfig(epochs=1, steps_per_epoch=2, batch_size=2, crop_size=(96, 96), device="cpu",
-                            base_model="lightreseg-oct", freeze=("encoder", "downsample"))
+    config = TrainingConfig(
+        epochs=1,
+        steps_per_epoch=2,
+        batch_size=2,
+        crop_size=(96, 96),
+        device="cpu",
+        base_model="lightreseg-oct",
+        freeze=("encoder", "downsample"),
+    )
     events = iter_train(load_training_set([corrections]), "frozen", tmp_path / "out", config)
     while True:
         try:
@@ -76,9 +83,10 @@ def test_frozen_parts_keep_their_weights_and_statistics(corrections, tmp_path):
 
 
 def test_freezing_an_unknown_part_lists_the_parts(corrections, tmp_path):
-    config = TrainingConfig(epochs=1, steps_per_epoch=1, batch_size=2, crop_size=(96, 96), device="cpu",
-                            freeze=("backbone",))
-    with pytest.raises(ResegError, match="backbone.*encoder.*decoder"):
+    config = TrainingConfig(
+        epochs=1, steps_per_epoch=1, batch_size=2, crop_size=(96, 96), device="cpu", freeze=("backbone",)
+    )
+    with pytest.raises(ResegError, match=r"backbone.*encoder.*decoder"):
         list(iter_train(load_training_set([corrections]), "x", tmp_path, config))
 
 

@@ -11,8 +11,8 @@ import torch
 from reseg.classes import IGNORE_INDEX
 from reseg.cli import main
 from reseg.data.dataset import Scan, load_training_set, split_by_scan
-from reseg.train.losses import DiceCrossEntropyLoss
 from reseg.evaluation.metrics import per_class_scores
+from reseg.train.losses import DiceCrossEntropyLoss
 from reseg.zoo.weights import load_model
 
 
@@ -25,7 +25,9 @@ def test_ignored_pixels_do_not_change_the_loss():
     other_logits[:, :, :8] = torch.randn(2, 4, 8, 16) * 10
     loss = DiceCrossEntropyLoss()
     assert torch.allclose(loss(logits, target), loss(other_logits, target))
-    assert loss(logits, target) > loss(torch.nn.functional.one_hot(target.clamp(max=3), 4).permute(0, 3, 1, 2) * 20.0, target)
+    assert loss(logits, target) > loss(
+        torch.nn.functional.one_hot(target.clamp(max=3), 4).permute(0, 3, 1, 2) * 20.0, target
+    )
 
 
 def test_metrics_skip_ignored_pixels_and_score_perfect_predictions_one():
@@ -56,9 +58,30 @@ def test_phantom_then_train_writes_a_model_that_loads(tmp_path, capsys):
     training_set = load_training_set([data])
     assert training_set.num_slices == 6 and training_set.modality == "OCT"
 
-    assert main(["train", str(data), "--name", "tiny", "-o", str(tmp_path / "out"), "--epochs", "2",
-                 "--steps-per-epoch", "2", "--batch-size", "2", "--crop", "64", "64",
-                 "--validation-fraction", "0.34"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(data),
+                "--name",
+                "tiny",
+                "-o",
+                str(tmp_path / "out"),
+                "--epochs",
+                "2",
+                "--steps-per-epoch",
+                "2",
+                "--batch-size",
+                "2",
+                "--crop",
+                "64",
+                "64",
+                "--validation-fraction",
+                "0.34",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "epoch 1/2" in out and "epoch 2/2" in out and "validation mean Dice" in out
     model = load_model(tmp_path / "out" / "tiny.json", device="cpu")
@@ -80,7 +103,11 @@ def test_marginal_likelihood_reduces_to_cross_entropy_on_fully_labelled_data():
     target = torch.randint(0, 5, (2, 12, 12))
     partial = DiceCrossEntropyLoss(label_sets={254: [0, 1, 2, 3]})
     plain_ce = torch.nn.functional.cross_entropy(logits, target)
-    assert torch.allclose(partial(logits, target) - partial.dice(logits, target[:, None], mask=torch.ones_like(target[:, None]).float()), plain_ce, atol=1e-5)
+    assert torch.allclose(
+        partial(logits, target) - partial.dice(logits, target[:, None], mask=torch.ones_like(target[:, None]).float()),
+        plain_ce,
+        atol=1e-5,
+    )
     singleton = target.clone()
     singleton[target == 3] = 250  # the value 250 means "class 3" exactly
     one_class = DiceCrossEntropyLoss(dice_weight=0, label_sets={250: [3]})
@@ -114,9 +141,30 @@ def test_training_set_with_partial_labels_trains_and_validates(tmp_path, capsys)
         tifffile.imwrite(data / item["label"], np.where(labels == 9, 9, 254).astype(np.uint8))
     training_set = load_training_set([data])
     assert training_set.label_sets == {254: list(range(9))}
-    assert main(["train", str(data), "--name", "partial", "-o", str(tmp_path / "out"), "--epochs", "1",
-                 "--steps-per-epoch", "1", "--batch-size", "2", "--crop", "64", "64",
-                 "--validation-fraction", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(data),
+                "--name",
+                "partial",
+                "-o",
+                str(tmp_path / "out"),
+                "--epochs",
+                "1",
+                "--steps-per-epoch",
+                "1",
+                "--batch-size",
+                "2",
+                "--crop",
+                "64",
+                "64",
+                "--validation-fraction",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     card = load_model(tmp_path / "out" / "partial.json", device="cpu").card
     assert card.training["label_sets"] == {"254": list(range(9))}
     assert card.metrics["validation"]["per_class_dice"]["RNFL"] is None  # no exact layer labels to score
@@ -130,10 +178,15 @@ def test_training_from_a_ct_model_sees_slices_at_its_spacing(tmp_path):
     from reseg.train.loop import TrainingConfig, iter_train
 
     fine = [make_ct_phantom(n_slices=3, size=128, spacing_mm=1.5, seed=seed) for seed in (1, 2)]
-    data = write_training_set(tmp_path / "fine", [(f"ct{i}", p.image, p.labels, p.spacing) for i, p in enumerate(fine)],
-                              "CT", "CT phantoms at 1.5 mm")
-    config = TrainingConfig(base_model="l2gnet-ct", epochs=1, steps_per_epoch=1, batch_size=2, crop_size=(96, 96),
-                            device="cpu")
+    data = write_training_set(
+        tmp_path / "fine",
+        [(f"ct{i}", p.image, p.labels, p.spacing) for i, p in enumerate(fine)],
+        "CT",
+        "CT phantoms at 1.5 mm",
+    )
+    config = TrainingConfig(
+        base_model="l2gnet-ct", epochs=1, steps_per_epoch=1, batch_size=2, crop_size=(96, 96), device="cpu"
+    )
     for _ in iter_train(load_training_set([data]), "ct-fine", tmp_path / "out", config):
         pass
     card = json.loads((tmp_path / "out" / "ct-fine.json").read_text())
@@ -159,8 +212,23 @@ def test_every_training_folder_gets_an_equal_share_of_the_batches(tmp_path):
     from reseg.train.data import folder_balanced_weights
 
     for parent, volumes in (("big", 6), ("small", 1)):
-        assert main(["phantom", str(tmp_path / parent / "export"), "--volumes", str(volumes), "--bscans", "2",
-                     "--height", "224", "--width", "64"]) == 0
+        assert (
+            main(
+                [
+                    "phantom",
+                    str(tmp_path / parent / "export"),
+                    "--volumes",
+                    str(volumes),
+                    "--bscans",
+                    "2",
+                    "--height",
+                    "224",
+                    "--width",
+                    "64",
+                ]
+            )
+            == 0
+        )
     training_set = load_training_set([tmp_path / "big" / "export", tmp_path / "small" / "export"])
     weights = np.array(folder_balanced_weights(training_set.scans))
     slices_big = 6 * 2

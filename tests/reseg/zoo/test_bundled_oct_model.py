@@ -61,8 +61,9 @@ def test_real_line_scan_boundaries_are_as_on_the_card(shared_data, metrics, tmp_
 def test_fluid_on_unseen_duke_subjects_is_as_on_the_card(shared_data, prepare, metrics, tmp_path):
     data = shared_data("duke_dme").parent
     subjects = [prepare.duke_subject(data, subject) for subject in prepare.DUKE_VALIDATION]
-    write_training_set(tmp_path / "duke", subjects, "OCT", "Duke DME 07-08",
-                       label_sets={prepare.NOT_FLUID: list(range(9))})
+    write_training_set(
+        tmp_path / "duke", subjects, "OCT", "Duke DME 07-08", label_sets={prepare.NOT_FLUID: list(range(9))}
+    )
     fluid = _evaluate(tmp_path / "duke", tmp_path / "duke.json")["per_class"]["intraretinal fluid"]
     card = metrics["duke_validation"]["per_class"]["intraretinal fluid"]
     assert fluid["dice"] == pytest.approx(card["dice"], abs=0.01)

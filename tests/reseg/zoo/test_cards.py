@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from reseg.errors import CheckpointError
 from reseg.zoo.cards import read_card, write_card
 from reseg.zoo.catalogue import bundled_model_dir
-from reseg.errors import CheckpointError
 
 
 @pytest.fixture
@@ -17,23 +17,26 @@ def card_json() -> dict:
     return json.loads((bundled_model_dir() / "lightreseg-oct.json").read_text())
 
 
-@pytest.mark.parametrize(("field", "edit"), [
-    ("input_spacing[0]", lambda c: c.update(input_spacing=[0.0, 0.01])),
-    ("input_spacing[0]", lambda c: c.update(input_spacing=[float("nan"), 0.01])),
-    ("input_spacing[1]", lambda c: c.update(input_spacing=[0.01, 1e-4])),
-    ("normalization.lower", lambda c: c["normalization"].update(lower=-5)),
-    ("normalization.upper", lambda c: c["normalization"].update(upper=150)),
-    ("normalization", lambda c: c["normalization"].update(lower=60, upper=40)),
-    ("normalization", lambda c: c.update(normalization={"method": "window", "low": 40, "high": 40})),
-    ("normalization.method", lambda c: c.update(normalization={"method": "zscore"})),
-    ("arguments.num_classes", lambda c: c["arguments"].update(num_classes=-3)),
-    ("arguments.num_codes", lambda c: c["arguments"].update(num_codes=2_000_000_000)),
-    ("arguments.widths[1]", lambda c: c["arguments"].update(widths=[8, -16, 32, 64])),
-    ("classes", lambda c: c.update(classes="vitreous")),
-    ("classes[0].color", lambda c: c["classes"][0].update(color="red")),
-    ("classes", lambda c: c["classes"][1].update(index=0)),
-    ("name", lambda c: c.update(name="../../evil")),
-])
+@pytest.mark.parametrize(
+    ("field", "edit"),
+    [
+        ("input_spacing[0]", lambda c: c.update(input_spacing=[0.0, 0.01])),
+        ("input_spacing[0]", lambda c: c.update(input_spacing=[float("nan"), 0.01])),
+        ("input_spacing[1]", lambda c: c.update(input_spacing=[0.01, 1e-4])),
+        ("normalization.lower", lambda c: c["normalization"].update(lower=-5)),
+        ("normalization.upper", lambda c: c["normalization"].update(upper=150)),
+        ("normalization", lambda c: c["normalization"].update(lower=60, upper=40)),
+        ("normalization", lambda c: c.update(normalization={"method": "window", "low": 40, "high": 40})),
+        ("normalization.method", lambda c: c.update(normalization={"method": "zscore"})),
+        ("arguments.num_classes", lambda c: c["arguments"].update(num_classes=-3)),
+        ("arguments.num_codes", lambda c: c["arguments"].update(num_codes=2_000_000_000)),
+        ("arguments.widths[1]", lambda c: c["arguments"].update(widths=[8, -16, 32, 64])),
+        ("classes", lambda c: c.update(classes="vitreous")),
+        ("classes[0].color", lambda c: c["classes"][0].update(color="red")),
+        ("classes", lambda c: c["classes"][1].update(index=0)),
+        ("name", lambda c: c.update(name="../../evil")),
+    ],
+)
 def test_a_damaged_card_names_its_file_and_the_field(tmp_path: Path, card_json, field, edit):
     edit(card_json)
     path = tmp_path / "model.json"

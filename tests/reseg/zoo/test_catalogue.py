@@ -9,14 +9,21 @@ import sys
 
 import pytest
 
-from reseg.zoo.catalogue import modality_warning, preferred_model, resolve_card, suits
 from reseg.errors import CheckpointError, DeviceMemoryError, ExportClash, InputError
+from reseg.zoo.catalogue import modality_warning, preferred_model, resolve_card, suits
 
 
-@pytest.mark.parametrize(("card", "scan", "expected"), [
-    ("OCT", "OCT", True), ("OCT", "unknown", True), ("OCT", "CT", False),
-    ("CT", "CT", True), ("CT", "unknown", False), ("CT", "OCT", False),
-])
+@pytest.mark.parametrize(
+    ("card", "scan", "expected"),
+    [
+        ("OCT", "OCT", True),
+        ("OCT", "unknown", True),
+        ("OCT", "CT", False),
+        ("CT", "CT", True),
+        ("CT", "unknown", False),
+        ("CT", "OCT", False),
+    ],
+)
 def test_which_model_suits_which_scan(card, scan, expected):
     assert suits(card, scan) is expected
 
@@ -37,14 +44,23 @@ def test_the_preferred_model_is_the_modality_default_or_else_one_that_suits():
 
 
 def test_choosing_models_imports_no_torch():
-    code = ("import sys, reseg.zoo.catalogue as c; c.resolve_card('lightreseg-oct'); c.list_models(); "
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys, reseg.zoo.catalogue as c; c.resolve_card('lightreseg-oct'); c.list_models(); "
+        "print('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
 
 
-@pytest.mark.parametrize("error", [InputError("scan.tif", "is empty"), ExportClash("out", "holds another export"),
-                                   CheckpointError("m.pt", "corrupt"), DeviceMemoryError("cuda:0")])
+@pytest.mark.parametrize(
+    "error",
+    [
+        InputError("scan.tif", "is empty"),
+        ExportClash("out", "holds another export"),
+        CheckpointError("m.pt", "corrupt"),
+        DeviceMemoryError("cuda:0"),
+    ],
+)
 def test_errors_cross_process_boundaries_whole(error):
     """Models run in a separate process; its errors reach the user as the same error, with their fields."""
     back = pickle.loads(pickle.dumps(error))

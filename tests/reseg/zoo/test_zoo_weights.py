@@ -9,9 +9,9 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from reseg.zoo.cards import read_card, sha256_of
 from reseg.errors import CheckpointError
 from reseg.models import build_network, count_parameters
+from reseg.zoo.cards import read_card, sha256_of
 from reseg.zoo.catalogue import bundled_model_dir, list_models
 from reseg.zoo.weights import load_model, save_model
 
@@ -65,7 +65,7 @@ def _user_checkpoint(folder, num_classes=3):
 
 
 def test_user_model_appears_in_catalogue_and_loads_by_name(user_models):
-    weights, network = _user_checkpoint(user_models)
+    _weights, network = _user_checkpoint(user_models)
     assert "mine" in {card.name for card in list_models()}
     loaded = load_model("mine", device="cpu")
     for key, value in network.state_dict().items():
@@ -91,7 +91,9 @@ def test_checkpoint_without_card_names_the_file_and_the_fix(tmp_path):
 
 def test_wrong_class_count_is_reported(tmp_path):
     weights, _ = _user_checkpoint(tmp_path, num_classes=3)
-    with pytest.raises(CheckpointError, match=r"mine\.safetensors: has 3 output classes but its card 'lightreseg-oct' lists 10"):
+    with pytest.raises(
+        CheckpointError, match=r"mine\.safetensors: has 3 output classes but its card 'lightreseg-oct' lists 10"
+    ):
         load_model(weights, card="lightreseg-oct")
 
 
@@ -126,8 +128,10 @@ def test_pickled_code_is_never_executed(tmp_path):
 
 def test_nan_weights_are_refused_at_load(tmp_path):
     state = load_model("lightreseg-oct", device="cpu").network.state_dict()
-    save_file({k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v).contiguous()
-               for k, v in state.items()}, str(tmp_path / "nan.safetensors"))
+    save_file(
+        {k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v).contiguous() for k, v in state.items()},
+        str(tmp_path / "nan.safetensors"),
+    )
     with pytest.raises(CheckpointError, match=r"nan\.safetensors: holds NaN or infinite weights"):
         load_model(tmp_path / "nan.safetensors", card="lightreseg-oct")
 
@@ -136,7 +140,10 @@ def test_replaced_weights_fail_the_sha256_check(tmp_path):
     for suffix in (".json", ".safetensors"):
         shutil.copy(bundled_model_dir() / f"lightreseg-oct{suffix}", tmp_path / f"copy{suffix}")
     state = load_model("lightreseg-oct", device="cpu").network.state_dict()
-    save_file({k: (v + 0.01 if v.is_floating_point() else v).contiguous() for k, v in state.items()}, str(tmp_path / "copy.safetensors"))
+    save_file(
+        {k: (v + 0.01 if v.is_floating_point() else v).contiguous() for k, v in state.items()},
+        str(tmp_path / "copy.safetensors"),
+    )
     with pytest.raises(CheckpointError, match=r"copy\.safetensors: sha256 .* differs from its card"):
         load_model(tmp_path / "copy.json")
 
@@ -146,7 +153,9 @@ def test_card_with_inconsistent_class_count_is_rejected(tmp_path):
     data["arguments"]["num_classes"] = 4
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(data))
-    with pytest.raises(CheckpointError, match=r"bad\.json: model card lists 10 classes but its arguments say num_classes=4"):
+    with pytest.raises(
+        CheckpointError, match=r"bad\.json: model card lists 10 classes but its arguments say num_classes=4"
+    ):
         read_card(path)
 
 
@@ -155,14 +164,20 @@ def test_card_with_unknown_postprocessing_is_rejected(tmp_path):
     data["postprocessing"] = ["confine_to_retina", "smooth-everything"]
     path = tmp_path / "odd.json"
     path.write_text(json.dumps(data))
-    with pytest.raises(CheckpointError, match=r"odd\.json: names unknown post-processing 'smooth-everything'; known: "
-                                              r"confine_to_retina"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"odd\.json: names unknown post-processing 'smooth-everything'; known: "
+        r"confine_to_retina",
+    ):
         read_card(path)
     data["postprocessing"] = ["confine_to_retina"]
     data["classes"], data["arguments"]["num_classes"] = data["classes"][:3], 3
     path.write_text(json.dumps(data))
-    with pytest.raises(CheckpointError, match=r"odd\.json: post-processing 'confine_to_retina' works on the classes "
-                                              r"vitreous, RNFL, .* not on this card's vitreous, RNFL, GCL\+IPL"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"odd\.json: post-processing 'confine_to_retina' works on the classes "
+        r"vitreous, RNFL, .* not on this card's vitreous, RNFL, GCL\+IPL",
+    ):
         read_card(path)
 
 
