@@ -16,7 +16,8 @@ class SegmentationClass:
 
     @classmethod
     def from_dict(cls, entry: dict) -> SegmentationClass:
-        return cls(int(entry["index"]), str(entry["name"]), tuple(int(c) for c in entry["color"]))
+        red, green, blue = (int(c) for c in entry["color"])
+        return cls(int(entry["index"]), str(entry["name"]), (red, green, blue))
 
 
 def _classes(*entries: tuple[str, tuple[int, int, int]]) -> tuple[SegmentationClass, ...]:

@@ -7,9 +7,9 @@ import dataclasses
 import json
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 from tqdm import tqdm
@@ -117,7 +117,7 @@ def _segment(args: argparse.Namespace) -> int:
         ):
             bar.update(len(progress.slices))
     write_labels(output, labels, like=volume)
-    if confidence_path is not None:
+    if confidence_path is not None and confidence is not None:
         write_image(confidence_path, dataclasses.replace(volume, data=confidence))
     counts = np.bincount(labels.ravel(), minlength=model.card.num_classes)
     present = ", ".join(f"{c.name} {counts[c.index] / labels.size:.1%}" for c in model.card.classes if counts[c.index])
@@ -165,7 +165,7 @@ def _parse_arguments(pairs: Sequence[str]) -> dict:
     return arguments
 
 
-def _training_config(args: argparse.Namespace, **fixed) -> TrainingConfig:
+def _training_config(args: argparse.Namespace, **fixed: Any) -> TrainingConfig:
     from reseg.train.loop import TrainingConfig
 
     return TrainingConfig(
@@ -181,15 +181,17 @@ def _training_config(args: argparse.Namespace, **fixed) -> TrainingConfig:
     )
 
 
-def _report_training(events) -> object:
+def _report_training(events: Iterable[object]) -> object:
     """Print a progress bar per epoch and a line per validation; pass through any other event (the last)."""
     from reseg.train.loop import EpochReport, StepReport
 
-    bar, last = None, None
+    bar: tqdm | None = None
+    last = None
     try:
         for event in events:
             if isinstance(event, EpochReport):
-                bar.close()
+                if bar is not None:
+                    bar.close()
                 bar = None
                 marker = " (saved)" if event.is_best else ""
                 print(
@@ -241,7 +243,7 @@ def _finetune(args: argparse.Namespace) -> int:
     import tempfile
 
     from reseg.train.distributed import is_main_process
-    from reseg.train.finetune import iter_finetune
+    from reseg.train.finetune import FinetuneResult, iter_finetune
     from reseg.zoo.catalogue import keep_model, model_paths, user_model_dir
 
     if args.output in model_paths() and not args.replace:
@@ -258,6 +260,7 @@ def _finetune(args: argparse.Namespace) -> int:
         )
         if not is_main_process():
             return 0
+        assert isinstance(result, FinetuneResult)  # iter_finetune's last event, on the process that reports
         print(result.comparison.table())
         gain = result.comparison.mean_dice_change
         if args.keep_if_better and not gain > 0:
@@ -430,7 +433,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
     """A library's warning as one labelled line, not a two-line source excerpt."""
     print(f"reseg: warning: {' '.join(str(message).split())}", file=sys.stderr)
 

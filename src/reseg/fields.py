@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, overload
 
 from reseg.classes import IGNORE_INDEX
 
@@ -28,6 +28,12 @@ def require_mapping(data: object, field: str) -> Mapping[str, Any]:
     return data
 
 
+@overload
+def require_text(
+    data: Mapping[str, Any], field: str, *, optional: Literal[False] = False, where: str | None = None
+) -> str: ...
+@overload
+def require_text(data: Mapping[str, Any], field: str, *, optional: bool, where: str | None = None) -> str | None: ...
 def require_text(
     data: Mapping[str, Any], field: str, *, optional: bool = False, where: str | None = None
 ) -> str | None:

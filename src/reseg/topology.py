@@ -73,7 +73,7 @@ def _broken_ascans(labels: np.ndarray) -> np.ndarray:
     """True where an A-scan's class labels (fluid and ignore skipped) decrease somewhere down axis 1."""
     ordered = labels < OCT_FLUID  # classes 0..8: the ones with a place in the order
     running_max = np.maximum.accumulate(np.where(ordered, labels, _VITREOUS), axis=1)
-    return (ordered & (labels < running_max)).any(axis=1)
+    return np.asarray((ordered & (labels < running_max)).any(axis=1))
 
 
 def _misplaced_fluid(labels: np.ndarray) -> np.ndarray:

@@ -261,10 +261,15 @@ class _Body:
         return np.asarray([(self.uc + fu * self.a, self.vc + fv * self.b, fz) for fu, fv, fz in rows], dtype=np.float32)
 
     def ellipsoid(
-        self, centre: tuple[float, float, float], semi: tuple[float, float, float], **options: object
+        self,
+        centre: tuple[float, float, float],
+        semi: tuple[float, float, float],
+        angle: float = 0.0,
+        slope: tuple[float, float] = (0.0, 0.0),
+        outline: _Harmonics | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """:func:`_ellipsoid` on this body's coordinates."""
-        return _ellipsoid(self.u, self.v, self.z, centre, semi, **options)
+        return _ellipsoid(self.u, self.v, self.z, centre, semi, angle, slope, outline)
 
     def tube(self, points: np.ndarray, radii: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:func:`_tube` on this body's coordinates."""
@@ -298,7 +303,7 @@ class _Canvas:
         self.image = np.full(shape, background, dtype=np.float32)
         self.labels = np.zeros(shape, dtype=np.uint8)
 
-    def paint(self, mask: np.ndarray, value: float | np.ndarray, label: int = 0) -> None:
+    def paint(self, mask: np.ndarray, value: float | np.floating | np.ndarray, label: int = 0) -> None:
         """Set ``value`` (HU, scalar or broadcastable) and ``label`` where ``mask``; 0 is tissue without a class."""
         mask = np.broadcast_to(mask, self.shape)
         self.image[mask] = np.broadcast_to(np.asarray(value, dtype=np.float32), self.shape)[mask]

@@ -48,14 +48,14 @@ def _absolute_errors(predicted: np.ndarray, reference: np.ndarray) -> np.ndarray
     return np.abs(predicted - reference)[np.isfinite(predicted) & np.isfinite(reference)]
 
 
-def _boundary_entry(errors: np.ndarray, axial_mm: float | None) -> dict[str, float]:
+def _boundary_entry(errors: np.ndarray, axial_mm: float | None) -> dict[str, float | None]:
     error = float(errors.mean())
     return {"mae_px": error, "mae_um": error * axial_mm * 1000 if axial_mm else None, "a_scans": int(errors.size)}
 
 
 def boundary_errors(
     predictions: list[np.ndarray], truths: list[np.ndarray], axial_mm: float | None
-) -> dict[str, dict[str, float]]:
+) -> dict[str, dict[str, float | None]]:
     """Mean absolute boundary error per OCT boundary over all A-scans (of all scans) where both maps have it."""
     report = {}
     pairs = [(boundary_rows(p), boundary_rows(t)) for p, t in zip(predictions, truths, strict=True)]
@@ -94,11 +94,11 @@ class Evaluation:
     scores: dict[str, list[float]]
     summary: dict[str, float]
     hd95_mm: list[float]
-    boundaries: dict[str, dict[str, float]] = field(default_factory=dict)
+    boundaries: dict[str, dict[str, float | None]] = field(default_factory=dict)
     slices: int = 0
 
     def to_dict(self) -> dict[str, Any]:
-        def clean(value: float) -> float | None:
+        def clean(value: float | None) -> float | None:
             return None if value is None or not np.isfinite(value) else round(float(value), 4)
 
         return {

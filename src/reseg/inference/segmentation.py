@@ -59,8 +59,7 @@ def _predict_batch(
     logits = resize_batch(logits.float(), shape)
     probabilities = torch.softmax(logits.float(), dim=1)
     confidence, labels = probabilities.max(dim=1)
-    labels = labels.to(torch.uint8).cpu().numpy()
-    return labels, confidence.cpu().numpy() if want_confidence else None
+    return labels.to(torch.uint8).cpu().numpy(), confidence.cpu().numpy() if want_confidence else None
 
 
 def _check_model_grid(model: LoadedModel, shape: tuple[int, int], pixel_spacing: Sequence[float] | None) -> None:
@@ -122,10 +121,11 @@ def iter_segment(
                 batch_size //= 2
                 continue
             labels_stack[chunk] = labels if raw else postprocess(model.card.postprocessing, labels)
-            if confidence_stack is not None:
-                confidence_stack[chunk] = confidence
-            if slice_confidence_out is not None:
-                slice_confidence_out[chunk] = confidence.reshape(len(chunk), -1).mean(axis=1)
+            if confidence is not None:  # asked for by one of the two outputs
+                if confidence_stack is not None:
+                    confidence_stack[chunk] = confidence
+                if slice_confidence_out is not None:
+                    slice_confidence_out[chunk] = confidence.reshape(len(chunk), -1).mean(axis=1)
             done += len(chunk)
             yield Progress(done=done, total=len(order), slices=tuple(chunk), batch_size=batch_size)
 

@@ -29,6 +29,7 @@ _WHERE = {
     "replace_atomically": "_atomic",
     "write_image": "_write",
     "write_labels": "_write",
+    "three_spacings": "_volume",
 }
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "read_volume",
     "reading",
     "replace_atomically",
+    "three_spacings",
     "write_image",
     "write_labels",
 ]
@@ -49,7 +51,7 @@ if TYPE_CHECKING:
     from reseg.io._atomic import replace_atomically
     from reseg.io._common import extension, max_slice_pixels, reading
     from reseg.io._read import is_supported, read_volume
-    from reseg.io._volume import MODALITIES, Volume, as_stack
+    from reseg.io._volume import MODALITIES, Volume, as_stack, three_spacings
     from reseg.io._write import write_image, write_labels
 
 

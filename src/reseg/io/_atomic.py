@@ -18,7 +18,7 @@ _TEMPORARY = ".{pid}-{token}.tmp.{name}"
 _NEARLY_FULL_BYTES = 16 * 2**20
 
 
-def replace_atomically(target: Path, write: Callable[[Path], None]) -> None:
+def replace_atomically(target: Path, write: Callable[[Path], object]) -> None:
     """Write to a temporary file beside the target, then rename: readers never see a half-written target.
 
     The temporary name ends with the target's name so that libraries choose the same format, and carries the

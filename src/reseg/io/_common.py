@@ -15,7 +15,7 @@ from types import ModuleType
 import numpy as np
 
 from reseg.errors import InputError
-from reseg.io._volume import Volume
+from reseg.io._volume import Volume, three_spacings
 
 # Intensities below this are only found in Hounsfield units (air is -1000 HU): the volume is CT.
 HU_MIN = -500
@@ -129,7 +129,7 @@ def to_volume(
     ndim = data.ndim
     data = data[np.newaxis] if ndim == 2 else data
     modality = "CT" if data.dtype.kind in "if" and data.min() < HU_MIN else "unknown"
-    return Volume(data, tuple(spacing), modality, source, affine, ndim, metadata)
+    return Volume(data, three_spacings(spacing), modality, source, affine, ndim, metadata)
 
 
 def check_array(source: Path, data: np.ndarray, axes: str, alpha_samples: int = 0) -> np.ndarray:

@@ -15,7 +15,7 @@ import numpy as np
 
 from reseg.errors import InputError
 from reseg.io._common import check_array, invert_grey, natural_key, reading, require, to_canonical
-from reseg.io._volume import Volume
+from reseg.io._volume import Volume, three_spacings
 
 _MARKER_END = 132  # a PS3.10 file starts with a 128-byte preamble and the 4 bytes b"DICM"
 _LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
@@ -224,7 +224,7 @@ def _assemble(source: Path, images: list[tuple[Path, Any]]) -> Volume:
         xyz, zooms, turn = to_canonical(xyz, affine, zooms)
         metadata.update(turn)
     ndim = 2 if len(frames) == 1 else 3
-    return Volume(np.ascontiguousarray(xyz.T), tuple(zooms[::-1]), modality, source, affine, ndim, metadata)
+    return Volume(np.ascontiguousarray(xyz.T), three_spacings(zooms[::-1]), modality, source, affine, ndim, metadata)
 
 
 def _geometry(
@@ -252,15 +252,16 @@ def _geometry(
         return [frames[i] for i in order], [x, y, z], known, None
     _check_parallel(frames, orientation)
     normal = np.cross(orientation[:3], orientation[3:])
-    order = np.argsort([normal @ position for position in positions], kind="stable")
-    frames, positions = [frames[i] for i in order], [positions[i] for i in order]
+    placed = [position for position in positions if position is not None]  # every one, by the check above
+    by_depth = np.argsort([normal @ position for position in placed], kind="stable")
+    frames, placed = [frames[i] for i in by_depth], [placed[i] for i in by_depth]
     lps = np.eye(4)
-    lps[:3, 0], lps[:3, 1], lps[:3, 3] = orientation[:3] * x, orientation[3:] * y, positions[0]  # a row, a column
+    lps[:3, 0], lps[:3, 1], lps[:3, 3] = orientation[:3] * x, orientation[3:] * y, placed[0]  # a row, a column
     if len(frames) > 1:
-        depths = np.array([normal @ position for position in positions])
+        depths = np.array([normal @ position for position in placed])
         _check_gaps(source, frames, np.diff(depths))
         z, z_known = (depths[-1] - depths[0]) / (len(frames) - 1), True  # the real distance, not SliceThickness
-        lps[:3, 2] = (positions[-1] - positions[0]) / (len(frames) - 1)
+        lps[:3, 2] = (placed[-1] - placed[0]) / (len(frames) - 1)
     else:
         lps[:3, 2] = normal * z
     return frames, [x, y, z], (True, True, z_known), _LPS_TO_RAS @ lps
@@ -300,7 +301,9 @@ def _check_gaps(source: Path, frames: list[_Frame], gaps: np.ndarray) -> None:
 
 def _pixels(frames: list[_Frame]) -> np.ndarray:
     """Decode the frames in order into one (Z, Y, X[, samples]) stack, each file decoded once."""
-    stack, decoded_file, decoded = None, None, None
+    stack: np.ndarray | None = None
+    decoded_file: Path | None = None
+    decoded = np.empty(0)
     for position, frame in enumerate(frames):
         if frame.file != decoded_file:
             with reading(frame.file, "DICOM pixel data"):
@@ -318,6 +321,8 @@ def _pixels(frames: list[_Frame]) -> np.ndarray:
         elif image.dtype != stack.dtype:  # e.g. one slice stored signed, the next unsigned
             stack = stack.astype(np.result_type(stack.dtype, image.dtype))
         stack[position] = image
+    if stack is None:
+        raise ValueError("no DICOM frames to decode")  # the series reader never passes an empty list
     return stack
 
 

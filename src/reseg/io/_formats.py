@@ -10,7 +10,7 @@ import nibabel as nib
 import numpy as np
 import tifffile
 from PIL import Image
-from tifffile import EXTRASAMPLE, PHOTOMETRIC, PLANARCONFIG, TIFF
+from tifffile import COMPRESSION, EXTRASAMPLE, PHOTOMETRIC, PLANARCONFIG, TIFF
 
 from reseg.errors import InputError
 from reseg.io import _label_maps
@@ -44,10 +44,10 @@ def read_pil(source: Path) -> Volume:
         width, height = image.size
         bands = image.getbands()
         check_size(source, height, width, height * width * len(bands) * _PIL_BAND_BYTES.get(image.mode, 1))
-        if image.mode == "P":  # palette indices mean nothing as intensities: compare the colours
-            image = image.convert("RGBA")
-        alpha = int(image.mode.endswith("A"))  # LA, RGBA, PA: the last band is transparency
-        data = np.asarray(image)
+        # Palette indices mean nothing as intensities: compare the colours.
+        pixels = image.convert("RGBA") if image.mode == "P" else image
+        alpha = int(pixels.mode.endswith("A"))  # LA, RGBA, PA: the last band is transparency
+        data = np.asarray(pixels)
         dpi = image.info.get("dpi")
     axes = "YX" if data.ndim == 2 else "YXS"
     spacing, known = _xy_spacing(dpi, MM_PER_UNIT["inch"])
@@ -73,7 +73,7 @@ def read_tiff(source: Path) -> Volume:
         if imagej:
             header = tif.imagej_metadata or {}
         elif tif.is_shaped:
-            header = tif.shaped_metadata[0]
+            header = (tif.shaped_metadata or ({},))[0]
         else:
             header = {}
     if imagej and header.get("mode") == "grayscale" and "C" in axes and "Z" not in axes:
@@ -97,7 +97,7 @@ def _check_decodable(source: Path, page: tifffile.TiffPage, series: tifffile.Tif
     if page.compression not in TIFF.DECOMPRESSORS:
         raise InputError(
             source,
-            f"is compressed with {page.compression.name}, which this installation cannot "
+            f"is compressed with {COMPRESSION(page.compression).name}, which this installation cannot "
             "decode: pip install imagecodecs",
         )
     shape, axes = series.shape, series.axes
@@ -180,7 +180,10 @@ def _load_nifti(source: Path) -> nib.Nifti1Image:
     height, width = (shape[1], shape[0]) if len(shape) > 1 else (1, shape[0] if shape else 0)
     check_size(source, height, width, float(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize)
     if not compressed:
-        return nib.load(source, mmap=False)
+        image = nib.load(source, mmap=False)
+        if not isinstance(image, nib.Nifti1Image):  # nibabel found another format behind the name (NIfTI-2 is one)
+            raise InputError(source, f"holds a {type(image).__name__}, not a NIfTI image")
+        return image
     try:
         raw = gzip.decompress(source.read_bytes())
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:

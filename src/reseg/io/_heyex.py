@@ -13,7 +13,7 @@ import numpy as np
 
 from reseg.errors import InputError
 from reseg.io._common import reading, require
-from reseg.io._volume import Volume
+from reseg.io._volume import Volume, three_spacings
 
 _MAGIC = b"HSF-OCT-"
 # The format marks samples it has no value for with a huge float (float32 max); real ones lie in 0..1.
@@ -76,5 +76,6 @@ def _display_grey(raw: np.ndarray, missing: np.ndarray) -> np.ndarray:
 def _spacing(parsed: Any) -> tuple[tuple[float, float, float], tuple[bool, bool, bool]]:
     """(z, y, x) mm from the header: B-scan distance (none for one B-scan), axial and lateral pixel size."""
     values = [float(parsed.distance) if len(parsed.bscans) > 1 else 0.0, float(parsed.scale_y), float(parsed.scale_x)]
-    known = tuple(bool(np.isfinite(v) and v > 0) for v in values)
-    return tuple(v if ok else 1.0 for v, ok in zip(values, known, strict=True)), known
+    z, y, x = (bool(np.isfinite(v) and v > 0) for v in values)
+    known = (z, y, x)
+    return three_spacings(v if ok else 1.0 for v, ok in zip(values, known, strict=True)), known

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,16 +51,21 @@ class Volume:
             raise ValueError(f"ndim_on_disk must be 2 or 3, got {self.ndim_on_disk}")
         if self.ndim_on_disk == 2 and self.data.shape[0] != 1:
             raise ValueError(f"a volume that is 2-D on disk has one slice, got shape {self.data.shape}")
-        spacing = tuple(float(s) for s in self.spacing)
-        if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
-            raise ValueError(f"spacing must be three positive numbers (z, y, x) in mm, got {self.spacing}")
-        self.spacing = spacing
+        self.spacing = three_spacings(self.spacing)
         self.modality = normalize_modality(self.modality)
         self.source = Path(self.source)
         if self.affine is not None:
             self.affine = np.asarray(self.affine, dtype=np.float64)
             if self.affine.shape != (4, 4):
                 raise ValueError(f"affine must be 4x4, got shape {self.affine.shape}")
+
+
+def three_spacings(values: Iterable[float]) -> tuple[float, float, float]:
+    """(z, y, x) spacing in mm as three positive floats, or a ValueError saying what it got."""
+    spacing = tuple(float(s) for s in values)
+    if len(spacing) != 3 or not all(np.isfinite(s) and s > 0 for s in spacing):
+        raise ValueError(f"spacing must be three positive numbers (z, y, x) in mm, got {spacing}")
+    return spacing[0], spacing[1], spacing[2]
 
 
 def normalize_modality(value: str) -> str:

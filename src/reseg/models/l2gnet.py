@@ -63,6 +63,11 @@ class VectorQuantizer(nn.Module):
     Codes start out dead, so the first training batch seeds the whole codebook from data.
     """
 
+    # Buffers (register_buffer in __init__), declared so that they are known as tensors.
+    code_age: torch.Tensor
+    code_frequency: torch.Tensor
+    training_steps: torch.Tensor
+
     def __init__(
         self, num_codes: int, code_dim: int, commitment_beta: float, dead_after: int = 100, usage_decay: float = 0.99
     ) -> None:

@@ -25,9 +25,8 @@ def spacing_grid(
     either spacing is unknown or every side is within 10 % of it already."""
     if not input_spacing or pixel_spacing is None:
         return shape
-    size = tuple(
-        max(16, round(n * have / want)) for n, have, want in zip(shape, pixel_spacing, input_spacing[-2:], strict=True)
-    )
+    (height, width), (dy, dx), (want_y, want_x) = shape, pixel_spacing, input_spacing[-2:]
+    size = (max(16, round(height * dy / want_y)), max(16, round(width * dx / want_x)))
     return shape if all(abs(a - b) <= 0.1 * b for a, b in zip(size, shape, strict=True)) else size
 
 

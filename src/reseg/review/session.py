@@ -33,7 +33,7 @@ import platformdirs
 from reseg.classes import SegmentationClass
 from reseg.errors import InputError
 from reseg.fields import FieldProblem, require_classes, require_mapping, require_number, require_numbers, require_text
-from reseg.io import Volume, reading, replace_atomically
+from reseg.io import Volume, reading, replace_atomically, three_spacings
 from reseg.review.state import ReviewState, SliceStatus, now_iso
 from reseg.zoo.cards import sha256_of
 
@@ -183,7 +183,7 @@ def load_session(path: str | Path) -> Session:
             prediction=arrays["prediction"],
             review=review,
             classes=[SegmentationClass.from_dict(c) for c in header["classes"]],
-            spacing=tuple(float(s) for s in header["spacing"]),
+            spacing=three_spacings(header["spacing"]),
             source=Path(header["source"]),
             source_sha256=header["source_sha256"],
             modality=header.get("modality", "unknown"),

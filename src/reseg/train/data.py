@@ -70,7 +70,8 @@ def model_slices(
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """Normalised image slices and their labels; with `input_spacing` (a base model's), resampled to it as
     inference will resample the scans this model meets (scans of unknown spacing stay as they are)."""
-    images, labels = [], []
+    images: list[np.ndarray] = []
+    labels: list[np.ndarray] = []
     for scan in scans:
         grid = spacing_grid(scan.image.shape[1:], scan.pixel_spacing, input_spacing)
         images.extend(resample_image(image, grid) for image in normalize_slices(scan.image, normalization))

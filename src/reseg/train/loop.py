@@ -259,7 +259,8 @@ def _train(
     device = process.device(config.device)
     network = start.network
     frozen = freeze(network, config.freeze)
-    network.to(device, memory_format=torch.channels_last)  # ~25 % faster convolutions on CPU
+    # ~25 % faster convolutions on CPU. Module.to takes memory_format (documented); its type stubs do not.
+    network.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     _set_training_mode(network, frozen)
     trained = process.wrap(network, device)
     optimizer = torch.optim.AdamW(

@@ -84,7 +84,8 @@ def _foreign_callables(path: Path) -> list[str]:
                 data = archive.read(next(n for n in archive.namelist() if n.endswith("data.pkl")))
         else:
             data = path.read_bytes()
-        names, texts = [], []
+        names: list[str] = []
+        texts: list[str] = []
         for opcode, argument, _ in pickletools.genops(data):
             if opcode.name in ("GLOBAL", "INST"):
                 names.append(str(argument).replace(" ", "."))
@@ -169,7 +170,8 @@ def load_model(
     _check_finite(state, weights_path)
     network.load_state_dict(state)
     target = resolve_device(device)
-    network.to(target, memory_format=torch.channels_last).eval()  # faster convolutions on CPU and GPU
+    # Faster convolutions on CPU and GPU. Module.to takes memory_format (documented); its type stubs do not.
+    network.to(target, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
     return LoadedModel(network=network, card=model_card, device=target, weights_path=weights_path)
 
 
