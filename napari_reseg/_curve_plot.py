@@ -9,7 +9,7 @@ import itertools
 import math
 
 from qtpy.QtCore import QPointF, QRectF, Qt
-from qtpy.QtGui import QColor, QPainter, QPainterPath, QPen
+from qtpy.QtGui import QColor, QPainter, QPainterPath, QPaintEvent, QPen
 from qtpy.QtWidgets import QSizePolicy, QWidget
 
 LOSS_COLOUR = QColor(90, 160, 255)
@@ -38,7 +38,7 @@ class CurvePlot(QWidget):
         self.dice.append((epoch, dice))
         self.update()
 
-    def paintEvent(self, event) -> None:
+    def paintEvent(self, event: QPaintEvent) -> None:
         painter = QPainter(self)
         painter.setRenderHint(QPainter.Antialiasing)
         frame = QRectF(self.rect()).adjusted(34, 8, -34, -20)

@@ -21,6 +21,8 @@ import numpy as np
 from ._settings import Preferences
 
 if TYPE_CHECKING:
+    from napari.layers import Layer
+
     from reseg.io import Volume
 
 
@@ -31,7 +33,7 @@ class LayerTransform:
     units: tuple[str, ...]
 
     @classmethod
-    def of(cls, layer) -> LayerTransform:
+    def of(cls, layer: Layer) -> LayerTransform:
         """The transform a layer has now (a scan's labels copy their scan's, whatever the user changed)."""
         return cls(tuple(layer.scale), tuple(layer.translate), tuple(str(unit) for unit in layer.units))
 

@@ -24,11 +24,14 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Client, Connection, Listener
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from reseg.errors import ResegError
+
+if TYPE_CHECKING:
+    from reseg.zoo.weights import LoadedModel
 
 
 class EngineStopped(ResegError):
@@ -96,8 +99,8 @@ class EngineProcess:
     def __init__(self) -> None:
         self._process: subprocess.Popen | None = None
         self._authkey = b""
-        self._commands = None  # connection: commands out, their messages back
-        self._control = None  # connection: stop requests
+        self._commands: Connection | None = None  # commands out, their messages back
+        self._control: Connection | None = None  # stop requests
         self._ids = itertools.count(1)
         self.devices: list[str] | None = None  # what the process found (CUDA > MPS > CPU), once it is ready
         self.closing = False
@@ -115,8 +118,10 @@ class EngineProcess:
         self._process = subprocess.Popen(
             [sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
-        self._process.stdin.write(self._authkey.hex().encode() + b"\n")
-        self._process.stdin.close()
+        stdin = self._process.stdin
+        assert stdin is not None  # stdin=PIPE
+        stdin.write(self._authkey.hex().encode() + b"\n")
+        stdin.close()
         self._commands = self._control = None
         self.devices, self.closing = None, False
 
@@ -125,6 +130,7 @@ class EngineProcess:
         with self._reading:
             self.start()
             if self._commands is None:
+                assert self._process is not None and self._process.stdout is not None  # started, stdout=PIPE
                 address = self._process.stdout.readline().decode().strip()
                 if not address:
                     raise self._stopped()
@@ -142,7 +148,10 @@ class EngineProcess:
         with self._reading:
             self.wait_ready()
             run_id = next(self._ids)
-            self._commands.send((run_id, command, arguments))
+            try:
+                self._connection().send((run_id, command, arguments))
+            except OSError as error:  # the process died, or `close` closed the connection as we sent
+                raise self._stopped() from error
             while True:
                 kind, message_id, value = self._receive()
                 if message_id != run_id:
@@ -176,9 +185,17 @@ class EngineProcess:
                 connection.close()
         self._commands = self._control = None
 
+    def _connection(self) -> Connection:
+        """The commands connection, or EngineStopped if `close` (on the GUI thread) has dropped it meanwhile."""
+        commands = self._commands
+        if commands is None:
+            raise self._stopped()
+        return commands
+
     def _receive(self) -> tuple[str, int, Any]:
+        commands = self._connection()
         try:
-            return self._commands.recv()
+            return commands.recv()
         except (EOFError, OSError) as error:
             raise self._stopped() from error
 
@@ -200,15 +217,16 @@ class _Models:
 
     def __init__(self) -> None:
         self._key: tuple | None = None
-        self._model = None
+        self._model: LoadedModel | None = None
 
-    def get(self, model_ref: str, weights_sha256: str | None, device: str):
+    def get(self, model_ref: str, weights_sha256: str | None, device: str) -> LoadedModel:
         from reseg.zoo.weights import load_model
 
         key = (model_ref, weights_sha256, device)
         if key != self._key:
             self._model, self._key = None, None  # free the old network before the new one is built
             self._model, self._key = load_model(model_ref, device=device), key
+        assert self._model is not None  # loaded together with `_key`, which `key` matches
         return self._model
 
 
@@ -221,7 +239,7 @@ def _segment(
     image: np.ndarray,
     slices: list[int],
     batch_size: int,
-    pixel_spacing,
+    pixel_spacing: tuple[float, float] | None,
     raw: bool,
     with_confidence: bool,
 ) -> Iterator[Any]:

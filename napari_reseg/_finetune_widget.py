@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from napari.utils.notifications import show_error, show_info
 from qtpy.QtCore import Qt
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 BETTER, WORSE = QColor(60, 170, 90), QColor(220, 80, 70)
 
 
-def _in_engine(engine: EngineProcess, command: str, **arguments) -> Iterator[object]:
+def _in_engine(engine: EngineProcess, command: str, **arguments: Any) -> Iterator[object]:
     """Worker body: a command of the engine process, its yields passed on; a closed widget's ends quietly."""
     try:
         yield from engine.run(command, **arguments)

@@ -105,7 +105,7 @@ def scan_record(layer: Image) -> ScanRecord:
     record = layer.metadata.get(METADATA_KEY)
     if isinstance(record, ScanRecord):
         return record
-    from reseg.io import Volume
+    from reseg.io import Volume, three_spacings
 
     data = np.asarray(layer.data[0] if layer.multiscale else layer.data)
     shape = (1, *data.shape) if data.ndim == 2 else data.shape
@@ -113,7 +113,7 @@ def scan_record(layer: Image) -> ScanRecord:
     spacing = ((1.0,) * 3 + tuple(float(s) for s in layer.scale))[-3:]
     geometry = Volume(
         np.broadcast_to(np.uint8(0), shape),
-        tuple(abs(s) for s in spacing),
+        three_spacings(abs(s) for s in spacing),
         modality,
         Path(f"<{layer.name}>"),
         ndim_on_disk=2 if layer.ndim == 2 else 3,

@@ -21,7 +21,8 @@ def labels_colormap(classes: Sequence[SegmentationClass]) -> DirectLabelColormap
     colors: dict[int | None, tuple[float, float, float, float]] = {None: (0.0, 0.0, 0.0, 0.0)}
     for segmentation_class in classes:
         alpha = 0.0 if segmentation_class.index == 0 else 1.0
-        colors[segmentation_class.index] = (*(c / 255 for c in segmentation_class.color), alpha)
+        red, green, blue = segmentation_class.color
+        colors[segmentation_class.index] = (red / 255, green / 255, blue / 255, alpha)
     return DirectLabelColormap(color_dict=colors)
 
 

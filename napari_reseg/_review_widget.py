@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -46,6 +46,10 @@ from ._settings import preferences
 if TYPE_CHECKING:
     import napari
 
+    from reseg.io import Volume
+    from reseg.review.export import ExportResult
+    from reseg.review.session import Session
+
 AUTOSAVE_DELAY_MS = 1500
 STATUS_COLOURS = {
     SliceStatus.REVIEWED: QColor(60, 180, 75),
@@ -66,14 +70,24 @@ def _reviewable(layer: object) -> LabelsRecord | None:
     return record if record is not None and record.reviewable and not record.reference else None
 
 
-def _export(session, folder: Path, volume, nnunet_name: str | None, include_unreviewed: bool, overwrite: bool):
+def _export(
+    session: Session,
+    folder: Path,
+    volume: Volume | None,
+    nnunet_name: str | None,
+    include_unreviewed: bool,
+    overwrite: bool,
+) -> ExportResult:
     """Worker body: one export, in our format or nnU-Net's (id 501 and the layer's name)."""
     from reseg.review.export import export_nnunet, export_training_set
 
-    options = {"volume": volume, "include_unreviewed": include_unreviewed, "overwrite": overwrite}
     if nnunet_name is None:
-        return export_training_set(session, folder, **options)
-    return export_nnunet(session, folder, 501, nnunet_name, **options)
+        return export_training_set(
+            session, folder, volume=volume, include_unreviewed=include_unreviewed, overwrite=overwrite
+        )
+    return export_nnunet(
+        session, folder, 501, nnunet_name, volume=volume, include_unreviewed=include_unreviewed, overwrite=overwrite
+    )
 
 
 class _SaveWhenGone:
@@ -83,7 +97,7 @@ class _SaveWhenGone:
     def __init__(self) -> None:
         self.controller: ReviewController | None = None
 
-    def __call__(self, *_) -> None:
+    def __call__(self, *_: object) -> None:
         if self.controller is not None and self.controller.session_path is not None:
             try:
                 self.controller.save()
@@ -220,7 +234,7 @@ class ReviewWidget(Panel):
         if record is not None and _identity(record) != self.identity:
             self._attach_identity(_identity(record))
 
-    def _on_labels_metadata(self, event) -> None:
+    def _on_labels_metadata(self, event: Any) -> None:
         """A labels layer's record changed (a run finished, a session started): review it if it is the one
         selected or nothing is under review; refresh if it is the one under review."""
         self._fill_labels()
@@ -255,6 +269,7 @@ class ReviewWidget(Panel):
         self.autosave()
         self.layer_connections.disconnect_all()
         record = labels_record(labels)
+        assert record is not None, "only a labels layer of ours is reviewed"
         settings = preferences()
         self.controller = ReviewController.for_record(
             record, labels.data, self.reviewer_edit.text().strip(), settings.session_dir
@@ -331,7 +346,7 @@ class ReviewWidget(Panel):
 
     # --- edits and autosave ----------------------------------------------------------------------------
 
-    def _on_paint(self, event) -> None:
+    def _on_paint(self, event: Any) -> None:
         """napari announces an edit as it records its history, before every pixel is written: note the
         slices now and measure them once the event loop is back (zero-delay timer)."""
         if self.controller is None:
@@ -355,7 +370,7 @@ class ReviewWidget(Panel):
         except (ResegError, OSError, ValueError) as error:
             show_error(f"napari-reseg could not autosave the review to {self.controller.session_path}: {error}")
 
-    def _on_layer_removed(self, event) -> None:
+    def _on_layer_removed(self, event: Any) -> None:
         if self.identity is not None and self._layer() is None:
             self.autosave()
             self.controller, self.identity, self.save_when_gone.controller = None, None, None
@@ -366,7 +381,7 @@ class ReviewWidget(Panel):
 
     # --- restoring -------------------------------------------------------------------------------------
 
-    def _on_layer_inserted(self, event) -> None:
+    def _on_layer_inserted(self, event: Any) -> None:
         layer = event.value
         if isinstance(layer, Labels):
             self.connections.connect(layer.events.metadata, self._on_labels_metadata)
@@ -384,19 +399,22 @@ class ReviewWidget(Panel):
             return
         if found.stale is not None:
             show_info(f"napari-reseg: {found.message}")
-        if found and confirm(self, "Restore review session?", f"{found.message}. Restore it?"):
+        if found.path is not None and confirm(self, "Restore review session?", f"{found.message}. Restore it?"):
             self.restore(record, found.path)
 
     def restore(self, scan: ScanRecord, path: Path) -> None:
         """Add the saved corrections of a scan as its labels layer and resume reviewing them."""
         from reseg.review.session import load_session
 
+        image = find_scan(self.viewer.layers, scan.key)
+        if image is None:
+            show_error(f"napari-reseg: {scan.source.name} is not open any more: its review session was not restored")
+            return
         try:
             session = load_session(path)
         except ResegError as error:
             show_error(f"napari-reseg: {error}")
             return
-        image = find_scan(self.viewer.layers, scan.key)
         record = LabelsRecord(
             scan_key=scan.key,
             classes=tuple(session.classes),
@@ -412,6 +430,7 @@ class ReviewWidget(Panel):
         labels = self.viewer.add_labels(data, **kwargs)
         session.labels = labels.data if labels.data.ndim == 3 else labels.data[None]  # edits reach the session
         self.attach(labels)
+        assert self.controller is not None  # attach made it
         self.controller.session_path = path
         show_info(f"napari-reseg: restored {session.review.progress_text()} from {path.name}")
 
@@ -442,15 +461,15 @@ class ReviewWidget(Panel):
 
     def export(self, folder: Path, overwrite: bool = False) -> None:
         """Export in a worker; a clash with an earlier export asks once and tries again if the user agrees."""
-        if self.controller is None or self.export_task.running:
-            return
         labels = self.labels
+        if self.controller is None or labels is None or self.export_task.running:
+            return
         nnunet = self.export_format.currentIndex() == 1
         name = ("".join(c for c in labels.name.title() if c.isalnum()) or "Reseg") if nnunet else None
         self.export_button.setEnabled(False)
         self.save_label.setText(f"exporting to {folder}...")
 
-        def done(result) -> None:
+        def done(result: ExportResult) -> None:
             self.save_label.setText(
                 f"exported {len(result.added)} new and {len(result.updated)} updated slices to "
                 f"{result.folder} ({result.total} in the dataset)"
@@ -471,7 +490,7 @@ class ReviewWidget(Panel):
             _export,
             self.controller.session,
             folder,
-            self._scan_volume(),
+            self._scan_volume(labels),
             name,
             self.include_unreviewed.isChecked(),
             overwrite,
@@ -480,11 +499,12 @@ class ReviewWidget(Panel):
             on_finish=lambda: self.export_button.setEnabled(self.controller is not None),
         )
 
-    def _scan_volume(self):
+    def _scan_volume(self, labels: Labels) -> Volume | None:
         """The scan's pixels when its layer is open (else the export reads the file, checking its hash)."""
         import dataclasses
 
-        record = labels_record(self.labels)
+        record = labels_record(labels)
+        assert record is not None, "only a labels layer of ours is reviewed"
         image = find_scan(self.viewer.layers, record.scan_key)
         if image is None:
             return None

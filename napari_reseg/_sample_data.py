@@ -4,6 +4,7 @@ as a reference layer: compared against, never overwritten by a run."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,9 +30,9 @@ def _sample(
     spacing: tuple[float, float, float],
     modality: str,
     classes: tuple[SegmentationClass, ...],
-    **image_kwargs,
+    **image_kwargs: Any,
 ) -> list[tuple]:
-    metadata = {"spacing_known": (True, True, True), "format": "sample"}
+    metadata: dict[str, Any] = {"spacing_known": (True, True, True), "format": "sample"}
     if modality == "CT":
         metadata["to_canonical"] = _ALREADY_CANONICAL
     geometry = pixel_free(Volume(image, spacing, modality, Path(f"<{name}>"), metadata=metadata))

@@ -160,6 +160,7 @@ class SegmentController:
 
     def progressed(self, done: int, device: str, batch_size: int) -> str:
         run = self.run
+        assert run is not None, "progress of a run that was not started"
         run.device_used, run.batch_size_used = device, batch_size or run.batch_size_used
         if not done:
             self.phase = Phase.RUNNING if self.phase is Phase.LOADING else self.phase
@@ -175,17 +176,22 @@ class SegmentController:
 
     def finished(self) -> str:
         run = self.run
+        assert run is not None, "end of a run that was not started"
         seconds = time.perf_counter() - run.started
         lowered = run.batch_size_used and run.batch_size_used < run.batch_size
         note = f" (batch size lowered to {run.batch_size_used} after running out of memory)" if lowered else ""
         return f"{run.card.name} ran on {run.device_used}: {len(run.slices)} slice(s) in {seconds:.1f} s{note}"
 
     def cancelled(self) -> str:
-        return f"cancelled after {self.run.done} / {len(self.run.slices)} slices; finished slices are kept"
+        run = self.run
+        assert run is not None, "end of a run that was not started"
+        return f"cancelled after {run.done} / {len(run.slices)} slices; finished slices are kept"
 
     def failed(self, error: Exception) -> str:
+        run = self.run
+        assert run is not None, "failure of a run that was not started"
         cause = str(error) if isinstance(error, ResegError) else f"{type(error).__name__}: {error}"
-        return f"segmenting {self.run.scan_name!r} with {self.run.card.name} failed: {cause}"
+        return f"segmenting {run.scan_name!r} with {run.card.name} failed: {cause}"
 
     def ended(self) -> None:
         self.phase = Phase.IDLE

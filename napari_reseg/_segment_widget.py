@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
@@ -222,7 +222,7 @@ class SegmentWidget(Panel):
 
     # --- pickers ---------------------------------------------------------------------------------------
 
-    def _fill_images(self, event=None) -> None:
+    def _fill_images(self, event: Any = None) -> None:
         current = self.image_combo.currentData()
         self.image_combo.blockSignals(True)
         self.image_combo.clear()
@@ -237,7 +237,7 @@ class SegmentWidget(Panel):
         self.image_combo.blockSignals(False)
         self._on_image_changed()
 
-    def _follow_selection(self, event=None) -> None:
+    def _follow_selection(self, event: Any = None) -> None:
         active = self.viewer.layers.selection.active
         if is_scan(active):
             index = self.image_combo.findData(scan_record(active).key)
@@ -248,7 +248,7 @@ class SegmentWidget(Panel):
         key = self.image_combo.currentData()
         return next((layer for layer in self.viewer.layers if is_scan(layer) and scan_record(layer).key == key), None)
 
-    def _on_image_changed(self, _=None) -> None:
+    def _on_image_changed(self, _: object = None) -> None:
         """Preselect a model that suits the scan; a model the user chose stays if it suits it too."""
         layer = self._scan_layer()
         if layer is None:
@@ -365,6 +365,7 @@ class SegmentWidget(Panel):
         self.viewer.layers.selection.active = labels  # Review follows the layer being worked on
         confidence = self._doubt_layer(scan_layer, plan) if plan.with_confidence else None
         record = labels_record(labels)
+        assert record is not None, "the run target is a labels layer of ours"
         slice_confidence = record.slice_confidence
         if slice_confidence is None or len(slice_confidence) != plan.n_slices:
             slice_confidence = np.full(plan.n_slices, np.nan, dtype=np.float32)
@@ -435,18 +436,22 @@ class SegmentWidget(Panel):
             self.status.setText(self.controller.progressed(done, device, batch_size))
         else:
             self.controller.progressed(done, device, batch_size)
-        for layer in (self._target(), find_derived(self.viewer.layers, self.controller.run.scan.key, "confidence")):
+        run = self.controller.run
+        assert run is not None, "batches come only from a started run"
+        for layer in (self._target(), find_derived(self.viewer.layers, run.scan.key, "confidence")):
             if layer is not None:
                 layer.refresh()
 
     def _end(self, slice_confidence: np.ndarray) -> None:
         """The run is over (finished or cancelled): the layer's record gets the prediction it now holds."""
         run = self.controller.run
+        assert run is not None, "only a started run ends"
         cancelled = self.controller.phase is Phase.CANCELLING or run.done < len(run.slices)
         text = self.controller.cancelled() if cancelled else self.controller.finished()
         labels = self._target()
         if labels is not None:
             record = labels_record(labels)
+            assert record is not None, "the run target is a labels layer of ours"
             stack = _stack(labels.data)
             if record.prediction is None or record.prediction.shape != stack.shape:
                 record.prediction = np.zeros_like(stack)
@@ -483,6 +488,7 @@ class SegmentWidget(Panel):
             if labels is None:
                 return
         record = labels_record(labels)
+        assert record is not None, "the legend shows a run target, a labels layer of ours"
         if self.legend_of is None or self.legend_of[0] != record.scan_key:
             self.connections.connect(labels.events.paint, lambda _: self.legend_timer.start())
         self.legend_of = (record.scan_key, record.classes)

@@ -18,14 +18,14 @@ if TYPE_CHECKING:
 
 def _geometry(array: np.ndarray, meta: dict[str, Any]) -> tuple[Volume, tuple[SegmentationClass, ...] | None]:
     """The scan's geometry and the classes when the layer is one of ours, else the layer's own scale."""
-    from reseg.io import Volume, as_stack
+    from reseg.io import Volume, as_stack, three_spacings
 
     stack = as_stack(array)
     record = meta.get("metadata", {}).get(METADATA_KEY)
     if isinstance(record, LabelsRecord) and record.geometry.data.shape == stack.shape:
         return dataclasses.replace(record.geometry, data=stack, modality=record.modality), record.classes
     scale = tuple(abs(float(s)) for s in meta.get("scale", (1.0,) * stack.ndim))
-    spacing = ((1.0,) * 3 + scale)[-3:]
+    spacing = three_spacings(((1.0,) * 3 + scale)[-3:])
     return Volume(stack, spacing=spacing, ndim_on_disk=array.ndim, metadata={"spacing_known": (True,) * 3}), None
 
 
