@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import random
-import shutil
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from reseg.data.manifest import DATASET_FILE, DATASET_FORMAT, read_manifest
 from reseg.errors import InputError, OutputError
 from reseg.io import Volume, read_volume, write_image, write_labels
 from reseg.io._atomic import output_error
+from reseg.io._staged import StagedFolder, recover
 
 
 @dataclass
@@ -170,43 +169,39 @@ def write_training_set(
     `label_sets` declares partial label values (value -> the classes it allows), see `TrainingSet`.
     """
     folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise InputError(folder, "is a file; a training set needs a folder")
+    recover(folder)  # a write killed here before: roll it back
     if folder.exists() and any(folder.iterdir()):
         raise InputError(folder, "already exists and is not empty; choose a new folder")
     classes = list(classes or (CT_CLASSES if modality == "CT" else OCT_CLASSES))
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # Written beside the target and renamed at the end: a failure (a scan that cannot be made, a full disk)
-    # leaves no half-written training set behind.
-    partial = Path(tempfile.mkdtemp(prefix=f".{folder.name}.partial-", dir=folder.parent))
+    # Every file lands together or not at all (`StagedFolder`): a scan that cannot be made, a full disk or a
+    # kill leaves no half-written training set behind.
     try:
-        items = []
-        for name, image, labels, spacing in scans:
-            volume = Volume(
-                np.asarray(image), spacing=spacing, modality=modality, metadata={"spacing_known": (True,) * 3}
-            )
-            write_image(partial / "images" / f"{name}.tif", volume)
-            write_labels(partial / "labels" / f"{name}.tif", labels, like=volume)
-            items.append({"image": f"images/{name}.tif", "label": f"labels/{name}.tif", "spacing": list(spacing)})
-        manifest = {
-            "format": DATASET_FORMAT,
-            "version": 1,
-            "modality": modality,
-            "source": source,
-            "classes": [c.to_dict() for c in classes],
-            "ignore_index": IGNORE_INDEX,
-            "items": items,
-        }
-        if label_sets:
-            manifest["label_sets"] = {str(value): sorted(allowed) for value, allowed in label_sets.items()}
-        (partial / DATASET_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if folder.exists():
-            folder.rmdir()  # empty, checked above
-        partial.rename(folder)
-    except (OSError, OutputError) as error:  # a full disk: one line naming the folder, nothing left behind
-        shutil.rmtree(partial, ignore_errors=True)
-        raise (
-            OutputError(folder, error.problem) if isinstance(error, OutputError) else output_error(folder, error)
-        ) from None
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
+        with StagedFolder(folder) as staged:
+            items = []
+            for name, image, labels, spacing in scans:
+                volume = Volume(
+                    np.asarray(image), spacing=spacing, modality=modality, metadata={"spacing_known": (True,) * 3}
+                )
+                write_image(staged.path(f"images/{name}.tif"), volume)
+                write_labels(staged.path(f"labels/{name}.tif"), labels, like=volume)
+                items.append({"image": f"images/{name}.tif", "label": f"labels/{name}.tif", "spacing": list(spacing)})
+            manifest = {
+                "format": DATASET_FORMAT,
+                "version": 1,
+                "modality": modality,
+                "source": source,
+                "classes": [c.to_dict() for c in classes],
+                "ignore_index": IGNORE_INDEX,
+                "items": items,
+            }
+            if label_sets:
+                manifest["label_sets"] = {str(value): sorted(allowed) for value, allowed in label_sets.items()}
+            staged.path(DATASET_FILE).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            staged.commit()
+    except OutputError as error:  # a full disk: one line naming the folder
+        raise OutputError(folder, error.problem) from None
+    except OSError as error:
+        raise output_error(folder, error) from error
     return folder
