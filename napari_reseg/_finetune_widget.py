@@ -37,11 +37,11 @@ from reseg.devices import DEVICE_CHOICES
 from reseg.errors import ResegError
 from reseg.zoo.catalogue import user_model_dir
 
+from ._catalogue_watch import CatalogueWatcher
 from ._curve_plot import CurvePlot
 from ._engine_process import EngineProcess, EngineStopped, TrainingEpoch, TrainingResult, TrainingStep
 from ._finetune_controller import FinetuneController
 from ._lifecycle import BackgroundTask, Connections, when_closed
-from ._model_events import model_catalogue_events
 from ._panel import Panel, Section, confirm
 from ._settings import preferences
 
@@ -177,7 +177,7 @@ class FinetuneWidget(Panel):
         self.keep_button.clicked.connect(self.keep)
         self.discard_button.clicked.connect(self.discard)
         self.remove_model_button.clicked.connect(self.remove_selected_model)
-        self.connections.connect(model_catalogue_events().changed, self._fill_models)
+        self.connections.connect(CatalogueWatcher(self).changed, self._fill_models)
         when_closed(self, self._close)
         self._on_base_chosen(self.base_combo.currentText())  # lists the base's parts once napari has docked it
 
@@ -385,7 +385,7 @@ class FinetuneWidget(Panel):
         self.discard_button.setEnabled(enabled)
 
     def keep(self) -> None:
-        """Move the new model into the user model folder; every model picker lists it at once."""
+        """Move the new model into the user model folder; every model picker lists it (`CatalogueWatcher`)."""
         try:
             name = self.controller.keep()
         except ResegError as error:
@@ -393,7 +393,7 @@ class FinetuneWidget(Panel):
             return
         self._set_decision_enabled(False)
         self.comparison_table.setRowCount(0)
-        model_catalogue_events().changed.emit()
+        self._fill_models()
         self.status.setText(f"kept {name!r} ({user_model_dir()}); it is in the Segment widget's model list")
         show_info(f"napari-reseg: kept model {name!r}")
 
@@ -412,7 +412,7 @@ class FinetuneWidget(Panel):
         except ResegError as error:
             show_error(f"napari-reseg: {error}")
             return
-        model_catalogue_events().changed.emit()
+        self._fill_models()
         self.status.setText(f"removed model {name!r}")
 
     # --- closing ---------------------------------------------------------------------------------------

@@ -36,6 +36,7 @@ from qtpy.QtWidgets import (
 from reseg.devices import DEVICE_CHOICES
 from reseg.errors import ResegError
 
+from ._catalogue_watch import CatalogueWatcher
 from ._display import LayerTransform
 from ._engine_process import EngineProcess, EngineStopped
 from ._layer_state import (
@@ -50,7 +51,6 @@ from ._layer_state import (
 )
 from ._layers import class_features, labels_colormap, labels_layer_kwargs
 from ._lifecycle import BackgroundTask, Connections, when_closed
-from ._model_events import model_catalogue_events
 from ._panel import Panel, Section, confirm
 from ._segment_controller import Phase, RunPlan, SegmentController
 from ._settings import preferences
@@ -199,7 +199,7 @@ class SegmentWidget(Panel):
         self._show_postprocessing()
         self.run_button.clicked.connect(self.start)
         self.cancel_button.clicked.connect(self.cancel)
-        self.connections.connect(model_catalogue_events().changed, self._fill_models)
+        self.connections.connect(CatalogueWatcher(self).changed, self._fill_models)
         for event in (
             self.viewer.layers.events.inserted,
             self.viewer.layers.events.removed,

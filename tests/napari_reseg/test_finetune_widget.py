@@ -42,7 +42,7 @@ def test_finetune_shows_curves_and_comparison_and_a_kept_model_is_pickable_then_
     assert "lightreseg-oct-finetuned" not in _items(segment.model_combo)  # not before the user keeps it
 
     click(finetune.keep_button)
-    assert "lightreseg-oct-finetuned" in _items(segment.model_combo)  # the Segment widget lists it at once
+    qtbot.waitUntil(lambda: "lightreseg-oct-finetuned" in _items(segment.model_combo), timeout=3000)  # it lists it
     assert _items(finetune.own_models_combo) == ["lightreseg-oct-finetuned"]
     card = read_card(model_paths()["lightreseg-oct-finetuned"])
     assert card.parent == "lightreseg-oct" and card.training["config"]["freeze"] == ["encoder"]
@@ -54,7 +54,7 @@ def test_finetune_shows_curves_and_comparison_and_a_kept_model_is_pickable_then_
     click(finetune.remove_model_button)
     assert "lightreseg-oct-finetuned" in answers.asked[0]
     assert "lightreseg-oct-finetuned" not in model_paths()
-    assert "lightreseg-oct-finetuned" not in _items(segment.model_combo)
+    qtbot.waitUntil(lambda: "lightreseg-oct-finetuned" not in _items(segment.model_combo), timeout=3000)
     assert _items(finetune.own_models_combo) == [] and not finetune.remove_model_button.isEnabled()
 
 

@@ -251,3 +251,22 @@ def test_image_layers_of_other_kinds_still_get_a_scan_identity(viewer, segment):
     segment.image_combo.setCurrentText("hu stack")
     assert segment.model_combo.currentText() == "l2gnet-ct"  # Hounsfield units: a CT scan
     assert layer.metadata["reseg"].modality == "CT"
+
+
+def test_a_model_kept_outside_the_window_appears_in_the_model_list(user_models, dock, qtbot):
+    """`reseg finetune` in a terminal keeps its model in the user folder; the open widget lists it, and drops it
+    when it is removed, without reopening."""
+    import json
+    import shutil
+
+    from reseg.zoo.catalogue import bundled_model_dir
+
+    segment = dock("Segment")
+    names = lambda: [segment.model_combo.itemText(i) for i in range(segment.model_combo.count())]  # noqa: E731
+    assert "mine" not in names()
+    card = json.loads((bundled_model_dir() / "lightreseg-oct.json").read_text())
+    shutil.copy(bundled_model_dir() / "lightreseg-oct.safetensors", user_models / "mine.safetensors")  # weights first
+    (user_models / "mine.json").write_text(json.dumps({**card, "name": "mine"}))
+    qtbot.waitUntil(lambda: "mine" in names(), timeout=3000)
+    (user_models / "mine.json").unlink()
+    qtbot.waitUntil(lambda: "mine" not in names(), timeout=3000)
