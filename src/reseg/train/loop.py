@@ -19,7 +19,7 @@ from monai.data import get_track_meta, set_track_meta
 from torch import nn
 
 from reseg.classes import CT_CLASSES, OCT_CLASSES, SegmentationClass
-from reseg.data.dataset import TrainingSet, split_by_scan
+from reseg.data.dataset import Scan, TrainingSet, split_by_scan
 from reseg.errors import ResegError
 from reseg.evaluation.metrics import per_class_scores, summarize
 from reseg.models import SegmentationNetwork, build_network
@@ -220,6 +220,87 @@ def train_step(
     return float(loss.item())
 
 
+@dataclass
+class _Slices:
+    """The slices of one run, on the model's grid: training scans and held-out validation scans."""
+
+    train_scans: list[Scan]
+    validation_scans: list[Scan]
+    train_images: list[np.ndarray]
+    train_labels: list[np.ndarray]
+    validation_images: list[np.ndarray]
+    validation_labels: list[np.ndarray]
+
+
+def _slices(
+    config: TrainingConfig, training_set: TrainingSet, validation_set: TrainingSet | None, start: _Start
+) -> _Slices:
+    """Split by scan (or take the given validation set) and bring every slice to the model's input."""
+    if validation_set is not None:
+        train_scans, validation_scans = training_set.scans, validation_set.scans
+    else:
+        train_scans, validation_scans = split_by_scan(training_set.scans, config.validation_fraction, config.seed)
+    if not validation_scans:
+        raise ResegError(
+            f"validation needs a scan of its own: the training data has {len(training_set.scans)} scan(s); "
+            "give --validation-data or more scans (and a validation fraction > 0)"
+        )
+    train = model_slices(train_scans, start.normalization, start.input_spacing)
+    validation = model_slices(validation_scans, start.normalization, start.input_spacing)
+    return _Slices(train_scans, validation_scans, *train, *validation)
+
+
+def _new_card(
+    name: str,
+    start: _Start,
+    config: TrainingConfig,
+    training_set: TrainingSet,
+    validation_set: TrainingSet | None,
+    slices: _Slices,
+    crop: tuple[int, int],
+    processes: int,
+    description: str,
+    terms: str,
+) -> ModelCard:
+    """The card as it is before the first validation: what the model is, and what it is trained on and how."""
+    common = common_spacing(slices.train_scans) if start.modality == "CT" else None
+    return ModelCard(
+        name=name,
+        **start.build,
+        classes=start.classes,
+        modality=start.modality,
+        normalization=start.normalization,
+        input_spacing=start.input_spacing or common,
+        description=description,
+        terms=terms,
+        parent=config.base_model,
+        deviations=list(start.network.card_notes),
+        training=training_record(
+            training_set.sources,
+            validation_set.sources if validation_set is not None else "held out from data",
+            [s.name for s in slices.train_scans],
+            [s.name for s in slices.validation_scans],
+            len(slices.train_images),
+            len(slices.validation_images),
+            training_set.label_sets,
+            {**asdict(config), "crop_size": list(crop)},
+            processes,
+        ),
+    )
+
+
+def _optimiser(
+    network: SegmentationNetwork, config: TrainingConfig, steps_per_epoch: int
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LRScheduler]:
+    """AdamW over the parameters that train, with a one-cycle learning rate over the whole run."""
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.learning_rate, total_steps=config.epochs * steps_per_epoch, pct_start=0.1
+    )
+    return optimizer, scheduler
+
+
 def _train(
     process: distributed.ProcessGroup,
     training_set: TrainingSet,
@@ -231,31 +312,19 @@ def _train(
     validation_set: TrainingSet | None,
 ) -> Generator[StepReport | EpochReport, None, SegmentationNetwork]:
     start = _start(config, training_set)
-    modality, classes, normalization = start.modality, start.classes, start.normalization
-    if validation_set is not None:
-        train_scans, validation_scans = training_set.scans, validation_set.scans
-    else:
-        train_scans, validation_scans = split_by_scan(training_set.scans, config.validation_fraction, config.seed)
-    if not validation_scans:
-        raise ResegError(
-            f"validation needs a scan of its own: the training data has {len(training_set.scans)} scan(s); "
-            "give --validation-data or more scans (and a validation fraction > 0)"
-        )
-    train_images, train_labels = model_slices(train_scans, normalization, start.input_spacing)
-    validation_images, validation_labels = model_slices(validation_scans, normalization, start.input_spacing)
-    flip = config.lateral_flip if config.lateral_flip is not None else modality == "OCT"
-    batches = training_batches(
-        train_scans,
-        train_images,
-        train_labels,
+    slices = _slices(config, training_set, validation_set, start)
+    flip = config.lateral_flip if config.lateral_flip is not None else start.modality == "OCT"
+    batches = training_batches(  # each rank draws batches of its own
+        slices.train_scans,
+        slices.train_images,
+        slices.train_labels,
         config.crop_size,
         config.batch_size,
         config.steps_per_epoch,
         flip,
-        appearance=modality == "OCT",
+        appearance=start.modality == "OCT",
         seed=config.seed + process.rank,
-    )  # each rank draws batches of its own
-
+    )
     device = process.device(config.device)
     network = start.network
     frozen = freeze(network, config.freeze)
@@ -263,36 +332,10 @@ def _train(
     network.to(device, memory_format=torch.channels_last)  # type: ignore[call-overload]
     _set_training_mode(network, frozen)
     trained = process.wrap(network, device)
-    optimizer = torch.optim.AdamW(
-        [p for p in network.parameters() if p.requires_grad], lr=config.learning_rate, weight_decay=config.weight_decay
-    )
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=config.learning_rate, total_steps=config.epochs * batches.steps, pct_start=0.1
-    )
+    optimizer, scheduler = _optimiser(network, config, batches.steps)
     loss_function = DiceCrossEntropyLoss(ignore_index=training_set.ignore_index, label_sets=training_set.label_sets)
-    validation_label_sets = (validation_set or training_set).label_sets
-    card = ModelCard(
-        name=name,
-        **start.build,
-        classes=classes,
-        modality=modality,
-        normalization=normalization,
-        input_spacing=start.input_spacing or (common_spacing(train_scans) if modality == "CT" else None),
-        description=description,
-        terms=terms,
-        parent=config.base_model,
-        deviations=list(network.card_notes),
-        training=training_record(
-            training_set.sources,
-            validation_set.sources if validation_set is not None else "held out from data",
-            [s.name for s in train_scans],
-            [s.name for s in validation_scans],
-            len(train_images),
-            len(validation_images),
-            training_set.label_sets,
-            {**asdict(config), "crop_size": list(batches.crop)},
-            process.world_size,
-        ),
+    card = _new_card(
+        name, start, config, training_set, validation_set, slices, batches.crop, process.world_size, description, terms
     )
     best_score = -math.inf
     for epoch in range(1, config.epochs + 1):
@@ -308,11 +351,11 @@ def _train(
             continue
         scores = _validate(
             network,
-            validation_images,
-            validation_labels,
-            len(classes),
+            slices.validation_images,
+            slices.validation_labels,
+            len(start.classes),
             training_set.ignore_index,
-            validation_label_sets,
+            (validation_set or training_set).label_sets,
             device,
         )
         _set_training_mode(network, frozen)
@@ -320,15 +363,8 @@ def _train(
         is_best = summary["mean_dice"] > best_score or not math.isfinite(best_score)
         if is_best or not config.keep_best:
             best_score = max(best_score, summary["mean_dice"])
-            record_validation(card, epoch, config.keep_best, summary, scores, classes)
+            record_validation(card, epoch, config.keep_best, summary, scores, start.classes)
             save_model(network, card, output_dir)
-        yield EpochReport(
-            epoch,
-            config.epochs,
-            float(np.mean(losses)),
-            summary,
-            scores["dice"],
-            is_best,
-            time.perf_counter() - started,
-        )
+        seconds = time.perf_counter() - started
+        yield EpochReport(epoch, config.epochs, float(np.mean(losses)), summary, scores["dice"], is_best, seconds)
     return network
