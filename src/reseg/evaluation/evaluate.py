@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from reseg.classes import IGNORE_INDEX, OCT_FLUID
+from reseg.classes import IGNORE_INDEX, OCT_CLASSES, OCT_FLUID
 from reseg.data.dataset import Scan, TrainingSet, load_training_set
 from reseg.errors import InputError
 from reseg.evaluation.metrics import per_class_scores, summarize
 from reseg.io import Volume, as_stack, read_volume
+from reseg.topology import check_oct_topology
 
 if TYPE_CHECKING:
     from reseg.zoo.weights import LoadedModel
@@ -96,6 +97,7 @@ class Evaluation:
     hd95_mm: list[float]
     boundaries: dict[str, dict[str, float | None]] = field(default_factory=dict)
     slices: int = 0
+    out_of_order_a_scans: int | None = None  # OCT: A-scans whose predicted layers break the order (topology)
 
     def to_dict(self) -> dict[str, Any]:
         def clean(value: float | None) -> float | None:
@@ -118,6 +120,7 @@ class Evaluation:
                 name: {key: clean(value) if key != "a_scans" else value for key, value in entry.items()}
                 for name, entry in self.boundaries.items()
             },
+            "out_of_order_a_scans": self.out_of_order_a_scans,
         }
 
     def table(self) -> str:
@@ -134,6 +137,8 @@ class Evaluation:
         for name, entry in self.boundaries.items():
             um = f" = {entry['mae_um']:.1f} um" if entry.get("mae_um") else ""
             lines.append(f"boundary {name:<9} MAE {entry['mae_px']:.2f} px{um} over {entry['a_scans']} A-scans")
+        if self.out_of_order_a_scans is not None:
+            lines.append(f"A-scans out of layer order: {self.out_of_order_a_scans}")
         return "\n".join(lines)
 
 
@@ -191,10 +196,12 @@ def score(training_set: TrainingSet, predict: Callable[[Scan], np.ndarray], name
         hd95.append(hd95_per_class(predicted, truth, num_classes, scan.spacing[1:]))
         weights.append(len(predicted))
     scores = {key: _weighted_nanmean([s[key] for s in per_scan], weights) for key in per_scan[0]}
-    boundaries = {}
+    boundaries, out_of_order = {}, None
     if training_set.modality == "OCT":
         axial = training_set.scans[0].spacing[1]
         boundaries = boundary_errors(predictions, truths, axial if axial != 1.0 else None)
+        if names == [c.name for c in OCT_CLASSES]:  # the layer order is defined for these classes
+            out_of_order = sum(len(check_oct_topology(predicted).broken) for predicted in predictions)
     return Evaluation(
         num_classes,
         names,
@@ -203,6 +210,7 @@ def score(training_set: TrainingSet, predict: Callable[[Scan], np.ndarray], name
         _weighted_nanmean(hd95, weights),
         boundaries,
         sum(weights),
+        out_of_order,
     )
 
 
@@ -223,7 +231,10 @@ def evaluate_device_boundaries(
         errors = _absolute_errors(rows[OCT_BOUNDARIES.index(name)], heights)
         if errors.size:
             report[name] = _boundary_entry(errors, volume.spacing[1])
-    return Evaluation(model.card.num_classes, model.card.class_names, {}, {}, [], report, len(volume.data))
+    out_of_order = len(check_oct_topology(labels).broken)
+    return Evaluation(
+        model.card.num_classes, model.card.class_names, {}, {}, [], report, len(volume.data), out_of_order
+    )
 
 
 def _weighted_nanmean(rows: list[list[float]], weights: list[int]) -> list[float]:

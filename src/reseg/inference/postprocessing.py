@@ -1,7 +1,9 @@
-"""Label post-processing a model card can ask for: steps applied to a model's labels after the argmax.
+"""Post-processing a model card can ask for: what turns a network's class probabilities into labels.
 
-A card lists step names under `postprocessing`; inference applies them in order unless the caller asks for
-the raw labels. Names are checked when the model loads, so a card naming an unknown step fails at once.
+A card lists step names under `postprocessing`; inference applies them unless the caller asks for the raw
+argmax. A probability step (`layer_surfaces`) replaces the argmax: it reads the class probabilities and gives
+labels and the surfaces they come from. Label steps then run in the card's order on the labels. Names are
+checked when the model loads, so a card naming an unknown step fails at once.
 """
 
 from __future__ import annotations
@@ -13,22 +15,32 @@ import numpy as np
 
 from reseg.classes import OCT_CLASSES
 from reseg.errors import CheckpointError
+from reseg.inference.surfaces import surface_labels
 from reseg.topology import confine_to_retina
 
 POSTPROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "confine_to_retina": confine_to_retina,  # OCT: vitreous above, choroid below the retina's envelope
 }
+# (N, C, H, W) probabilities -> (N, H, W) labels and the (8, N, W) surfaces they are filled from
+PROBABILITY_STEPS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
+    "layer_surfaces": surface_labels,  # OCT: the most probable ordered boundaries per A-scan
+}
 # The classes a step's rules are written for; a card with other classes cannot use it.
-REQUIRED_CLASSES: dict[str, list[str]] = {"confine_to_retina": [c.name for c in OCT_CLASSES]}
+REQUIRED_CLASSES: dict[str, list[str]] = {
+    "confine_to_retina": [c.name for c in OCT_CLASSES],
+    "layer_surfaces": [c.name for c in OCT_CLASSES],
+}
 
 
 def check_postprocessing(names: Sequence[str], class_names: Sequence[str], card_path: str | Path) -> None:
-    unknown = [name for name in names if name not in POSTPROCESSING]
+    known = [*PROBABILITY_STEPS, *POSTPROCESSING]
+    unknown = [name for name in names if name not in known]
     if unknown:
         raise CheckpointError(
-            card_path,
-            f"names unknown post-processing {', '.join(map(repr, unknown))}; known: {', '.join(POSTPROCESSING)}",
+            card_path, f"names unknown post-processing {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
         )
+    if len([name for name in names if name in PROBABILITY_STEPS]) > 1:
+        raise CheckpointError(card_path, "names more than one step that replaces the argmax")
     for name in names:
         required = REQUIRED_CLASSES.get(name)
         if required is not None and list(class_names) != required:
@@ -39,8 +51,14 @@ def check_postprocessing(names: Sequence[str], class_names: Sequence[str], card_
             )
 
 
+def probability_step(names: Sequence[str]) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+    """The step among `names` that replaces the argmax, if any."""
+    return next((PROBABILITY_STEPS[name] for name in names if name in PROBABILITY_STEPS), None)
+
+
 def postprocess(names: Sequence[str], labels: np.ndarray) -> np.ndarray:
-    """`labels` ((H, W) or (Z, H, W)) after each named step in turn."""
+    """`labels` ((H, W) or (Z, H, W)) after each named label step in turn."""
     for name in names:
-        labels = POSTPROCESSING[name](labels)
+        if name in POSTPROCESSING:
+            labels = POSTPROCESSING[name](labels)
     return labels

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from reseg.errors import DeviceMemoryError, ResegError
-from reseg.inference.postprocessing import postprocess
+from reseg.inference.postprocessing import postprocess, probability_step
+from reseg.inference.surfaces import OCT_SURFACES
 from reseg.io import as_stack, max_slice_pixels
 from reseg.preprocessing.normalization import normalize_slices
 from reseg.preprocessing.resampling import resize_batch, spacing_grid
@@ -35,9 +36,20 @@ class Progress:
 
 @dataclass
 class SegmentationResult:
+    """Labels (uint8), max-softmax confidence if asked, and for a card with `layer_surfaces` the boundary
+    surfaces the labels were filled from: (8, Z, W) rows, see `reseg.inference.surfaces`."""
+
     labels: np.ndarray
     confidence: np.ndarray | None
     device: torch.device
+    surfaces: np.ndarray | None = None
+
+
+@dataclass
+class _Batch:
+    labels: np.ndarray  # (N, H, W) argmax
+    confidence: np.ndarray | None  # (N, H, W) max softmax, when asked
+    probabilities: np.ndarray | None  # (N, C, H, W), when a probability step needs them
 
 
 def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
@@ -48,8 +60,12 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def _predict_batch(
-    model: LoadedModel, raw: np.ndarray, want_confidence: bool, pixel_spacing: Sequence[float] | None
-) -> tuple[np.ndarray, np.ndarray | None]:
+    model: LoadedModel,
+    raw: np.ndarray,
+    want_confidence: bool,
+    pixel_spacing: Sequence[float] | None,
+    want_probabilities: bool = False,
+) -> _Batch:
     batch = torch.from_numpy(normalize_slices(raw, model.card.normalization))[:, None]
     shape = (int(batch.shape[-2]), int(batch.shape[-1]))
     grid = spacing_grid(shape, pixel_spacing, model.card.input_spacing)
@@ -59,7 +75,11 @@ def _predict_batch(
     logits = resize_batch(logits.float(), shape)
     probabilities = torch.softmax(logits.float(), dim=1)
     confidence, labels = probabilities.max(dim=1)
-    return labels.to(torch.uint8).cpu().numpy(), confidence.cpu().numpy() if want_confidence else None
+    return _Batch(
+        labels.to(torch.uint8).cpu().numpy(),
+        confidence.cpu().numpy() if want_confidence else None,
+        probabilities.cpu().numpy() if want_probabilities else None,
+    )
 
 
 def _check_model_grid(model: LoadedModel, shape: tuple[int, int], pixel_spacing: Sequence[float] | None) -> None:
@@ -86,6 +106,7 @@ def iter_segment(
     slices: Sequence[int] | None = None,
     pixel_spacing: Sequence[float] | None = None,
     raw: bool = False,
+    surfaces_out: np.ndarray | None = None,
 ) -> Iterator[Progress]:
     """Segment the given slices of `image` ((H, W) or (Z, H, W)) into `labels_out` (same shape, uint8).
 
@@ -95,6 +116,8 @@ def iter_segment(
     resampled to that spacing (`reseg.preprocessing.resampling`) and the logits back.
     `Progress.batch_size` tells the caller what batch size finally worked. `slice_confidence_out` (one value
     per slice) receives each slice's mean confidence, which review uses to find the most doubtful slices.
+    Unless `raw`, the card's post-processing makes the labels; with a probability step such as
+    `layer_surfaces`, `surfaces_out` ((8, Z, W)) receives the surfaces of each computed slice.
     """
     stack = as_stack(image)
     labels_stack = as_stack(labels_out)
@@ -105,6 +128,7 @@ def iter_segment(
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     _check_model_grid(model, stack.shape[1:], pixel_spacing)
+    surface_step = None if raw else probability_step(model.card.postprocessing)
     model.network.eval()
     done = 0
     with torch.inference_mode():
@@ -112,7 +136,7 @@ def iter_segment(
             chunk = order[done : done + batch_size]
             try:
                 want_confidence = confidence_stack is not None or slice_confidence_out is not None
-                labels, confidence = _predict_batch(model, stack[chunk], want_confidence, pixel_spacing)
+                batch = _predict_batch(model, stack[chunk], want_confidence, pixel_spacing, surface_step is not None)
             except torch.OutOfMemoryError as error:
                 if batch_size == 1:
                     raise DeviceMemoryError(str(model.device)) from error
@@ -120,6 +144,11 @@ def iter_segment(
                     torch.cuda.empty_cache()
                 batch_size //= 2
                 continue
+            labels, confidence = batch.labels, batch.confidence
+            if surface_step is not None and batch.probabilities is not None:
+                labels, surfaces = surface_step(batch.probabilities)
+                if surfaces_out is not None:
+                    surfaces_out[:, chunk] = surfaces
             labels_stack[chunk] = labels if raw else postprocess(model.card.postprocessing, labels)
             if confidence is not None:  # asked for by one of the two outputs
                 if confidence_stack is not None:
@@ -141,9 +170,12 @@ def segment(
     raw: bool = False,
 ) -> SegmentationResult:
     """Segment a whole image or stack and return labels (uint8, post-processed as the card says unless
-    `raw`) and, if asked, max-softmax confidence."""
+    `raw`), if asked max-softmax confidence, and the surfaces of a card with a surface step."""
     labels = np.zeros(image.shape, dtype=np.uint8)
     confidence = np.zeros(image.shape, dtype=np.float32) if with_confidence else None
+    stack_shape = as_stack(image).shape
+    with_surfaces = not raw and probability_step(model.card.postprocessing) is not None
+    surfaces = np.zeros((OCT_SURFACES, stack_shape[0], stack_shape[2]), np.int32) if with_surfaces else None
     for progress in iter_segment(
         model,
         image,
@@ -152,7 +184,8 @@ def segment(
         batch_size=batch_size,
         pixel_spacing=pixel_spacing,
         raw=raw,
+        surfaces_out=surfaces,
     ):
         if on_progress is not None:
             on_progress(progress)
-    return SegmentationResult(labels=labels, confidence=confidence, device=model.device)
+    return SegmentationResult(labels=labels, confidence=confidence, device=model.device, surfaces=surfaces)

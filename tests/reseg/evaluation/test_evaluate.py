@@ -38,7 +38,15 @@ def test_evaluate_a_prediction_folder_and_a_model(tmp_path, capsys):
     assert report["mean_dice"] == 1.0 and report["miou"] == 1.0 and report["mpa"] == 1.0
     assert report["per_class"]["RNFL"]["hd95_mm"] == 0.0
     assert report["boundaries"]["ILM"]["mae_px"] == 0.0
+    assert report["out_of_order_a_scans"] == 0
     assert "mean Dice 1.000" in capsys.readouterr().out
+
+    broken = truth.copy()
+    broken[0, :10, 7] = 8  # choroid above the retina in one A-scan
+    tifffile.imwrite(predictions / "phantom_000.tif", broken)
+    assert main(["evaluate", str(predictions), str(data), "-o", str(tmp_path / "broken.json")]) == 0
+    assert json.loads((tmp_path / "broken.json").read_text())["out_of_order_a_scans"] == 1
+    assert "A-scans out of layer order: 1" in capsys.readouterr().out
 
     assert main(["evaluate", "lightreseg-oct", str(data), "-o", str(tmp_path / "model.json")]) == 0
     model_report = json.loads((tmp_path / "model.json").read_text())

@@ -6,14 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from reseg.classes import OCT_CLASSES
+from reseg.classes import OCT_CLASSES, OCT_FLUID
 from reseg.data.phantom import make_oct_phantom
 from reseg.devices import available_devices, resolve_device
 from reseg.errors import DeviceMemoryError, ResegError
+from reseg.evaluation.evaluate import boundary_rows
 from reseg.evaluation.metrics import per_class_scores, summarize
 from reseg.inference.segmentation import iter_segment, segment
 from reseg.io import read_volume
 from reseg.models import build_network
+from reseg.topology import check_oct_topology
 from reseg.zoo.cards import read_card
 from reseg.zoo.catalogue import bundled_model_dir
 from reseg.zoo.weights import LoadedModel, load_model
@@ -163,3 +165,16 @@ def test_per_slice_confidence_is_the_mean_of_the_pixel_confidence(tiny_model):
     per_slice = np.full(3, np.nan, np.float32)
     list(iter_segment(tiny_model, stack, labels, confidence_out=pixels, slice_confidence_out=per_slice))
     np.testing.assert_allclose(per_slice, pixels.mean(axis=(1, 2)), rtol=1e-5)
+
+
+def test_a_card_with_layer_surfaces_gives_ordered_labels_and_their_surfaces():
+    model = load_model("lightreseg-oct", device="cpu")
+    model.card.postprocessing = ["layer_surfaces"]
+    phantom = make_oct_phantom(n_bscans=2, height=224, width=160, seed=8)
+    result = segment(model, phantom.image, batch_size=2)
+    assert result.surfaces is not None and result.surfaces.shape == (8, 2, 160)
+    assert check_oct_topology(result.labels).ok
+    layers = np.where(result.labels == OCT_FLUID, 5, result.labels)  # fluid sits inside the retina's rows
+    np.testing.assert_array_equal(boundary_rows(layers)[[0, -1]], result.surfaces[[0, -1]])
+    raw = segment(model, phantom.image, batch_size=2, raw=True)
+    assert raw.surfaces is None and not np.array_equal(raw.labels, result.labels)

@@ -167,7 +167,7 @@ def test_card_with_unknown_postprocessing_is_rejected(tmp_path):
     with pytest.raises(
         CheckpointError,
         match=r"odd\.json: names unknown post-processing 'smooth-everything'; known: "
-        r"confine_to_retina",
+        r"layer_surfaces, confine_to_retina",
     ):
         read_card(path)
     data["postprocessing"] = ["confine_to_retina"]

@@ -1,0 +1,95 @@
+"""OCT layer boundaries as surfaces: per A-scan, the most probable boundaries in anatomical order.
+
+The argmax of a network's class probabilities can put INL below ONL, or a block of choroid through the
+retina under a cyst: labels no retina has. Instead, for every A-scan (one column of a B-scan) we choose the
+eight boundary rows (ILM, RNFL/GCL, IPL/INL, INL/OPL, OPL/ONL, ONL/EZ, EZ/RPE, BM) that maximise the summed
+log-probability of the class each row then has, subject to the order vitreous, RNFL, ..., OS+RPE, choroid.
+A layer may vanish (the foveal pit has no RNFL or GCL+IPL), it may never come back below a deeper one. This
+is the surface model of the graph-search methods (Garvin et al., IEEE TMI 28(9), 2009; OCTExplorer), solved
+exactly for one column at a time by dynamic programming over its rows.
+
+Intraretinal fluid has no place in the order, and a network's "fluid" is not always inside the retina (the
+dark vitreous of an unfamiliar device often reads as fluid): its probability is shared equally by the
+ordered classes, so where the boundaries run is decided by the other classes and by the rows around, and the
+labels get fluid where the network chose it between the ILM and BM only. Every A-scan of the result is
+ordered by construction.
+
+Surfaces are integer rows: boundary k is the first row of the class below it (`reseg.classes.OCT_CLASSES`
+index k + 1), the convention of `reseg.evaluation.evaluate.boundary_rows`; equal rows mean a vanished layer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from reseg.classes import OCT_CLASSES, OCT_FLUID
+
+OCT_SURFACES = 8  # ILM, the tops of classes 2..7, BM
+_ORDERED = OCT_FLUID  # classes 0..8 are ordered down an A-scan; 9 (fluid) is not
+_CHOROID = _ORDERED - 1
+_FLOOR = 1e-6  # probabilities below this count as this (log 0 would forbid a class outright)
+
+
+def _cumulative_log_likelihood(probabilities: np.ndarray) -> np.ndarray:
+    """(N, 9, W, H + 1): for each ordered class, the summed log-probability of rows 0..t-1 being that class."""
+    ordered = probabilities[:, :_ORDERED].astype(np.float32)
+    above_bm = slice(0, _CHOROID)  # fluid may be vitreous or retina (it is never choroid): shared between them
+    ordered[:, above_bm] += probabilities[:, OCT_FLUID : OCT_FLUID + 1] / _CHOROID
+    log_likelihood = np.log(np.maximum(ordered, _FLOOR)).transpose(0, 1, 3, 2)  # rows last: (N, 9, W, H)
+    cumulative = np.zeros((*log_likelihood.shape[:3], log_likelihood.shape[3] + 1), dtype=np.float32)
+    np.cumsum(log_likelihood, axis=3, out=cumulative[..., 1:])
+    return cumulative
+
+
+def _running_argmax(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Along the last axis: max over 0..t of `values`, and where it is reached (the latest such index)."""
+    running = np.maximum.accumulate(values, axis=-1)
+    index = np.arange(values.shape[-1])
+    where = np.maximum.accumulate(np.where(values == running, index, 0), axis=-1)
+    return running, where
+
+
+def fit_surfaces(probabilities: np.ndarray) -> np.ndarray:
+    """The 8 ordered surfaces of each B-scan from class probabilities (N, 10, H, W): int rows (8, N, W).
+
+    Dynamic programme per column: with C_k(t) the summed log-probability of rows 0..t-1 being class k, the
+    best score with class k ending at row t is F_k(t) = C_k(t) + max over t' <= t of (F_{k-1}(t') - C_k(t')),
+    F_0 = C_0; the choroid takes the rest. Vectorised over all columns of all B-scans.
+    """
+    if probabilities.ndim != 4 or probabilities.shape[1] != len(OCT_CLASSES):
+        raise ValueError(f"expected (N, {len(OCT_CLASSES)}, H, W) OCT class probabilities, got {probabilities.shape}")
+    cumulative = _cumulative_log_likelihood(probabilities)
+    best = cumulative[:, 0]  # F_0
+    starts = []  # for class k: where class k - 1 ended (class k's first row), for each end row of class k
+    for k in range(1, _ORDERED):
+        best, start = _running_argmax(best - cumulative[:, k])
+        best = best + cumulative[:, k] if k < _ORDERED - 1 else best
+        starts.append(start)
+    # `best` is now max over t' <= t of (F_7(t') - C_8(t')); the choroid runs to the bottom, t = H.
+    n, width, ends = best.shape
+    surfaces = np.empty((OCT_SURFACES, n, width), dtype=np.int64)
+    surfaces[-1] = starts[-1][..., -1]  # BM: where the choroid starts
+    for k in range(OCT_SURFACES - 2, -1, -1):
+        surfaces[k] = np.take_along_axis(starts[k], surfaces[k + 1][..., None], axis=-1)[..., 0]
+    return surfaces.astype(np.int16 if ends < np.iinfo(np.int16).max else np.int32)
+
+
+def labels_from_surfaces(surfaces: np.ndarray, height: int, fluid: np.ndarray | None = None) -> np.ndarray:
+    """(N, H, W) uint8 labels from surfaces (8, N, W): each row gets the class of the boundaries above it;
+    with `fluid` (N, H, W, bool), fluid where it lies strictly inside the retina (the first and last retinal
+    rows stay layers, so that the ILM and BM are still where the surfaces say)."""
+    rows = np.arange(height)[None, :, None]
+    labels = np.zeros((surfaces.shape[1], height, surfaces.shape[2]), dtype=np.uint8)
+    for surface in surfaces:
+        labels += rows >= surface[:, None, :]
+    if fluid is not None:
+        inside = (rows > surfaces[0][:, None, :]) & (rows < surfaces[-1][:, None, :] - 1)
+        labels[fluid & inside] = OCT_FLUID
+    return labels
+
+
+def surface_labels(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Ordered labels (N, H, W) and their surfaces (8, N, W) from OCT class probabilities (N, 10, H, W)."""
+    surfaces = fit_surfaces(probabilities)
+    fluid = probabilities.argmax(axis=1) == OCT_FLUID
+    return labels_from_surfaces(surfaces, probabilities.shape[2], fluid), surfaces
