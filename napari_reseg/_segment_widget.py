@@ -294,8 +294,8 @@ class SegmentWidget(Panel):
             steps = []
         self.postprocess_check.setVisible(bool(steps))
         self.postprocess_check.setToolTip(
-            f"{', '.join(steps)}: applied to the labels after the network (see the model card); untick to see "
-            "the network's own output"
+            f"{', '.join(steps)}: turns the network's output into labels (see the model card); untick to see "
+            "the network's own argmax"
             if steps
             else ""
         )

@@ -212,7 +212,7 @@ def test_rgb_label_and_4d_layers_are_not_offered_as_scans(viewer, segment):
 @pytest.mark.slow
 def test_post_processing_can_be_switched_off_on_a_real_scan(viewer, segment, shared_data, click, wait_for):
     """On the Spectralis line scan the network alone calls part of the vitreous noise fluid; the card's
-    confine_to_retina clears it, and unticking the box shows the network's own output for comparison."""
+    layer_surfaces clears it, and unticking the box shows the network's own output for comparison."""
     from reseg.inference.segmentation import segment as segment_volume
     from reseg.io import read_volume
     from reseg.zoo.weights import load_model
@@ -221,7 +221,7 @@ def test_post_processing_can_be_switched_off_on_a_real_scan(viewer, segment, sha
     [image] = viewer.open(str(path), plugin="napari-reseg")
     assert segment.model_combo.currentText() == "lightreseg-oct"
     assert segment.postprocess_check.isVisibleTo(segment) and segment.postprocess_check.isChecked()
-    assert "confine_to_retina" in segment.postprocess_check.toolTip()
+    assert "layer_surfaces" in segment.postprocess_check.toolTip()
 
     click(segment.run_button)
     wait_for(segment)
