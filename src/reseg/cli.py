@@ -217,6 +217,7 @@ def _report_training(events: Iterable[object]) -> object:
 
 def _train(args: argparse.Namespace) -> int:
     from reseg.data.dataset import load_training_set
+    from reseg.train.checkpoint import checkpoint_path
     from reseg.train.distributed import is_main_process
     from reseg.train.loop import iter_train
 
@@ -226,11 +227,15 @@ def _train(args: argparse.Namespace) -> int:
         arguments=_parse_arguments(args.arg),
         validation_fraction=args.validation_fraction,
         base_model=args.base,
+        resume=args.resume,
     )
     training_set = load_training_set(args.data)
     validation_set = load_training_set(args.validation_data) if args.validation_data else None
     if is_main_process():
         print(f"{training_set.num_slices} slices in {len(training_set.scans)} scans ({training_set.modality})")
+        checkpoint = checkpoint_path(args.output_dir, args.name)
+        if args.resume and checkpoint.exists():
+            print(f"continuing from {checkpoint}")
     _report_training(
         iter_train(training_set, args.name, args.output_dir, config, args.description, args.terms, validation_set)
     )
@@ -296,10 +301,16 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from reseg.evaluation.evaluate import evaluate
     from reseg.io import replace_atomically
 
-    report = evaluate(args.prediction, args.dataset, device=args.device, batch_size=args.batch_size, raw=args.raw)
+    if args.robustness:
+        from reseg.evaluation.robustness import robustness_of
+
+        report: Any = robustness_of(args.prediction, args.dataset, args.device, args.batch_size, args.raw)
+    else:
+        from reseg.evaluation.evaluate import evaluate
+
+        report = evaluate(args.prediction, args.dataset, device=args.device, batch_size=args.batch_size, raw=args.raw)
     print(report.table())
     if args.output:
         text = json.dumps(report.to_dict(), indent=2) + "\n"
@@ -371,6 +382,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument(
         "--raw", action="store_true", help="score a model's argmax without its card's post-processing"
     )
+    evaluate.add_argument(
+        "--robustness",
+        action="store_true",
+        help="score the OCT dataset once per device style (log / gamma display, speckle, resolution, "
+        "pseudo-colour, weak signal) and report the drop of mean Dice from the Spectralis look",
+    )
     evaluate.set_defaults(run=_evaluate)
 
     train = commands.add_parser("train", help="train a model on training-set folders (images/ + labels/)")
@@ -384,6 +401,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--validation-fraction", type=float, default=0.2)
     train.add_argument("--description", default="")
     train.add_argument("--terms", default="")
+    train.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUTPUT_DIR/NAME.checkpoint.pt (written after every epoch) if a stopped run left one",
+    )
     _add_training_options(train, epochs=20, lr=1e-3, batch_size=8)
     train.set_defaults(run=_train)
 

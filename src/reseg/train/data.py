@@ -13,12 +13,38 @@ from monai import transforms as mt
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from reseg.data.dataset import Scan
+from reseg.data.device_styles import random_style, render_style
 from reseg.preprocessing.normalization import normalize_slices
 from reseg.preprocessing.resampling import resample_image, resample_labels, spacing_grid
 
 
+class RandDeviceStyle(mt.RandomizableTransform):
+    """Show a normalised OCT slice as a random device would (:mod:`reseg.data.device_styles`), normalised again.
+
+    It works on the whole slice, before cropping, because the card's normalisation (percentiles of the slice)
+    is part of what a device's look does to the model's input.
+    """
+
+    def __init__(self, prob: float, normalization: dict[str, Any]):
+        super().__init__(prob)
+        self.normalization = normalization
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        self.randomize(None)
+        if not self._do_transform:
+            return data
+        image = np.asarray(data["image"][0])
+        rng = np.random.default_rng(self.R.randint(2**31))  # drawn from MONAI's per-transform random state
+        styled = render_style(image * 255.0, random_style(rng), rng)
+        return {**data, "image": normalize_slices(styled, self.normalization)}
+
+
 class AugmentedCrops(Dataset):
-    """Normalised training slices, augmented and cropped to a fixed size on every access."""
+    """Normalised training slices, augmented and cropped to a fixed size on every access.
+
+    `appearance` adds the intensity changes that tell devices and eyes apart; with `normalization` (the card's)
+    also whole-slice re-rendering in random device styles (OCT).
+    """
 
     def __init__(
         self,
@@ -28,11 +54,29 @@ class AugmentedCrops(Dataset):
         flip: bool,
         appearance: bool,
         seed: int,
+        normalization: dict[str, Any] | None = None,
     ):
         self.images, self.labels = images, labels
         keys = ("image", "label")
+        intensity: list[Any] = [mt.RandScaleIntensityd("image", factors=0.2, prob=0.5)]
+        if appearance:
+            # Devices, exports and eyes differ in gain across the frame, depth fall-off, speckle averaging and
+            # grey-level mapping; randomising these keeps a model from learning one source's look as anatomy.
+            intensity += [
+                mt.RandBiasFieldd("image", degree=3, coeff_range=(0.0, 0.3), prob=0.5),
+                mt.RandGaussianSmoothd("image", sigma_x=(0.25, 1.5), sigma_y=(0.25, 1.5), prob=0.3),
+                mt.RandHistogramShiftd("image", num_control_points=(5, 10), prob=0.3),
+            ]
+        intensity += [
+            mt.RandAdjustContrastd("image", gamma=(0.5, 2.0) if appearance else (0.7, 1.5), prob=0.5),
+            mt.RandGaussianNoised("image", std=0.05, prob=0.3),
+        ]
+        # A device's look changes what the slice's normalisation sees, so it comes first, on the whole slice.
+        device_look = [RandDeviceStyle(0.5, normalization)] if appearance and normalization is not None else []
         steps = [
+            *device_look,
             mt.RandSpatialCropd(keys, roi_size=crop, random_size=False),
+            *([mt.RandFlipd(keys, prob=0.5, spatial_axis=1)] if flip else []),
             mt.RandAffined(
                 keys,
                 prob=0.5,
@@ -41,20 +85,8 @@ class AugmentedCrops(Dataset):
                 mode=("bilinear", "nearest"),
                 padding_mode="border",
             ),
-            mt.RandScaleIntensityd("image", factors=0.2, prob=0.5),
-            mt.RandAdjustContrastd("image", gamma=(0.5, 2.0) if appearance else (0.7, 1.5), prob=0.5),
-            mt.RandGaussianNoised("image", std=0.05, prob=0.3),
+            *intensity,
         ]
-        if appearance:
-            # Devices, exports and eyes differ in gain across the frame, depth fall-off, speckle averaging and
-            # grey-level mapping; randomising these keeps a model from learning one source's look as anatomy.
-            steps[3:3] = [
-                mt.RandBiasFieldd("image", degree=3, coeff_range=(0.0, 0.3), prob=0.5),
-                mt.RandGaussianSmoothd("image", sigma_x=(0.25, 1.5), sigma_y=(0.25, 1.5), prob=0.3),
-                mt.RandHistogramShiftd("image", num_control_points=(5, 10), prob=0.3),
-            ]
-        if flip:
-            steps.insert(1, mt.RandFlipd(keys, prob=0.5, spatial_axis=1))
         self.transform = mt.Compose(steps).set_random_state(seed=seed)  # its own generator, not numpy's global
 
     def __len__(self) -> int:
@@ -110,6 +142,16 @@ class TrainingBatches:
     loader: DataLoader
     steps: int
     crop: tuple[int, int]
+    crops: AugmentedCrops
+    sampling: torch.Generator
+    seed: int
+
+    def start_epoch(self, epoch: int) -> None:
+        """Reseed sampling and augmentation from the run's seed and the epoch: an epoch's batches do not
+        depend on the epochs before it, so a run resumed from a checkpoint draws what it would have drawn."""
+        seed = int(np.random.SeedSequence([self.seed, epoch]).generate_state(1)[0])
+        self.sampling.manual_seed(seed)
+        self.crops.transform.set_random_state(seed=seed)
 
 
 def training_batches(
@@ -122,15 +164,16 @@ def training_batches(
     flip: bool,
     appearance: bool,
     seed: int,
+    normalization: dict[str, Any] | None = None,
 ) -> TrainingBatches:
-    """A loader of augmented crops; `seed` (the run's seed plus the process rank) drives crops and sampling."""
+    """A loader of augmented crops; `seed` (the run's seed plus the process rank) drives crops and sampling.
+    `appearance` and `normalization` are those of :class:`AugmentedCrops`."""
     crop = crop_size(images, crop)
-    crops = AugmentedCrops(images, labels, crop, flip, appearance=appearance, seed=seed)
+    crops = AugmentedCrops(images, labels, crop, flip, appearance=appearance, seed=seed, normalization=normalization)
     steps = steps_per_epoch or max(1, len(crops) // batch_size)
+    sampling = torch.Generator().manual_seed(seed)
     sampler = WeightedRandomSampler(
-        folder_balanced_weights(train_scans),
-        replacement=True,
-        num_samples=steps * batch_size,
-        generator=torch.Generator().manual_seed(seed),
+        folder_balanced_weights(train_scans), replacement=True, num_samples=steps * batch_size, generator=sampling
     )
-    return TrainingBatches(DataLoader(crops, batch_size=batch_size, sampler=sampler, drop_last=True), steps, crop)
+    loader = DataLoader(crops, batch_size=batch_size, sampler=sampler, drop_last=True)
+    return TrainingBatches(loader, steps, crop, crops, sampling, seed)

@@ -25,6 +25,7 @@ from reseg.evaluation.metrics import per_class_scores, summarize
 from reseg.models import SegmentationNetwork, build_network
 from reseg.train import distributed
 from reseg.train.card import record_validation, training_record
+from reseg.train.checkpoint import Checkpoint, checkpoint_path
 from reseg.train.data import common_spacing, model_slices, training_batches
 from reseg.train.losses import DiceCrossEntropyLoss
 from reseg.zoo.cards import ModelCard
@@ -56,6 +57,8 @@ class TrainingConfig:
     # scans are also the test of the result (fine-tuning compares old and new on them) and must not select it.
     keep_best: bool = True
     freeze: tuple[str, ...] = ()  # top-level parts of the network not to train, e.g. ("encoder",)
+    # Continue from `<output_dir>/<name>.checkpoint.pt` where one exists (see reseg.train.checkpoint).
+    resume: bool = False
 
 
 @dataclass(frozen=True)
@@ -182,7 +185,8 @@ def iter_train(
     `config.keep_best` is False), so a run that is stopped early keeps what it has.
     Validation uses `validation_set` if given, else a share of `training_set` held out by scan.
     Under torchrun every process trains (see `reseg.train.distributed`); only rank 0 validates, writes and reports.
-    Returns the network as it is after the last step.
+    After every epoch `<output_dir>/<name>.checkpoint.pt` holds what the next epoch needs; with `config.resume`
+    a run continues from it (removed when the run completes). Returns the network as it is after the last step.
     """
     process = distributed.join(config.device)
     tracking = get_track_meta()
@@ -324,6 +328,7 @@ def _train(
         flip,
         appearance=start.modality == "OCT",
         seed=config.seed + process.rank,
+        normalization=start.normalization if start.modality == "OCT" else None,
     )
     device = process.device(config.device)
     network = start.network
@@ -337,9 +342,22 @@ def _train(
     card = _new_card(
         name, start, config, training_set, validation_set, slices, batches.crop, process.world_size, description, terms
     )
-    best_score = -math.inf
-    for epoch in range(1, config.epochs + 1):
+    settings = {**asdict(config), "crop_size": list(batches.crop)}
+    train_scans = [scan.name for scan in slices.train_scans]
+    checkpoint = checkpoint_path(output_dir, name)
+    first_epoch, best_score = 1, -math.inf
+    if config.resume and checkpoint.exists():
+        state = Checkpoint.load(checkpoint)
+        state.check_matches(checkpoint, settings, train_scans)
+        network.load_state_dict(state.network)
+        optimizer.load_state_dict(state.optimizer)
+        scheduler.load_state_dict(state.scheduler)
+        torch.set_rng_state(state.torch_random_state)
+        card = ModelCard.from_dict(state.card, checkpoint)
+        first_epoch, best_score = state.epoch + 1, state.best_score
+    for epoch in range(first_epoch, config.epochs + 1):
         started, losses = time.perf_counter(), []
+        batches.start_epoch(epoch)
         for step, (images, labels) in enumerate(batches.loader, start=1):
             images, labels = images.to(device, memory_format=torch.channels_last), labels.to(device)
             losses.append(train_step(trained, network, loss_function, optimizer, images, labels))
@@ -365,6 +383,19 @@ def _train(
             best_score = max(best_score, summary["mean_dice"])
             record_validation(card, epoch, config.keep_best, summary, scores, start.classes)
             save_model(network, card, output_dir)
+        Checkpoint(
+            epoch,
+            settings,
+            train_scans,
+            {key: value.detach().cpu() for key, value in network.state_dict().items()},
+            optimizer.state_dict(),
+            scheduler.state_dict(),
+            torch.get_rng_state(),
+            best_score,
+            card.to_dict(),
+        ).save(checkpoint)
         seconds = time.perf_counter() - started
         yield EpochReport(epoch, config.epochs, float(np.mean(losses)), summary, scores["dice"], is_best, seconds)
+    if process.is_main:
+        checkpoint.unlink(missing_ok=True)
     return network
