@@ -9,8 +9,8 @@ Real data (../shared/data, never copied into the repository) enters as *partial 
   choroid/sclera (8) below BM and RETINA ("one of 1..7 or fluid") in between; columns without both heights
   are ignored. The line scan Willis_B_716_0.vol is kept out of training: it is the boundary test
   (`reseg evaluate MODEL .../Willis_B_716_0.vol`).
-Synthetic phantoms (all ten classes exact) make up the rest: training volumes with and without fluid,
-validation volumes and held-out test volumes, each from seeds of their own.
+Synthetic phantoms (all ten classes exact) make up the rest: training volumes with and without fluid, with
+widely varied layer contrast, validation volumes and held-out test volumes, each from seeds of their own.
 
     python training/prepare_real_oct.py ../shared/data OUT_DIR
 """
@@ -32,11 +32,15 @@ NOT_FLUID = 254  # partial label: some class 0..8
 RETINA = 253  # partial label: between ILM and BM, some class 1..7 or fluid
 DUKE_SPACING = (1.0, 0.00387, 0.0113)  # Spectralis axial / lateral mm (the README of the data); B-scans unrelated
 DUKE_TRAIN, DUKE_VALIDATION = range(1, 7), range(7, 9)
+SPECTRALIS_CONTRAST = (0.94, 1.06)  # the phantom's default: tissue brightnesses as measured on Duke, +-6 %
+VARIED_CONTRAST = (0.75, 1.25)  # each tissue's brightness +-25 %: layer contrast as devices and eyes vary it
+# folder: first seed, volumes, B-scans per volume, fluid, range of the tissue contrast factors
 PHANTOM_SEEDS = {
-    "phantom_fluid": (1000, 24, 8, True),
-    "phantom_clean": (2000, 24, 8, False),
-    "phantom_validation": (3000, 6, 2, True),
-    "phantom_test": (9001, 6, 4, True),
+    "phantom_fluid": (1000, 24, 8, True, SPECTRALIS_CONTRAST),
+    "phantom_clean": (2000, 24, 8, False, SPECTRALIS_CONTRAST),
+    "phantom_varied": (4000, 24, 8, True, VARIED_CONTRAST),
+    "phantom_validation": (3000, 6, 2, True, SPECTRALIS_CONTRAST),
+    "phantom_test": (9001, 6, 4, True, SPECTRALIS_CONTRAST),
 }
 
 
@@ -57,8 +61,11 @@ def duke_subject(data: Path, subject: int) -> tuple[str, np.ndarray, np.ndarray,
 
 def phantom_scans(folder: str) -> list[tuple[str, np.ndarray, np.ndarray, tuple[float, float, float]]]:
     """The phantom volumes of one of the PHANTOM_SEEDS folders."""
-    seed, volumes, bscans, fluid = PHANTOM_SEEDS[folder]
-    phantoms = [(seed + index, make_oct_phantom(bscans, seed=seed + index, fluid=fluid)) for index in range(volumes)]
+    seed, volumes, bscans, fluid, contrast = PHANTOM_SEEDS[folder]
+    phantoms = [
+        (seed + index, make_oct_phantom(bscans, seed=seed + index, fluid=fluid, tissue_contrast=contrast))
+        for index in range(volumes)
+    ]
     return [(f"phantom_{number}", p.image, p.labels, p.spacing) for number, p in phantoms]
 
 
@@ -101,7 +108,7 @@ def main() -> None:
         "HSF-OCT-103 Willis_B_716_2.vol (MIT), device ILM/BM heights",
         label_sets={RETINA: [*range(1, 8), OCT_FLUID]},
     )
-    for folder, (seed, volumes, _, _) in PHANTOM_SEEDS.items():
+    for folder, (seed, volumes, *_) in PHANTOM_SEEDS.items():
         write_training_set(
             args.output / folder, phantom_scans(folder), "OCT", f"reseg OCT phantom, seeds {seed}-{seed + volumes - 1}"
         )

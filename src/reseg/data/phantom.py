@@ -427,15 +427,20 @@ def _labels(grid: _Grid, surfaces: np.ndarray, cyst_half: dict[int, np.ndarray])
 
 
 def _layer_reflectivity(
-    rng: np.random.Generator, grid: _Grid, surfaces: np.ndarray, thick_px: list[np.ndarray]
+    rng: np.random.Generator,
+    grid: _Grid,
+    surfaces: np.ndarray,
+    thick_px: list[np.ndarray],
+    tissue_contrast: tuple[float, float] = (0.94, 1.06),
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Anti-aliased linear reflectivity of the retina (zero above ILM and below BM), and the linear value of
-    every tissue of :data:`_DISPLAY`, jittered by a few percent so that volumes differ in contrast.
+    every tissue of :data:`_DISPLAY`, each display value multiplied by its own factor drawn from
+    `tissue_contrast` so that volumes differ in contrast (by a few percent by default).
 
     Sub-layers without a class of their own (GCL vs IPL, ELM, myoid zone, OS / interdigitation / RPE) give the
     layers the internal bands of real B-scans.
     """
-    jitter = {k: v * rng.uniform(0.94, 1.06) for k, v in _DISPLAY.items()}
+    jitter = {k: v * rng.uniform(*tissue_contrast) for k, v in _DISPLAY.items()}
     lin = {k: float(_linear(v)) for k, v in jitter.items()}
     s, t, um_px = surfaces, thick_px, grid.um_px
     # RNFL reflectivity rises with its thickness (bundled axons), thin temporal RNFL looks greyer.
@@ -668,14 +673,18 @@ def make_oct_phantom(
     spacing: tuple[float, float, float] = DEFAULT_SPACING,
     vessels: bool = True,
     noise: bool = True,
+    tissue_contrast: tuple[float, float] = (0.94, 1.06),
 ) -> OCTPhantom:
     """Generate a seedable synthetic macular OCT volume (see the module docstring for the model).
 
     ``seed`` fixes everything (same seed, same arrays); ``None`` draws a fresh volume. ``fluid`` adds 1-8
     intraretinal cysts (class 9) near the fovea, at least one of them crossing a B-scan. ``vessels`` adds
     retinal vessels with their shadows; ``noise=False`` gives the noiseless, blurred reflectivity (handy to
-    see the anatomy). ``spacing`` is (between B-scans, axial, lateral) in mm; thicknesses are anatomical, so a
-    coarser axial spacing gives a thinner retina in pixels. Raises ``ValueError`` when the retina cannot fit.
+    see the anatomy). ``tissue_contrast`` is the range of the factor each tissue's display value is multiplied
+    by; a wide range (e.g. 0.75-1.25) makes layers differ in contrast as they do between devices and eyes, so
+    a model cannot learn one device's layer brightnesses as anatomy. ``spacing`` is (between B-scans, axial,
+    lateral) in mm; thicknesses are anatomical, so a coarser axial spacing gives a thinner retina in pixels.
+    Raises ``ValueError`` when the retina cannot fit.
     """
     if n_bscans < 1 or height < 16 or width < 8:
         raise ValueError(f"volume too small: n_bscans={n_bscans}, height={height}, width={width}")
@@ -694,7 +703,7 @@ def make_oct_phantom(
     bm = _place_bm(rng, grid, shape, np.sum(thick_px, axis=0))
     surfaces = _stack_surfaces(bm, thick_px)
     labels = _labels(grid, surfaces, cyst_half)
-    refl, lin = _layer_reflectivity(rng, grid, surfaces, thick_px)
+    refl, lin = _layer_reflectivity(rng, grid, surfaces, thick_px, tissue_contrast)
     refl = _add_choroid(rng, grid, refl, bm, lin["choroid"])
     if fluid:
         _add_fluid_and_foci(rng, refl, labels, surfaces, lin["cyst"])
