@@ -98,6 +98,7 @@ class Evaluation:
     boundaries: dict[str, dict[str, float | None]] = field(default_factory=dict)
     slices: int = 0
     out_of_order_a_scans: int | None = None  # OCT: A-scans whose predicted layers break the order (topology)
+    misplaced_organs: dict[str, dict[str, int]] | None = None  # CT: see `misplaced_organs`
 
     def to_dict(self) -> dict[str, Any]:
         def clean(value: float | None) -> float | None:
@@ -121,6 +122,7 @@ class Evaluation:
                 for name, entry in self.boundaries.items()
             },
             "out_of_order_a_scans": self.out_of_order_a_scans,
+            "misplaced_organs": self.misplaced_organs,
         }
 
     def table(self) -> str:
@@ -139,6 +141,11 @@ class Evaluation:
             lines.append(f"boundary {name:<9} MAE {entry['mae_px']:.2f} px{um} over {entry['a_scans']} A-scans")
         if self.out_of_order_a_scans is not None:
             lines.append(f"A-scans out of layer order: {self.out_of_order_a_scans}")
+        for organ, counts in (self.misplaced_organs or {}).items():
+            lines.append(
+                f"{organ}: {counts['pixels_outside_body']} px outside the body, predicted in "
+                f"{counts['slices_predicted_without_it']} of {counts['slices_without_it']} slices that hold none"
+            )
         return "\n".join(lines)
 
 
@@ -196,7 +203,9 @@ def score(training_set: TrainingSet, predict: Callable[[Scan], np.ndarray], name
         hd95.append(hd95_per_class(predicted, truth, num_classes, scan.spacing[1:]))
         weights.append(len(predicted))
     scores = {key: _weighted_nanmean([s[key] for s in per_scan], weights) for key in per_scan[0]}
-    boundaries, out_of_order = {}, None
+    boundaries, out_of_order, misplaced = {}, None, None
+    if training_set.modality == "CT":
+        misplaced = misplaced_organs(training_set.scans, predictions, names)
     if training_set.modality == "OCT":
         axial = training_set.scans[0].spacing[1]
         boundaries = boundary_errors(predictions, truths, axial if axial != 1.0 else None)
@@ -211,7 +220,32 @@ def score(training_set: TrainingSet, predict: Callable[[Scan], np.ndarray], name
         boundaries,
         sum(weights),
         out_of_order,
+        misplaced,
     )
+
+
+def misplaced_organs(scans: list[Scan], predictions: list[np.ndarray], names: list[str]) -> dict[str, dict[str, int]]:
+    """Per organ (CT): predicted pixels outside the body, and slices predicted to hold it whose labels hold none
+    (only fully labelled slices count). Both should be 0: an organ in a slice without it, a pelvic liver, is
+    the error a reviewer notices first."""
+    from reseg.inference.body import body_mask
+
+    report = {}
+    for k, name in enumerate(names[1:], start=1):
+        outside, without, predicted_without = 0, 0, 0
+        for scan, predicted in zip(scans, predictions, strict=True):
+            hit = predicted == k
+            outside += int((hit & ~body_mask(scan.image)).sum())
+            labelled = np.all(scan.labels < len(names), axis=(1, 2))  # no ignored or partial pixel
+            empty = labelled & ~np.any(scan.labels == k, axis=(1, 2))
+            without += int(empty.sum())
+            predicted_without += int((empty & hit.any(axis=(1, 2))).sum())
+        report[name] = {
+            "pixels_outside_body": outside,
+            "slices_without_it": without,
+            "slices_predicted_without_it": predicted_without,
+        }
+    return report
 
 
 def evaluate_device_boundaries(

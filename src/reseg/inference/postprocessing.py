@@ -2,8 +2,9 @@
 
 A card lists step names under `postprocessing`; inference applies them unless the caller asks for the raw
 argmax. A probability step (`layer_surfaces`) replaces the argmax: it reads the class probabilities and gives
-labels and the surfaces they come from. Label steps then run in the card's order on the labels. Names are
-checked when the model loads, so a card naming an unknown step fails at once.
+labels and the surfaces they come from. Label steps then run in the card's order on the labels (and, for
+image steps such as `confine_to_body`, the image they came from). Names are checked when the model loads, so a
+card naming an unknown step fails at once.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ from pathlib import Path
 
 import numpy as np
 
-from reseg.classes import OCT_CLASSES
+from reseg.classes import CT_CLASSES, OCT_CLASSES
 from reseg.errors import CheckpointError
+from reseg.inference.body import confine_to_body
 from reseg.inference.surfaces import surface_labels
 from reseg.topology import confine_to_retina
 
 POSTPROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "confine_to_retina": confine_to_retina,  # OCT: vitreous above, choroid below the retina's envelope
+}
+# (labels, the image they were computed from) -> labels
+IMAGE_STEPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "confine_to_body": confine_to_body,  # CT: no organ outside the patient's body outline
 }
 # (N, C, H, W) probabilities -> (N, H, W) labels and the (8, N, W) surfaces they are filled from
 PROBABILITY_STEPS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
@@ -29,11 +35,12 @@ PROBABILITY_STEPS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray
 REQUIRED_CLASSES: dict[str, list[str]] = {
     "confine_to_retina": [c.name for c in OCT_CLASSES],
     "layer_surfaces": [c.name for c in OCT_CLASSES],
+    "confine_to_body": [c.name for c in CT_CLASSES],
 }
 
 
 def check_postprocessing(names: Sequence[str], class_names: Sequence[str], card_path: str | Path) -> None:
-    known = [*PROBABILITY_STEPS, *POSTPROCESSING]
+    known = [*PROBABILITY_STEPS, *POSTPROCESSING, *IMAGE_STEPS]
     unknown = [name for name in names if name not in known]
     if unknown:
         raise CheckpointError(
@@ -56,9 +63,12 @@ def probability_step(names: Sequence[str]) -> Callable[[np.ndarray], tuple[np.nd
     return next((PROBABILITY_STEPS[name] for name in names if name in PROBABILITY_STEPS), None)
 
 
-def postprocess(names: Sequence[str], labels: np.ndarray) -> np.ndarray:
-    """`labels` ((H, W) or (Z, H, W)) after each named label step in turn."""
+def postprocess(names: Sequence[str], labels: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """`labels` ((H, W) or (Z, H, W)) after each named label step in turn; `image` is what they were computed
+    from, as read (CT in Hounsfield units)."""
     for name in names:
         if name in POSTPROCESSING:
             labels = POSTPROCESSING[name](labels)
+        elif name in IMAGE_STEPS:
+            labels = IMAGE_STEPS[name](labels, image)
     return labels

@@ -149,7 +149,7 @@ def iter_segment(
                 labels, surfaces = surface_step(batch.probabilities)
                 if surfaces_out is not None:
                     surfaces_out[:, chunk] = surfaces
-            labels_stack[chunk] = labels if raw else postprocess(model.card.postprocessing, labels)
+            labels_stack[chunk] = labels if raw else postprocess(model.card.postprocessing, labels, stack[chunk])
             if confidence is not None:  # asked for by one of the two outputs
                 if confidence_stack is not None:
                     confidence_stack[chunk] = confidence
