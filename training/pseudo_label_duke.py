@@ -8,8 +8,10 @@ keeps the post-processed label only where
 - both agree (the surface constraints did not have to overrule the network), and
 - the confidence is at least ``--confidence``;
 
-every other pixel, and the registration fill outside the scan field, is IGNORE_INDEX. Intraretinal fluid is
-labelled only where the model is confident of it, so self-training can sharpen cysts it already finds but
+every other pixel, and the registration fill outside the scan field, is IGNORE_INDEX. So is every A-scan
+without at least MIN_LAYER_PIXELS kept layer pixels (classes 1-7): at the edges of the field and in some
+shadowed columns the model confidently calls everything choroid, which no constraint can catch. Fluid is
+kept only where the model is confident of it, so self-training can sharpen cysts it already finds but
 never teaches "no fluid" where it merely hesitates. The folder is a training set like the others:
 
     python training/pseudo_label_duke.py ../shared/data lightreseg-oct OUT_DIR/duke_pseudo --every 2
@@ -32,6 +34,7 @@ from reseg.zoo.weights import LoadedModel, load_model
 
 DUKE_SPACING = (1.0, 0.00387, 0.0113)
 TRAIN_SUBJECTS = range(1, 7)
+MIN_LAYER_PIXELS = 20  # ~80 um of confidently labelled retina; the thinnest foveal retina has ~150 um
 
 
 def unlabelled_bscans(data: Path, subject: int, every: int) -> list[Path]:
@@ -50,8 +53,14 @@ def pseudo_labels(model: LoadedModel, bscans: np.ndarray, confidence: float) -> 
     keep = (raw.labels == ordered) & (raw.confidence >= confidence)
     field = np.stack([scan_field_mask(b) for b in bscans])
     keep &= field
-    labels = np.where(keep, ordered, IGNORE_INDEX).astype(np.uint8)
-    return labels, float(keep.sum() / max(field.sum(), 1))
+    labels = without_implausible_a_scans(np.where(keep, ordered, IGNORE_INDEX).astype(np.uint8))
+    return labels, float((labels != IGNORE_INDEX).sum() / max(field.sum(), 1))
+
+
+def without_implausible_a_scans(labels: np.ndarray) -> np.ndarray:
+    """(N, H, W) pseudo-labels with every A-scan that keeps fewer than MIN_LAYER_PIXELS layer pixels ignored."""
+    layered = ((labels >= 1) & (labels <= 7)).sum(axis=1)  # (N, W)
+    return np.where((layered >= MIN_LAYER_PIXELS)[:, None, :], labels, IGNORE_INDEX).astype(np.uint8)
 
 
 def main() -> None:
