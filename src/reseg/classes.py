@@ -38,6 +38,8 @@ OCT_CLASSES = _classes(
     ("intraretinal fluid", (240, 50, 230)),
 )
 OCT_FLUID = 9
+# The 8 OCT boundaries, top to bottom: boundary k is the top of class k + 1 of OCT_CLASSES (BM: the choroid's).
+OCT_BOUNDARIES = ("ILM", "RNFL-GCL", "IPL-INL", "INL-OPL", "OPL-ONL", "ONL-EZ", "EZ-RPE", "BM")
 OCT_RETINAL_LAYERS = tuple(range(1, 8))  # ordered top to bottom in every A-scan
 
 # The 8 abdominal organs of the Synapse multi-organ CT benchmark, plus background.

@@ -18,6 +18,7 @@ from reseg.devices import DEVICE_CHOICES
 from reseg.errors import InputError, ResegError
 
 if TYPE_CHECKING:
+    from reseg.io import Volume
     from reseg.train.loop import TrainingConfig
 
 OUTPUT_SUFFIXES = (".tif", ".tiff", ".nii", ".nii.gz")
@@ -38,9 +39,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _check_output(path: Path, what: str) -> None:
-    if _suffix(path) not in OUTPUT_SUFFIXES:
-        raise InputError(path, f"{what} must end in {', '.join(OUTPUT_SUFFIXES)}")
+def _check_output(path: Path, what: str, suffixes: Sequence[str] = OUTPUT_SUFFIXES) -> None:
+    if _suffix(path) not in suffixes:
+        raise InputError(path, f"{what} must end in {', '.join(suffixes)}")
     if not path.parent.is_dir():
         raise InputError(path, f"{what} folder {path.parent} does not exist")
 
@@ -79,9 +80,12 @@ def _segment(args: argparse.Namespace) -> int:
     from reseg.zoo.catalogue import DEFAULT_MODEL, modality_warning, resolve_card
 
     output, confidence_path = Path(args.output), Path(args.confidence) if args.confidence else None
+    boundaries_path = Path(args.boundaries) if args.boundaries else None
     _check_output(output, "output")
     if confidence_path is not None:
         _check_output(confidence_path, "confidence output")
+    if boundaries_path is not None:
+        _check_output(boundaries_path, "boundaries output", (".csv", ".json"))
     volume = read_volume(args.input)
     if volume.label_classes is not None:
         raise InputError(
@@ -92,12 +96,22 @@ def _segment(args: argparse.Namespace) -> int:
     if warning:
         print(f"reseg: warning: {warning}", file=sys.stderr)
     # torch only now: a file or card that cannot be used is refused in a fraction of a second
+    from reseg.classes import OCT_BOUNDARIES
+    from reseg.inference.postprocessing import probability_step
     from reseg.inference.segmentation import iter_segment
+    from reseg.io import as_stack
     from reseg.zoo.weights import load_model
 
     model = load_model(model_name, device=args.device, card=args.card)
+    if boundaries_path is not None and model.card.modality != "OCT":
+        raise InputError(
+            boundaries_path, f"holds OCT layer boundaries; {model.card.name} is a {model.card.modality} model"
+        )
     labels = np.zeros(volume.data.shape, dtype=np.uint8)
     confidence = np.zeros(volume.data.shape, dtype=np.float32) if confidence_path else None
+    stack_shape = as_stack(volume.data).shape
+    fitted = probability_step(model.card.postprocessing) is not None and not args.raw
+    surfaces = np.zeros((len(OCT_BOUNDARIES), stack_shape[0], stack_shape[2]), np.int32) if fitted else None
     bar = tqdm(
         total=len(volume.data),
         unit="slice",
@@ -114,15 +128,33 @@ def _segment(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             pixel_spacing=volume.pixel_spacing,
             raw=args.raw,
+            surfaces_out=surfaces,
         ):
             bar.update(len(progress.slices))
     write_labels(output, labels, like=volume)
     if confidence_path is not None and confidence is not None:
         write_image(confidence_path, dataclasses.replace(volume, data=confidence))
+    if boundaries_path is not None:
+        _write_segment_boundaries(boundaries_path, labels, surfaces, volume, model.card.name)
     counts = np.bincount(labels.ravel(), minlength=model.card.num_classes)
     present = ", ".join(f"{c.name} {counts[c.index] / labels.size:.1%}" for c in model.card.classes if counts[c.index])
     print(f"{output}: {labels.shape} labels from {model.card.name} on {model.device.type} ({present})")
     return 0
+
+
+def _write_segment_boundaries(
+    path: Path, labels: np.ndarray, surfaces: np.ndarray | None, volume: Volume, model: str
+) -> None:
+    """The boundaries `reseg segment --boundaries` writes: the fitted surfaces, else those of the labels."""
+    from reseg.classes import OCT_BOUNDARIES
+    from reseg.evaluation.evaluate import boundary_rows
+    from reseg.io import write_boundaries
+
+    heights = surfaces if surfaces is not None else boundary_rows(labels)
+    how = "layer_surfaces" if surfaces is not None else "first row of each class in the labels"
+    axial = volume.spacing[1] if volume.pixel_spacing is not None else None
+    write_boundaries(path, heights, OCT_BOUNDARIES, axial, str(volume.source), {"model": model, "from": how})
+    print(f"{path}: {len(OCT_BOUNDARIES)} boundaries of {heights.shape[1] * heights.shape[2]} A-scans")
 
 
 def _phantom(args: argparse.Namespace) -> int:
@@ -352,6 +384,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     segment.add_argument("--batch-size", type=_positive_int, default=4)
     segment.add_argument("--confidence", help="also write the per-pixel confidence (max softmax) here")
+    segment.add_argument(
+        "--boundaries", help="OCT: also write the 8 layer boundaries per A-scan here (.csv or .json, rows and um)"
+    )
     segment.add_argument(
         "--raw", action="store_true", help="the network's argmax without the post-processing its card lists"
     )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import json
 import subprocess
 import sys
 
@@ -13,6 +15,8 @@ from PIL import Image
 
 from reseg.cli import main
 from reseg.data.phantom import make_oct_phantom
+from reseg.evaluation.evaluate import boundary_rows
+from reseg.io import read_volume
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
@@ -139,3 +143,35 @@ def test_commands_that_run_no_model_do_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "False False"
+
+
+def test_segment_writes_the_fitted_boundaries_of_a_real_scan_as_csv_and_json(shared_data, tmp_path):
+    scan = shared_data("spectralis_vol", "Willis_B_716_0.vol")
+    labels, table, document = tmp_path / "labels.tif", tmp_path / "boundaries.csv", tmp_path / "boundaries.json"
+    assert main(["segment", str(scan), "-o", str(labels), "--boundaries", str(table), "--device", "cpu"]) == 0
+    with table.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 768 and rows[0]["bscan"] == "0" and rows[-1]["a_scan"] == "767"
+    ilm = np.array([float(row["ILM_px"]) for row in rows])
+    bm = np.array([float(row["BM_px"]) for row in rows])
+    assert np.all(bm > ilm) and float(rows[0]["ILM_um"]) == pytest.approx(ilm[0] * 3.87, rel=0.01)
+    device = read_volume(scan).metadata["boundaries"]
+    known = np.isfinite(device["ILM"][0])
+    assert np.abs(ilm - device["ILM"][0])[known].mean() < 2.0  # within 2 px of the device's own ILM
+    written = boundary_rows(read_volume(labels).data)
+    np.testing.assert_array_equal(written[0, 0], ilm)  # the labels file and the table tell the same boundaries
+
+    assert main(["segment", str(scan), "-o", str(labels), "--boundaries", str(document), "--device", "cpu"]) == 0
+    saved = json.loads(document.read_text())
+    assert saved["boundaries"][0] == "ILM" and saved["shape"] == [1, 768] and saved["model"] == "lightreseg-oct"
+    assert saved["heights"]["ILM"][0] == ilm.astype(int).tolist() and saved["from"] == "layer_surfaces"
+
+
+def test_boundaries_are_refused_before_any_work_for_a_wrong_file_or_a_ct_model(oct_stack, tmp_path, capsys):
+    labels = tmp_path / "labels.tif"
+    assert main(["segment", str(oct_stack), "-o", str(labels), "--boundaries", str(tmp_path / "b.txt")]) == 1
+    assert "b.txt: boundaries output must end in .csv, .json" in capsys.readouterr().err
+    arguments = ["segment", str(oct_stack), "-o", str(labels), "--boundaries", str(tmp_path / "b.csv")]
+    assert main([*arguments, "--model", "l2gnet-ct"]) == 1
+    assert "b.csv: holds OCT layer boundaries; l2gnet-ct is a CT model" in capsys.readouterr().err
+    assert not labels.exists()

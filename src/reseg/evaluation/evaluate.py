@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from reseg.classes import IGNORE_INDEX, OCT_CLASSES, OCT_FLUID
+from reseg.classes import IGNORE_INDEX, OCT_BOUNDARIES, OCT_CLASSES, OCT_FLUID
 from reseg.data.dataset import Scan, TrainingSet, load_training_set
 from reseg.errors import InputError
 from reseg.evaluation.metrics import per_class_scores, summarize
@@ -26,7 +26,6 @@ from reseg.topology import check_oct_topology
 if TYPE_CHECKING:
     from reseg.zoo.weights import LoadedModel
 
-OCT_BOUNDARIES = ("ILM", "RNFL-GCL", "IPL-INL", "INL-OPL", "OPL-ONL", "ONL-EZ", "EZ-RPE", "BM")
 # Device boundaries (reseg.io metadata "boundaries") that mean the same surface as ours. Spectralis also
 # stores inner-layer lines, but which side of a layer each marks is not documented, so they are not scored.
 DEVICE_BOUNDARIES = ("ILM", "BM")

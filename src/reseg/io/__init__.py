@@ -27,6 +27,7 @@ _WHERE = {
     "is_supported": "_read",
     "read_volume": "_read",
     "replace_atomically": "_atomic",
+    "write_boundaries": "_boundaries",
     "write_image": "_write",
     "write_labels": "_write",
     "three_spacings": "_volume",
@@ -43,12 +44,14 @@ __all__ = [
     "reading",
     "replace_atomically",
     "three_spacings",
+    "write_boundaries",
     "write_image",
     "write_labels",
 ]
 
 if TYPE_CHECKING:
     from reseg.io._atomic import replace_atomically
+    from reseg.io._boundaries import write_boundaries
     from reseg.io._common import extension, max_slice_pixels, reading
     from reseg.io._read import is_supported, read_volume
     from reseg.io._volume import MODALITIES, Volume, as_stack, three_spacings

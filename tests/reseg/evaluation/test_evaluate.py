@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import tifffile
 
+from reseg.classes import OCT_BOUNDARIES
 from reseg.cli import main
 from reseg.data.phantom import make_oct_phantom
-from reseg.evaluation.evaluate import OCT_BOUNDARIES, boundary_errors, boundary_rows
+from reseg.evaluation.evaluate import boundary_errors, boundary_rows
 from reseg.evaluation.metrics import per_class_scores
 
 
