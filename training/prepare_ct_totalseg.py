@@ -2,8 +2,11 @@
 
 Source: ../shared/data/ct_totalseg (TotalSegmentator test files, Apache-2.0). Its labels are TotalSegmentator
 *model output*, not expert annotation, so the model trained on them is a pipeline demonstration only.
-- training: example_ct_sm.nii.gz + example_seg.nii.gz (30 slices, 3 mm isotropic)
-- validation: the 20-slice DICOM series + example_seg_dicom.nii.gz, resampled in-plane to 3 mm
+- `train`: example_ct_sm.nii.gz + example_seg.nii.gz (30 slices, 3 mm isotropic)
+- `validation`: the 20-slice DICOM series + example_seg_dicom.nii.gz, resampled in-plane to 3 mm
+- `phantom`: synthetic abdominal CT stacks (`reseg.data.ct_phantom`, exact labels, seeds 500..), 3 mm
+The two real scans are the only labelled CT there is: each validates a model trained on the other (a split by
+scan, two folds) and the phantom folder trains with both.
 `reseg.io.read_volume` brings both to RAS+ orientation, as it does for every scan the model will see.
 TotalSegmentator ids are mapped to the 8 Synapse organs (reseg.classes.CT_CLASSES); all else is background.
 
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from reseg.classes import CT_CLASSES
+from reseg.data.ct_phantom import make_ct_phantom
 from reseg.data.dataset import write_training_set
 from reseg.io import read_volume
 from reseg.preprocessing.resampling import resample_image, resample_labels, spacing_grid
@@ -35,6 +39,7 @@ TOTALSEG_TO_SYNAPSE = {
     "stomach": 8,
 }
 SOURCE_NOTE = "TotalSegmentator test data (Apache-2.0); labels are TotalSegmentator model output"
+PHANTOM_SEED, PHANTOM_VOLUMES = 500, 12
 
 
 def synapse_lookup(class_map: dict[str, str]) -> np.ndarray:
@@ -72,6 +77,13 @@ def main() -> None:
     write_training_set(args.output / "train", [("example_ct_sm", *train)], modality="CT", source=SOURCE_NOTE)
     write_training_set(
         args.output / "validation", [("example_ct_dicom", *validation)], modality="CT", source=SOURCE_NOTE
+    )
+    phantoms = [make_ct_phantom(n_slices=24, size=128, seed=PHANTOM_SEED + i) for i in range(PHANTOM_VOLUMES)]
+    write_training_set(
+        args.output / "phantom",
+        [(f"ct_phantom_{PHANTOM_SEED + i}", p.image, p.labels, p.spacing) for i, p in enumerate(phantoms)],
+        modality="CT",
+        source=f"reseg CT phantom, seeds {PHANTOM_SEED}-{PHANTOM_SEED + PHANTOM_VOLUMES - 1}",
     )
 
 
