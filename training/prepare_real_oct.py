@@ -41,6 +41,7 @@ PHANTOM_SEEDS = {
     "phantom_varied": (4000, 24, 8, True, VARIED_CONTRAST),
     "phantom_validation": (3000, 6, 2, True, SPECTRALIS_CONTRAST),
     "phantom_test": (9001, 6, 4, True, SPECTRALIS_CONTRAST),
+    "phantom_test_healthy": (9101, 6, 4, False, SPECTRALIS_CONTRAST),  # no fluid: a model should find none
 }
 
 

@@ -98,6 +98,7 @@ class Evaluation:
     slices: int = 0
     out_of_order_a_scans: int | None = None  # OCT: A-scans whose predicted layers break the order (topology)
     misplaced_organs: dict[str, dict[str, int]] | None = None  # CT: see `misplaced_organs`
+    fluid_pixels: int | None = None  # OCT: predicted fluid pixels (a healthy scan should have none)
 
     def to_dict(self) -> dict[str, Any]:
         def clean(value: float | None) -> float | None:
@@ -122,6 +123,7 @@ class Evaluation:
             },
             "out_of_order_a_scans": self.out_of_order_a_scans,
             "misplaced_organs": self.misplaced_organs,
+            "fluid_pixels": self.fluid_pixels,
         }
 
     def table(self) -> str:
@@ -140,6 +142,8 @@ class Evaluation:
             lines.append(f"boundary {name:<9} MAE {entry['mae_px']:.2f} px{um} over {entry['a_scans']} A-scans")
         if self.out_of_order_a_scans is not None:
             lines.append(f"A-scans out of layer order: {self.out_of_order_a_scans}")
+        if self.fluid_pixels is not None:
+            lines.append(f"fluid pixels predicted: {self.fluid_pixels}")
         for organ, counts in (self.misplaced_organs or {}).items():
             lines.append(
                 f"{organ}: {counts['pixels_outside_body']} px outside the body, predicted in "
@@ -202,7 +206,7 @@ def score(training_set: TrainingSet, predict: Callable[[Scan], np.ndarray], name
         hd95.append(hd95_per_class(predicted, truth, num_classes, scan.spacing[1:]))
         weights.append(len(predicted))
     scores = {key: _weighted_nanmean([s[key] for s in per_scan], weights) for key in per_scan[0]}
-    boundaries, out_of_order, misplaced = {}, None, None
+    boundaries, out_of_order, misplaced, fluid = {}, None, None, None
     if training_set.modality == "CT":
         misplaced = misplaced_organs(training_set.scans, predictions, names)
     if training_set.modality == "OCT":
@@ -210,6 +214,7 @@ def score(training_set: TrainingSet, predict: Callable[[Scan], np.ndarray], name
         boundaries = boundary_errors(predictions, truths, axial if axial != 1.0 else None)
         if names == [c.name for c in OCT_CLASSES]:  # the layer order is defined for these classes
             out_of_order = sum(len(check_oct_topology(predicted).broken) for predicted in predictions)
+            fluid = sum(int((predicted == OCT_FLUID).sum()) for predicted in predictions)
     return Evaluation(
         num_classes,
         names,
@@ -220,6 +225,7 @@ def score(training_set: TrainingSet, predict: Callable[[Scan], np.ndarray], name
         sum(weights),
         out_of_order,
         misplaced,
+        fluid,
     )
 
 
@@ -265,8 +271,17 @@ def evaluate_device_boundaries(
         if errors.size:
             report[name] = _boundary_entry(errors, volume.spacing[1])
     out_of_order = len(check_oct_topology(labels).broken)
+    fluid = int((labels == OCT_FLUID).sum()) if model.card.class_names == [c.name for c in OCT_CLASSES] else None
     return Evaluation(
-        model.card.num_classes, model.card.class_names, {}, {}, [], report, len(volume.data), out_of_order
+        model.card.num_classes,
+        model.card.class_names,
+        {},
+        {},
+        [],
+        report,
+        len(volume.data),
+        out_of_order,
+        fluid_pixels=fluid,
     )
 
 

@@ -40,6 +40,7 @@ def test_evaluate_a_prediction_folder_and_a_model(tmp_path, capsys):
     assert report["per_class"]["RNFL"]["hd95_mm"] == 0.0
     assert report["boundaries"]["ILM"]["mae_px"] == 0.0
     assert report["out_of_order_a_scans"] == 0
+    assert report["fluid_pixels"] == int((truth == 9).sum()) > 0
     assert "mean Dice 1.000" in capsys.readouterr().out
 
     broken = truth.copy()
