@@ -260,6 +260,7 @@ def _train(args: argparse.Namespace) -> int:
         validation_fraction=args.validation_fraction,
         base_model=args.base,
         resume=args.resume,
+        postprocessing=tuple(args.postprocessing) if args.postprocessing is not None else None,
     )
     training_set = load_training_set(args.data)
     validation_set = load_training_set(args.validation_data) if args.validation_data else None
@@ -440,6 +441,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--resume",
         action="store_true",
         help="continue from OUTPUT_DIR/NAME.checkpoint.pt (written after every epoch) if a stopped run left one",
+    )
+    train.add_argument(
+        "--postprocessing",
+        nargs="*",
+        metavar="STEP",
+        help="the card's post-processing steps (e.g. layer_surfaces, confine_to_body); default: the base model's",
     )
     _add_training_options(train, epochs=20, lr=1e-3, batch_size=8)
     train.set_defaults(run=_train)

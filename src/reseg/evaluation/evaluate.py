@@ -26,9 +26,9 @@ from reseg.topology import check_oct_topology
 if TYPE_CHECKING:
     from reseg.zoo.weights import LoadedModel
 
-# Device boundaries (reseg.io metadata "boundaries") that mean the same surface as ours. Spectralis also
-# stores inner-layer lines, but which side of a layer each marks is not documented, so they are not scored.
-DEVICE_BOUNDARIES = ("ILM", "BM")
+# Device boundaries (reseg.io metadata "boundaries") and the boundary of ours they mean. Spectralis' "RNFL" line
+# is the outer edge of the nerve fibre layer (its RNFL thickness is ILM to this line): our RNFL-GCL.
+DEVICE_BOUNDARIES = {"ILM": "ILM", "RNFL": "RNFL-GCL", "BM": "BM"}
 
 
 def boundary_rows(labels: np.ndarray) -> np.ndarray:
@@ -256,11 +256,12 @@ def misplaced_organs(scans: list[Scan], predictions: list[np.ndarray], names: li
 def evaluate_device_boundaries(
     model: LoadedModel, volume: Volume, batch_size: int = 4, raw: bool = False
 ) -> Evaluation:
-    """ILM and BM errors of a model's labels against the boundary heights an OCT device stored in the file."""
+    """Boundary errors (ILM, RNFL-GCL, BM, those the file has) of a model's labels against the heights an OCT
+    device stored in the file; reported under our boundary names."""
     from reseg.inference.segmentation import segment
 
     device = volume.metadata.get("boundaries", {})
-    known = {name: device[name] for name in DEVICE_BOUNDARIES if name in device}
+    known = {ours: device[theirs] for theirs, ours in DEVICE_BOUNDARIES.items() if theirs in device}
     if not known:
         raise InputError(volume.source, f"holds no device boundaries ({', '.join(DEVICE_BOUNDARIES)}) to score against")
     labels = segment(model, volume.data, batch_size=batch_size, pixel_spacing=volume.pixel_spacing, raw=raw).labels

@@ -59,6 +59,8 @@ class TrainingConfig:
     freeze: tuple[str, ...] = ()  # top-level parts of the network not to train, e.g. ("encoder",)
     # Continue from `<output_dir>/<name>.checkpoint.pt` where one exists (see reseg.train.checkpoint).
     resume: bool = False
+    # The card's post-processing steps (reseg.inference.postprocessing); None: the base model's, or none.
+    postprocessing: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,16 @@ class _Start:
 
 
 def _start(config: TrainingConfig, training_set: TrainingSet) -> _Start:
+    start = _network(config, training_set)
+    if config.postprocessing is not None:
+        from reseg.inference.postprocessing import check_postprocessing
+
+        check_postprocessing(config.postprocessing, [c.name for c in start.classes], "--postprocessing")
+        start.build["postprocessing"] = list(config.postprocessing)
+    return start
+
+
+def _network(config: TrainingConfig, training_set: TrainingSet) -> _Start:
     modality = training_set.modality if training_set.modality in DEFAULT_NORMALIZATION else "OCT"
     classes = list(training_set.classes or DEFAULT_CLASSES[modality])
     if not config.base_model:

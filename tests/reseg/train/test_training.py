@@ -254,3 +254,18 @@ def test_training_is_reproducible_and_gives_back_the_callers_random_state(correc
     assert np.array_equal(np.random.get_state()[1], numpy_state[1]) and get_track_meta()
     weights = [load_model(tmp_path / f"run{run}" / f"run{run}.safetensors").network.state_dict() for run in range(2)]
     assert all(torch.equal(weights[0][key], weights[1][key]) for key in weights[0])
+
+
+def test_the_card_gets_the_post_processing_asked_for_and_a_wrong_step_stops_before_training(corrections, tmp_path):
+    from reseg.errors import CheckpointError
+    from reseg.train.loop import TrainingConfig, iter_train
+
+    training_set = load_training_set([corrections])
+    settings = {"epochs": 1, "batch_size": 2, "crop_size": (64, 64), "steps_per_epoch": 1, "device": "cpu"}
+    out = tmp_path / "out"
+    with pytest.raises(CheckpointError, match="--postprocessing: names unknown post-processing 'smooth'"):
+        next(iter_train(training_set, "m", out, TrainingConfig(**settings, postprocessing=("smooth",))))
+    assert not out.exists()
+    for _ in iter_train(training_set, "m", out, TrainingConfig(**settings, postprocessing=("layer_surfaces",))):
+        pass
+    assert load_model(out / "m.json").card.postprocessing == ["layer_surfaces"]
