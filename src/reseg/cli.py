@@ -170,6 +170,7 @@ def _phantom(args: argparse.Namespace) -> int:
                 width=args.width,
                 seed=args.seed + index,
                 fluid=not args.no_fluid,
+                pathology=tuple(args.pathology),
             ),
         )
         for index in range(args.volumes)
@@ -179,7 +180,8 @@ def _phantom(args: argparse.Namespace) -> int:
             args.output,
             ((name, p.image, p.labels, p.spacing) for name, p in scans),
             modality="OCT",
-            source=f"reseg phantom (seeds {args.seed}..{args.seed + args.volumes - 1})",
+            source=f"reseg phantom (seeds {args.seed}..{args.seed + args.volumes - 1}"
+            + (f", {' + '.join(args.pathology)})" if args.pathology else ")"),
         )
     except ValueError as error:
         raise ResegError(f"reseg phantom: {error}") from None
@@ -401,6 +403,13 @@ def build_parser() -> argparse.ArgumentParser:
     phantom.add_argument("--width", type=int, default=768)
     phantom.add_argument("--seed", type=int, default=0)
     phantom.add_argument("--no-fluid", action="store_true", help="no intraretinal fluid pockets")
+    phantom.add_argument(
+        "--pathology",
+        nargs="+",
+        default=[],
+        choices=("srf", "drusen", "ped"),
+        help="outer-retinal lesions: subretinal fluid (labelled fluid), drusen, serous PED (labelled OS+RPE)",
+    )
     phantom.set_defaults(run=_phantom)
 
     evaluate = commands.add_parser("evaluate", help="score a model or saved predictions on a labelled dataset")

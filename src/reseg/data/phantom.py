@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage as ndi
 
-__all__ = ["DEFAULT_SPACING", "OCTPhantom", "make_oct_phantom"]
+__all__ = ["DEFAULT_SPACING", "PATHOLOGIES", "OCTPhantom", "make_oct_phantom"]
 
 # (between B-scans, axial, lateral) in millimetres; axial/lateral are the Spectralis values of the Duke data.
 DEFAULT_SPACING: tuple[float, float, float] = (0.12, 0.00387, 0.0113)
@@ -347,6 +347,58 @@ def _intraretinal_fluid(
     return thick_px, cyst_half
 
 
+# ---------------------------------------------------------------------------------- outer retinal pathology
+
+PATHOLOGIES = ("srf", "drusen", "ped")
+
+
+@dataclass(frozen=True, eq=False)
+class _OuterPathology:
+    """What lifts the outer retina, per A-scan in px (Z, W): subretinal fluid between the ellipsoid zone and
+    the outer segments, and material between the RPE and BM (drusen: moderately bright; a serous PED: dark)."""
+
+    srf: np.ndarray
+    sub_rpe: np.ndarray
+    sub_rpe_display: np.ndarray  # display value of the sub-RPE material where there is some
+
+
+def _dome(grid: _Grid, x0: float, z0: float, radius: float, height_px: float, power: float) -> np.ndarray:
+    """A smooth dome of the given radius (mm, round in the en-face plane) and height (px): (1 - rho^2)^power."""
+    rho2 = ((grid.xx - x0) ** 2 + (grid.zz - z0) ** 2) / radius**2
+    return (height_px * np.maximum(1.0 - rho2, 0.0) ** power).astype(np.float32)
+
+
+def _draw_outer_pathology(
+    rng: np.random.Generator, grid: _Grid, fovea: _Fovea, kinds: tuple[str, ...]
+) -> _OuterPathology:
+    """Draw the named outer-retinal lesions near the fovea (sizes from the clinical descriptions: SRF domes
+    0.5-1.5 mm wide and up to ~250 um tall, drusen 50-200 um across and 20-90 um tall, a serous PED
+    0.4-1.2 mm wide and 100-400 um tall). Each lesion crosses the B-scan nearest the fovea, so it is seen."""
+    zero = np.zeros_like(grid.xx, dtype=np.float32)
+    srf, sub_rpe, display = zero.copy(), zero.copy(), zero.copy()
+    k_fovea = int(np.clip(round((fovea.zf - grid.z_mm[0]) / grid.dz), 0, grid.z_mm.size - 1))
+    z_centre = float(grid.z_mm[k_fovea])
+    if "srf" in kinds:
+        radius = rng.uniform(0.5, 1.5) / 2
+        x0 = fovea.xf + rng.normal(0.0, 0.2)
+        srf = _dome(grid, x0, z_centre, radius, rng.uniform(40.0, 250.0) * grid.um_px, 0.75)
+    if "drusen" in kinds:
+        for _ in range(int(rng.integers(3, 16))):
+            radius = rng.uniform(0.05, 0.2) / 2 * 2.0  # the base is wider than the visible crest
+            x0 = fovea.xf + rng.uniform(-2.0, 2.0)
+            z0 = z_centre + rng.uniform(-0.5, 0.5) * grid.dz
+            druse = _dome(grid, x0, z0, radius, rng.uniform(20.0, 90.0) * grid.um_px, 1.0)
+            display = np.where(druse > sub_rpe, np.float32(rng.uniform(100.0, 150.0)), display)
+            sub_rpe = np.maximum(sub_rpe, druse)
+    if "ped" in kinds:
+        radius = rng.uniform(0.4, 1.2) / 2
+        x0 = fovea.xf + rng.choice([-1.0, 1.0]) * rng.uniform(0.0, 1.0)
+        ped = _dome(grid, x0, z_centre, radius, rng.uniform(100.0, 400.0) * grid.um_px, 0.5)
+        display = np.where(ped > sub_rpe, np.float32(rng.uniform(25.0, 50.0)), display)
+        sub_rpe = np.maximum(sub_rpe, ped)
+    return _OuterPathology(srf=srf, sub_rpe=sub_rpe, sub_rpe_display=display)
+
+
 # ------------------------------------------------------------------------------------ BM and the boundaries
 
 
@@ -409,9 +461,12 @@ def _stack_surfaces(bm: np.ndarray, thick_px: list[np.ndarray]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------------- labels
 
 
-def _labels(grid: _Grid, surfaces: np.ndarray, cyst_half: dict[int, np.ndarray]) -> np.ndarray:
+def _labels(
+    grid: _Grid, surfaces: np.ndarray, cyst_half: dict[int, np.ndarray], outer: _OuterPathology | None = None
+) -> np.ndarray:
     """Exact labels: a pixel belongs to the layer whose top boundary is the last one above its centre, which
-    makes the layer order hold by construction; cysts (class 9) are painted over their host layer's middle.
+    makes the layer order hold by construction; cysts (class 9) are painted over their host layer's middle,
+    subretinal fluid (class 9 too) over the top of OS+RPE. Drusen and PEDs stay OS+RPE: BM lies beneath them.
     """
     labels = _steps_to_volume([(surfaces[i], float(i + 1)) for i in range(8)], 0.0, grid.height, smooth=False)
     labels = labels.astype(np.uint8)
@@ -420,6 +475,9 @@ def _labels(grid: _Grid, surfaces: np.ndarray, cyst_half: dict[int, np.ndarray])
             continue
         mid = 0.5 * (surfaces[host - 1] + surfaces[host])
         labels[np.abs(grid.rows - mid[:, None, :]) < half[:, None, :]] = 9
+    if outer is not None and np.any(outer.srf > 0):
+        top = surfaces[6][:, None, :]
+        labels[(grid.rows > top) & (grid.rows <= top + outer.srf[:, None, :])] = 9
     return labels
 
 
@@ -432,10 +490,13 @@ def _layer_reflectivity(
     surfaces: np.ndarray,
     thick_px: list[np.ndarray],
     tissue_contrast: tuple[float, float] = (0.94, 1.06),
+    outer: _OuterPathology | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Anti-aliased linear reflectivity of the retina (zero above ILM and below BM), and the linear value of
     every tissue of :data:`_DISPLAY`, each display value multiplied by its own factor drawn from
-    `tissue_contrast` so that volumes differ in contrast (by a few percent by default).
+    `tissue_contrast` so that volumes differ in contrast (by a few percent by default). With `outer`
+    pathology, subretinal fluid (the cyst value) separates the ellipsoid zone from the outer segments and the
+    sub-RPE material fills the space between the RPE band and BM.
 
     Sub-layers without a class of their own (GCL vs IPL, ELM, myoid zone, OS / interdigitation / RPE) give the
     layers the internal bands of real B-scans.
@@ -455,13 +516,27 @@ def _layer_reflectivity(
         (np.maximum(s[5] - 22.0 * um_px - 1.0, s[4]), lin["elm"]),  # external limiting membrane
         (np.maximum(s[5] - 22.0 * um_px, s[4]), lin["myoid"]),
         (s[5], lin["ez"]),
-        (s[6], lin["os"]),
-        (s[6] + 0.3 * t[6], lin["iz"]),
-        (s[6] + 0.5 * t[6], lin["os"] * 1.1),
-        (s[6] + 0.62 * t[6], lin["rpe"]),
-        (s[7], 0.0),
     ]
+    if outer is None:
+        steps += _outer_bands(lin, s[6], t[6])
+    else:
+        top, band = s[6] + outer.srf, t[6] - outer.srf - outer.sub_rpe  # the OS+RPE band itself
+        steps += [(s[6], lin["cyst"]), *_outer_bands(lin, top, band)]
+        steps.append((top + band, _linear(np.where(outer.sub_rpe > 0, outer.sub_rpe_display, _DISPLAY["rpe"]))))
+    steps.append((s[7], 0.0))
     return _steps_to_volume(steps, 0.0, grid.height, smooth=True), lin
+
+
+def _outer_bands(
+    lin: dict[str, float], top: np.ndarray, thickness: np.ndarray
+) -> list[tuple[np.ndarray, np.ndarray | float]]:
+    """The bands of OS+RPE from its top: outer segments, interdigitation zone, outer segments, RPE."""
+    return [
+        (top, lin["os"]),
+        (top + 0.3 * thickness, lin["iz"]),
+        (top + 0.5 * thickness, lin["os"] * 1.1),
+        (top + 0.62 * thickness, lin["rpe"]),
+    ]
 
 
 def _choroid_texture(
@@ -674,6 +749,7 @@ def make_oct_phantom(
     vessels: bool = True,
     noise: bool = True,
     tissue_contrast: tuple[float, float] = (0.94, 1.06),
+    pathology: tuple[str, ...] = (),
 ) -> OCTPhantom:
     """Generate a seedable synthetic macular OCT volume (see the module docstring for the model).
 
@@ -684,6 +760,9 @@ def make_oct_phantom(
     by; a wide range (e.g. 0.75-1.25) makes layers differ in contrast as they do between devices and eyes, so
     a model cannot learn one device's layer brightnesses as anatomy. ``spacing`` is (between B-scans, axial,
     lateral) in mm; thicknesses are anatomical, so a coarser axial spacing gives a thinner retina in pixels.
+    ``pathology`` adds outer-retinal lesions, any of :data:`PATHOLOGIES`: "srf" (subretinal fluid, labelled
+    fluid), "drusen" and "ped" (material between RPE and BM, labelled OS+RPE, so BM stays beneath); they are
+    drawn from a generator of their own, so a seed without pathology gives the same volume as before.
     Raises ``ValueError`` when the retina cannot fit.
     """
     if n_bscans < 1 or height < 16 or width < 8:
@@ -691,6 +770,9 @@ def make_oct_phantom(
     dz, dy, dx = (float(s) for s in spacing)
     if min(dz, dy, dx) <= 0:
         raise ValueError(f"spacing must be positive, got {spacing}")
+    unknown = sorted(set(pathology) - set(PATHOLOGIES))
+    if unknown:
+        raise ValueError(f"unknown pathology {', '.join(unknown)}; known: {', '.join(PATHOLOGIES)}")
     # The stages draw from one generator in a fixed order: reordering them changes every seeded volume.
     rng = np.random.default_rng(seed)
     grid = _make_grid(n_bscans, height, width, (dz, dy, dx))
@@ -699,11 +781,16 @@ def make_oct_phantom(
     cyst_half: dict[int, np.ndarray] = {}
     if fluid:
         thick_px, cyst_half = _intraretinal_fluid(rng, grid, fovea, thick_px)
+    outer = None
+    if pathology:
+        lesions = np.random.default_rng(None if seed is None else [seed, 1])
+        outer = _draw_outer_pathology(lesions, grid, fovea, pathology)
+        thick_px = [*thick_px[:6], thick_px[6] + outer.srf + outer.sub_rpe]
     shape = _bm_shape(rng, grid)
     bm = _place_bm(rng, grid, shape, np.sum(thick_px, axis=0))
     surfaces = _stack_surfaces(bm, thick_px)
-    labels = _labels(grid, surfaces, cyst_half)
-    refl, lin = _layer_reflectivity(rng, grid, surfaces, thick_px, tissue_contrast)
+    labels = _labels(grid, surfaces, cyst_half, outer)
+    refl, lin = _layer_reflectivity(rng, grid, surfaces, thick_px, tissue_contrast, outer)
     refl = _add_choroid(rng, grid, refl, bm, lin["choroid"])
     if fluid:
         _add_fluid_and_foci(rng, refl, labels, surfaces, lin["cyst"])

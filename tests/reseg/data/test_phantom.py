@@ -173,3 +173,37 @@ def test_histogram_close_to_duke(shared_data) -> None:
     # And the pooled medians agree closely (Duke pooled median is 26).
     real_median = np.median(per_image[:, 2])
     assert abs(ours[2] - real_median) <= 8
+
+
+# ------------------------------------------------------------------------------- outer retinal pathology
+
+
+def test_unknown_pathology_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown pathology cnv; known: srf, drusen, ped"):
+        make_oct_phantom(n_bscans=1, seed=1, pathology=("srf", "cnv"))
+
+
+def test_subretinal_fluid_is_dark_fluid_between_the_ellipsoid_zone_and_bm() -> None:
+    ph = make_oct_phantom(n_bscans=3, seed=7, fluid=False, pathology=("srf",))
+    _check_ordering(ph.labels)
+    z, y, x = np.nonzero(ph.labels == OCT_FLUID)
+    assert z.size > 1000  # a dome hundreds of pixels wide and tens of rows tall
+    centres = y + 0.5
+    assert np.all(centres > ph.surfaces[6][z, x]) and np.all(centres < ph.surfaces[7][z, x])
+    band = ph.labels == 7
+    assert ph.image[z, y, x].mean() < 0.6 * ph.image[band].mean()  # fluid is dark against OS+RPE
+
+
+def test_drusen_and_ped_lift_the_rpe_and_leave_bm_beneath_them() -> None:
+    plain = make_oct_phantom(n_bscans=3, seed=8, fluid=False)
+    for kind in ("drusen", "ped"):
+        ph = make_oct_phantom(n_bscans=3, seed=8, fluid=False, pathology=(kind,))
+        _check_ordering(ph.labels)
+        assert not (ph.labels == OCT_FLUID).any()  # labelled OS+RPE: BM is the bottom of the lesion
+        thickening = (ph.surfaces[7] - ph.surfaces[6]) - (plain.surfaces[7] - plain.surfaces[6])
+        assert thickening.max() > (5 if kind == "drusen" else 25)
+        assert np.allclose(thickening[thickening < 1e-3], 0.0, atol=1e-3)  # elsewhere the band is as it was
+    z, x = np.unravel_index(np.argmax(thickening), thickening.shape)  # the PED's crest
+    top, bm = int(np.ceil(ph.surfaces[6][z, x])), int(ph.surfaces[7][z, x])
+    column = ph.image[z, top:bm, x].astype(float)
+    assert column[: len(column) // 4].mean() > 1.5 * column[len(column) // 2 :].mean()  # bright RPE over dark fluid
