@@ -70,16 +70,23 @@ def _predict_batch(
     shape = (int(batch.shape[-2]), int(batch.shape[-1]))
     grid = spacing_grid(shape, pixel_spacing, model.card.input_spacing)
     batch = resize_batch(batch, grid).to(model.device, memory_format=torch.channels_last)  # as training does
-    with _autocast(model.device):
-        logits = model.network(batch)
-    logits = resize_batch(logits.float(), shape)
-    probabilities = torch.softmax(logits.float(), dim=1)
+    probabilities = _probabilities(model, batch, shape)
+    if "lateral_flip" in model.card.test_time_augmentation:  # the mirrored slice's, mirrored back, averaged
+        probabilities += _probabilities(model, batch.flip(-1), shape).flip(-1)
+        probabilities /= 2
     confidence, labels = probabilities.max(dim=1)
     return _Batch(
         labels.to(torch.uint8).cpu().numpy(),
         confidence.cpu().numpy() if want_confidence else None,
         probabilities.cpu().numpy() if want_probabilities else None,
     )
+
+
+def _probabilities(model: LoadedModel, batch: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Class probabilities (N, C, H, W) of a model-grid batch, resized back to the slices' `shape`."""
+    with _autocast(model.device):
+        logits = model.network(batch)
+    return torch.softmax(resize_batch(logits.float(), shape), dim=1)
 
 
 def _check_model_grid(model: LoadedModel, shape: tuple[int, int], pixel_spacing: Sequence[float] | None) -> None:

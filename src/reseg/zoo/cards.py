@@ -22,6 +22,8 @@ MAX_ARGUMENT = 65536
 # would resample each slice to many times its size.
 MIN_INPUT_SPACING_MM = 1e-3
 MAX_INPUT_SPACING_MM = 50.0
+# "lateral_flip": the slice mirrored left-right as well (OCT B-scans are mirror-symmetric anatomy).
+TEST_TIME_AUGMENTATIONS = ("lateral_flip",)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 
 
@@ -49,6 +51,8 @@ class ModelCard:
     postprocessing: list[str] = field(default_factory=list)
     # The network's freezable parts and their parameter counts, so a user interface lists them without torch.
     parts: dict[str, int] = field(default_factory=dict)
+    # Test-time augmentations whose class probabilities inference averages, of TEST_TIME_AUGMENTATIONS.
+    test_time_augmentation: list[str] = field(default_factory=list)
 
     @property
     def num_classes(self) -> int:
@@ -116,10 +120,14 @@ def _check_fields(data: dict[str, Any]) -> None:
         require_numbers(
             data["input_spacing"], "input_spacing", lengths=(2, 3), low=MIN_INPUT_SPACING_MM, high=MAX_INPUT_SPACING_MM
         )
-    for key in ("postprocessing", "deviations"):
+    for key in ("postprocessing", "deviations", "test_time_augmentation"):
         value = data.get(key, [])
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise FieldProblem(key, "must be a list of text")
+    unknown = [name for name in data.get("test_time_augmentation", []) if name not in TEST_TIME_AUGMENTATIONS]
+    if unknown:
+        known = ", ".join(TEST_TIME_AUGMENTATIONS)
+        raise FieldProblem("test_time_augmentation", f"names {', '.join(map(repr, unknown))}; known: {known}")
     parts = require_mapping(data.get("parts", {}), "parts")
     for key, value in parts.items():
         require_number(value, f"parts.{key}", low=0, integer=True)

@@ -178,3 +178,27 @@ def test_a_card_with_layer_surfaces_gives_ordered_labels_and_their_surfaces():
     np.testing.assert_array_equal(boundary_rows(layers)[[0, -1]], result.surfaces[[0, -1]])
     raw = segment(model, phantom.image, batch_size=2, raw=True)
     assert raw.surfaces is None and not np.array_equal(raw.labels, result.labels)
+
+
+def test_lateral_flip_averaging_makes_the_labels_of_a_mirrored_scan_the_mirror_of_the_labels():
+    from dataclasses import replace
+
+    model = load_model("lightreseg-oct", device="cpu")
+    averaged = replace(model, card=replace(model.card, test_time_augmentation=["lateral_flip"]))
+    image = make_oct_phantom(n_bscans=1, height=224, width=160, seed=12).image
+    plain, mirrored = segment(averaged, image), segment(averaged, image[..., ::-1].copy())
+    assert np.mean(mirrored.labels[..., ::-1] == plain.labels) > 0.999
+    unaveraged = segment(model, image[..., ::-1].copy()).labels[..., ::-1]
+    assert np.mean(unaveraged != segment(model, image).labels) > np.mean(mirrored.labels[..., ::-1] != plain.labels)
+
+
+def test_a_card_naming_an_unknown_test_time_augmentation_is_refused(tmp_path):
+    import json
+
+    from reseg.errors import CheckpointError
+
+    data = json.loads((bundled_model_dir() / "lightreseg-oct.json").read_text())
+    data["test_time_augmentation"] = ["lateral_flip", "rotate"]
+    (tmp_path / "odd.json").write_text(json.dumps(data))
+    with pytest.raises(CheckpointError, match="odd.json: model card field 'test_time_augmentation' names 'rotate'"):
+        read_card(tmp_path / "odd.json")
