@@ -5,10 +5,10 @@ drawn over each model's labels. Row 2: a Duke DME B-scan of a validation subject
 outline. One column per model, so the phantom-only version 1 and the bundled model can be set side by side
 (the README's figure):
 
-    mkdir -p /tmp/v1
-    for f in json safetensors; do git show 74a1ccb:models/lightreseg-oct.$f > /tmp/v1/lightreseg-oct.$f; done
-    python docs/make_real_scan_figure.py --models "phantom only (version 1)=/tmp/v1/lightreseg-oct.json" \
-        "bundled (version 2)=lightreseg-oct"
+    mkdir -p /tmp/v2
+    for f in json safetensors; do git show eaf6639:models/lightreseg-oct.$f > /tmp/v2/lightreseg-oct.$f; done
+    python docs/make_real_scan_figure.py --models "version 2=/tmp/v2/lightreseg-oct.json" \
+        "bundled (version 3)=lightreseg-oct"
 
 The real images are read from ../shared/data beside the project and only drawn into the figure, never copied
 into the repository. Needs matplotlib (a documentation-only dependency).

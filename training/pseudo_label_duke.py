@@ -89,7 +89,7 @@ def main() -> None:
         scans,
         "OCT",
         f"Duke DME unannotated B-scans (Chiu et al. 2015), subjects {', '.join(f'{s:02d}' for s in args.subjects)}, "
-        f"every {args.every}th, pseudo-labelled by {model.card.name} v{model.card.version} "
+        f"one in {args.every}, pseudo-labelled by {model.card.name} v{model.card.version} "
         f"(post-processed = raw argmax, confidence >= {args.confidence})",
     )
     print(f"wrote {args.output}")

@@ -200,5 +200,5 @@ def test_a_card_naming_an_unknown_test_time_augmentation_is_refused(tmp_path):
     data = json.loads((bundled_model_dir() / "lightreseg-oct.json").read_text())
     data["test_time_augmentation"] = ["lateral_flip", "rotate"]
     (tmp_path / "odd.json").write_text(json.dumps(data))
-    with pytest.raises(CheckpointError, match="odd.json: model card field 'test_time_augmentation' names 'rotate'"):
+    with pytest.raises(CheckpointError, match=r"odd\.json: model card field 'test_time_augmentation' names 'rotate'"):
         read_card(tmp_path / "odd.json")

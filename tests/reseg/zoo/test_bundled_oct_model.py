@@ -43,6 +43,11 @@ def test_the_card_records_real_and_held_out_phantom_figures(metrics):
     phantom = metrics["phantom_test"]
     assert {"mean_dice", "miou", "mpa"} <= set(phantom) and len(phantom["per_class"]) == 10
     assert set(metrics["line_scan_boundaries"]["boundaries"]) == {"ILM", "BM"}
+    assert set(metrics["circle_scan_boundaries"]["boundaries"]) == {"ILM", "RNFL-GCL", "BM"}
+    robustness = metrics["robustness"]
+    assert len(robustness["styles"]) >= 4 and robustness["reference_style"] == "spectralis"
+    assert robustness["largest_drop"] < metrics["version_2"]["robustness"]["largest_drop"]
+    assert metrics["phantom_test_healthy"]["fluid_pixels"] == 0
 
 
 def test_real_line_scan_boundaries_are_as_on_the_card(shared_data, metrics, tmp_path):
@@ -68,7 +73,21 @@ def test_fluid_on_unseen_duke_subjects_is_as_on_the_card(shared_data, prepare, m
     card = metrics["duke_validation"]["per_class"]["intraretinal fluid"]
     assert fluid["dice"] == pytest.approx(card["dice"], abs=0.01)
     assert fluid["dice_pooled"] == pytest.approx(card["dice_pooled"], abs=0.01)
-    assert fluid["dice_pooled"] > 0.35  # the phantom-only version 1 scored 0.15 here
+    assert fluid["dice_pooled"] > 0.4  # the phantom-only version 1 scored 0.15 here, version 2 0.42
+
+
+def test_real_circle_scan_rnfl_boundary_is_as_on_the_card(shared_data, metrics, tmp_path):
+    report = _evaluate(shared_data("spectralis_vol", "Willis_B_716_2.vol"), tmp_path / "circle.json")
+    card = metrics["circle_scan_boundaries"]
+    for name in ("ILM", "RNFL-GCL", "BM"):
+        assert report["boundaries"][name]["mae_px"] == pytest.approx(card["boundaries"][name]["mae_px"], abs=0.05)
+    assert report["out_of_order_a_scans"] == 0 and report["fluid_pixels"] == card["fluid_pixels"]
+
+
+@pytest.mark.slow
+def test_healthy_phantoms_get_no_fluid(prepare, tmp_path):
+    write_training_set(tmp_path / "healthy", prepare.phantom_scans("phantom_test_healthy"), "OCT", "healthy")
+    assert _evaluate(tmp_path / "healthy", tmp_path / "healthy.json")["fluid_pixels"] == 0
 
 
 @pytest.mark.slow
