@@ -154,7 +154,8 @@ def test_segment_writes_the_fitted_boundaries_of_a_real_scan_as_csv_and_json(sha
     assert len(rows) == 768 and rows[0]["bscan"] == "0" and rows[-1]["a_scan"] == "767"
     ilm = np.array([float(row["ILM_px"]) for row in rows])
     bm = np.array([float(row["BM_px"]) for row in rows])
-    assert np.all(bm > ilm) and float(rows[0]["ILM_um"]) == pytest.approx(ilm[0] * 3.87, rel=0.01)
+    assert np.all(bm >= ilm) and np.mean(bm > ilm) > 0.98  # ordered; a retina in all but a few disc-edge A-scans
+    assert float(rows[0]["ILM_um"]) == pytest.approx(ilm[0] * 3.87, rel=0.01)
     device = read_volume(scan).metadata["boundaries"]
     known = np.isfinite(device["ILM"][0])
     assert np.abs(ilm - device["ILM"][0])[known].mean() < 2.0  # within 2 px of the device's own ILM
