@@ -241,8 +241,26 @@ def test_post_processing_can_be_switched_off_on_a_real_scan(viewer, segment, sha
     assert (raw[0][above_ilm] == 9).sum() > 1000  # "fluid" in the vitreous
     assert (cleaned[0][above_ilm] == 9).sum() == 0
 
-    segment.model_combo.setCurrentText("l2gnet-ct")  # a card without post-processing: no switch
+    segment.model_combo.setCurrentText("l2gnet-ct")  # another card, another step: the switch names it
+    assert segment.postprocess_check.isVisibleTo(segment) and "confine_to_body" in segment.postprocess_check.toolTip()
+
+
+def test_a_card_without_post_processing_gets_no_switch(user_models, dock, qtbot):
+    import json
+    import shutil
+
+    from reseg.zoo.catalogue import bundled_model_dir
+
+    user_models.mkdir(parents=True, exist_ok=True)
+    card = json.loads((bundled_model_dir() / "lightreseg-oct.json").read_text())
+    shutil.copy(bundled_model_dir() / "lightreseg-oct.safetensors", user_models / "plain.safetensors")
+    (user_models / "plain.json").write_text(json.dumps({**card, "name": "plain", "postprocessing": []}))
+    segment = dock("Segment")
+    qtbot.waitUntil(lambda: segment.model_combo.findText("plain") >= 0, timeout=3000)
+    segment.model_combo.setCurrentText("plain")
     assert not segment.postprocess_check.isVisibleTo(segment)
+    segment.model_combo.setCurrentText("lightreseg-oct")
+    assert segment.postprocess_check.isVisibleTo(segment)
 
 
 def test_image_layers_of_other_kinds_still_get_a_scan_identity(viewer, segment):
