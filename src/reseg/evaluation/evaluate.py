@@ -235,14 +235,17 @@ def misplaced_organs(scans: list[Scan], predictions: list[np.ndarray], names: li
     the error a reviewer notices first."""
     from reseg.inference.body import body_mask
 
+    outside_body = [~body_mask(scan.image) for scan in scans]  # once per scan, not per organ
+    labelled = [np.all(scan.labels < len(names), axis=(1, 2)) for scan in scans]  # no ignored or partial pixel
     report = {}
     for k, name in enumerate(names[1:], start=1):
         outside, without, predicted_without = 0, 0, 0
-        for scan, predicted in zip(scans, predictions, strict=True):
+        for scan, predicted, scan_outside, scan_labelled in zip(
+            scans, predictions, outside_body, labelled, strict=True
+        ):
             hit = predicted == k
-            outside += int((hit & ~body_mask(scan.image)).sum())
-            labelled = np.all(scan.labels < len(names), axis=(1, 2))  # no ignored or partial pixel
-            empty = labelled & ~np.any(scan.labels == k, axis=(1, 2))
+            outside += int((hit & scan_outside).sum())
+            empty = scan_labelled & ~np.any(scan.labels == k, axis=(1, 2))
             without += int(empty.sum())
             predicted_without += int((empty & hit.any(axis=(1, 2))).sum())
         report[name] = {
