@@ -242,6 +242,7 @@ def _segment(
     pixel_spacing: tuple[float, float] | None,
     raw: bool,
     with_confidence: bool,
+    voxel_spacing: tuple[float, float, float] | None = None,
 ) -> Iterator[Any]:
     """Segment `slices` of `image` ((Z, H, W)); yields the device name, then one `Batch` per batch."""
     from reseg.inference.segmentation import iter_segment
@@ -262,6 +263,7 @@ def _segment(
         slices=slices,
         pixel_spacing=pixel_spacing,
         raw=raw,
+        voxel_spacing=voxel_spacing,
     ):
         chunk = list(progress.slices)
         yield Batch(

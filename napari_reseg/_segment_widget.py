@@ -89,6 +89,7 @@ def _segment_in_engine(
         slices=plan.slices,
         batch_size=plan.batch_size,
         pixel_spacing=plan.scan.pixel_spacing,
+        voxel_spacing=plan.scan.geometry.voxel_spacing,
         raw=plan.raw,
         with_confidence=confidence is not None,
     )

@@ -129,8 +129,9 @@ def _segment(args: argparse.Namespace) -> int:
             pixel_spacing=volume.pixel_spacing,
             raw=args.raw,
             surfaces_out=surfaces,
+            voxel_spacing=volume.voxel_spacing,
         ):
-            bar.update(len(progress.slices))
+            bar.update(progress.done - bar.n)
     write_labels(output, labels, like=volume)
     if confidence_path is not None and confidence is not None:
         write_image(confidence_path, dataclasses.replace(volume, data=confidence))

@@ -35,11 +35,17 @@ class Scan:
     spacing: tuple[float, float, float]
     spacing_known: bool = True  # False when the files did not record the in-plane spacing
     folder: str = ""  # the training-set folder it was read from
+    slice_spacing_known: bool = False  # True when the file also recorded the spacing between slices
 
     @property
     def pixel_spacing(self) -> tuple[float, float] | None:
         """In-plane (y, x) spacing in mm, None when unknown (then no resampling may rely on it)."""
         return (self.spacing[1], self.spacing[2]) if self.spacing_known else None
+
+    @property
+    def voxel_spacing(self) -> tuple[float, float, float] | None:
+        """(z, y, x) spacing in mm when all three are known (what organ volumes are measured in)."""
+        return self.spacing if self.spacing_known and self.slice_spacing_known else None
 
 
 @dataclass
@@ -121,7 +127,15 @@ def load_training_set(folders: Sequence[str | Path]) -> TrainingSet:
                 label_data[labels.data == ignore_index] = IGNORE_INDEX
             name = f"{folder.name}/{scan_name}"
             pieces.setdefault(name, []).append(
-                Scan(name, image.data, label_data, image.spacing, image.pixel_spacing is not None, str(folder))
+                Scan(
+                    name,
+                    image.data,
+                    label_data,
+                    image.spacing,
+                    image.pixel_spacing is not None,
+                    str(folder),
+                    image.voxel_spacing is not None,
+                )
             )
         scans.extend(_stack(folder, parts) for parts in pieces.values())
     return TrainingSet(scans, classes, modality, IGNORE_INDEX, sources, label_sets)
@@ -141,6 +155,7 @@ def _stack(folder: Path, parts: list[Scan]) -> Scan:
         parts[0].spacing,
         parts[0].spacing_known,
         parts[0].folder,
+        False,  # 2-D files stacked: the spacing between them is nowhere recorded
     )
 
 

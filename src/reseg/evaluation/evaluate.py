@@ -185,7 +185,14 @@ def evaluate_model(model: LoadedModel, training_set: TrainingSet, batch_size: in
     return score(
         training_set,
         lambda scan: (
-            segment(model, scan.image, batch_size=batch_size, raw=raw, pixel_spacing=scan.pixel_spacing).labels
+            segment(
+                model,
+                scan.image,
+                batch_size=batch_size,
+                raw=raw,
+                pixel_spacing=scan.pixel_spacing,
+                voxel_spacing=scan.voxel_spacing,
+            ).labels
         ),
         model.card.class_names,
     )
@@ -267,7 +274,14 @@ def evaluate_device_boundaries(
     known = {ours: device[theirs] for theirs, ours in DEVICE_BOUNDARIES.items() if theirs in device}
     if not known:
         raise InputError(volume.source, f"holds no device boundaries ({', '.join(DEVICE_BOUNDARIES)}) to score against")
-    labels = segment(model, volume.data, batch_size=batch_size, pixel_spacing=volume.pixel_spacing, raw=raw).labels
+    labels = segment(
+        model,
+        volume.data,
+        batch_size=batch_size,
+        pixel_spacing=volume.pixel_spacing,
+        raw=raw,
+        voxel_spacing=volume.voxel_spacing,
+    ).labels
     rows = boundary_rows(labels)
     report = {}
     for name, heights in known.items():

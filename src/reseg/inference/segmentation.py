@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from reseg.errors import DeviceMemoryError, ResegError
-from reseg.inference.postprocessing import postprocess, probability_step
+from reseg.inference.postprocessing import postprocess, postprocess_volume, probability_step, volume_steps
 from reseg.inference.surfaces import OCT_SURFACES
 from reseg.io import as_stack, max_slice_pixels
 from reseg.preprocessing.normalization import normalize_slices
@@ -26,7 +26,8 @@ from reseg.zoo.weights import LoadedModel
 
 @dataclass(frozen=True)
 class Progress:
-    """Reported after each batch: which slices just finished, and how far the run is."""
+    """Reported after each batch: which slices just finished, and how far the run is; once more, with every
+    slice, when a volume step has revised the whole stack."""
 
     done: int
     total: int
@@ -114,6 +115,7 @@ def iter_segment(
     pixel_spacing: Sequence[float] | None = None,
     raw: bool = False,
     surfaces_out: np.ndarray | None = None,
+    voxel_spacing: Sequence[float] | None = None,
 ) -> Iterator[Progress]:
     """Segment the given slices of `image` ((H, W) or (Z, H, W)) into `labels_out` (same shape, uint8).
 
@@ -124,7 +126,9 @@ def iter_segment(
     `Progress.batch_size` tells the caller what batch size finally worked. `slice_confidence_out` (one value
     per slice) receives each slice's mean confidence, which review uses to find the most doubtful slices.
     Unless `raw`, the card's post-processing makes the labels; with a probability step such as
-    `layer_surfaces`, `surfaces_out` ((8, Z, W)) receives the surfaces of each computed slice.
+    `layer_surfaces`, `surfaces_out` ((8, Z, W)) receives the surfaces of each computed slice. A card's volume
+    steps (`drop_organ_fragments`) run when every slice of the stack has been computed and the (z, y, x)
+    `voxel_spacing` is known; they may change any slice, so one more `Progress` then reports all of them.
     """
     stack = as_stack(image)
     labels_stack = as_stack(labels_out)
@@ -164,6 +168,10 @@ def iter_segment(
                     slice_confidence_out[chunk] = confidence.reshape(len(chunk), -1).mean(axis=1)
             done += len(chunk)
             yield Progress(done=done, total=len(order), slices=tuple(chunk), batch_size=batch_size)
+    whole_stack = sorted(order) == list(range(len(stack)))
+    if not raw and voxel_spacing is not None and whole_stack and volume_steps(model.card.postprocessing):
+        labels_stack[:] = postprocess_volume(model.card.postprocessing, labels_stack, voxel_spacing)
+        yield Progress(done=done, total=len(order), slices=tuple(order), batch_size=batch_size)
 
 
 def segment(
@@ -175,6 +183,7 @@ def segment(
     pixel_spacing: Sequence[float] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     raw: bool = False,
+    voxel_spacing: Sequence[float] | None = None,
 ) -> SegmentationResult:
     """Segment a whole image or stack and return labels (uint8, post-processed as the card says unless
     `raw`), if asked max-softmax confidence, and the surfaces of a card with a surface step."""
@@ -192,6 +201,7 @@ def segment(
         pixel_spacing=pixel_spacing,
         raw=raw,
         surfaces_out=surfaces,
+        voxel_spacing=voxel_spacing,
     ):
         if on_progress is not None:
             on_progress(progress)

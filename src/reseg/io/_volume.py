@@ -44,6 +44,11 @@ class Volume:
         known = self.metadata.get("spacing_known", (False, False, False))
         return self.spacing[1:] if all(known[1:]) else None
 
+    @property
+    def voxel_spacing(self) -> tuple[float, float, float] | None:
+        """(z, y, x) spacing in mm when the file records all three (what organ volumes are measured in)."""
+        return self.spacing if all(self.metadata.get("spacing_known", (False, False, False))) else None
+
     def __post_init__(self) -> None:
         if self.data.ndim != 3:
             raise ValueError(f"Volume data must be 3-D (Z, Y, X), got shape {self.data.shape}")
