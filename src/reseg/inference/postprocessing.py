@@ -33,8 +33,10 @@ IMAGE_STEPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
 VOLUME_STEPS: dict[str, Callable[[np.ndarray, Sequence[float]], np.ndarray]] = {
     "drop_organ_fragments": drop_organ_fragments,  # CT: no organ as a speck apart from its body
 }
-# (N, C, H, W) probabilities -> (N, H, W) labels and the (8, N, W) surfaces they are filled from
-PROBABILITY_STEPS: dict[str, Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
+# (N, C, H, W) probabilities, the in-plane (y, x) spacing in mm if known -> (N, H, W) labels and the
+# (8, N, W) surfaces they are filled from
+ProbabilityStep = Callable[[np.ndarray, Sequence[float] | None], tuple[np.ndarray, np.ndarray]]
+PROBABILITY_STEPS: dict[str, ProbabilityStep] = {
     "layer_surfaces": surface_labels,  # OCT: the most probable ordered boundaries per A-scan
 }
 # The classes a step's rules are written for; a card with other classes cannot use it.
@@ -65,7 +67,7 @@ def check_postprocessing(names: Sequence[str], class_names: Sequence[str], card_
             )
 
 
-def probability_step(names: Sequence[str]) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+def probability_step(names: Sequence[str]) -> ProbabilityStep | None:
     """The step among `names` that replaces the argmax, if any."""
     return next((PROBABILITY_STEPS[name] for name in names if name in PROBABILITY_STEPS), None)
 

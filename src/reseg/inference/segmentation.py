@@ -157,7 +157,7 @@ def iter_segment(
                 continue
             labels, confidence = batch.labels, batch.confidence
             if surface_step is not None and batch.probabilities is not None:
-                labels, surfaces = surface_step(batch.probabilities)
+                labels, surfaces = surface_step(batch.probabilities, pixel_spacing)
                 if surfaces_out is not None:
                     surfaces_out[:, chunk] = surfaces
             labels_stack[chunk] = labels if raw else postprocess(model.card.postprocessing, labels, stack[chunk])

@@ -9,7 +9,7 @@ import pytest
 from reseg.classes import OCT_FLUID
 from reseg.data.phantom import make_oct_phantom
 from reseg.evaluation.evaluate import boundary_rows
-from reseg.inference.surfaces import fit_surfaces, labels_from_surfaces, surface_labels
+from reseg.inference.surfaces import MIN_FLUID_UM2, fit_surfaces, labels_from_surfaces, surface_labels
 from reseg.topology import check_oct_topology
 
 
@@ -51,6 +51,24 @@ def test_fluid_stays_where_the_network_saw_it_inside_the_retina_and_nowhere_else
     truth = phantom.labels == OCT_FLUID
     assert truth.any() and np.array_equal(labels == OCT_FLUID, truth)
     assert surfaces[0, 0, 80] == boundary_rows(phantom.labels)[0, 0, 80]  # the ILM did not move up to it
+
+
+def test_with_the_pixel_size_known_a_few_pixels_of_fluid_are_no_cyst_and_the_cysts_stay(phantom):
+    probabilities = _confident(phantom.labels)
+    layers = np.flatnonzero(phantom.labels[1, :, 120] == 5)  # an ONL column of the second B-scan, no cyst
+    assert layers.size > 8
+    row = int(layers[layers.size // 2])
+    probabilities[1, :, row : row + 2, 120:123] = 0.01  # 6 px of "fluid": 262 um2 at 3.87 x 11.3 um
+    probabilities[1, OCT_FLUID, row : row + 2, 120:123] = 0.91
+    spacing = phantom.spacing[1:]
+    unmeasured, _ = surface_labels(probabilities)
+    measured, _ = surface_labels(probabilities, pixel_spacing=spacing)
+    assert np.all(unmeasured[1, row : row + 2, 120:123] == OCT_FLUID)  # without the pixel size, kept
+    np.testing.assert_array_equal(measured[1], phantom.labels[1])  # the speck is ONL again, the cysts stay
+    pixel_um2 = spacing[0] * spacing[1] * 1e6
+    changed = measured[0] != phantom.labels[0]  # the price: a cyst the image edge cut to 41 px goes too
+    assert np.all(phantom.labels[0][changed] == OCT_FLUID) and changed.sum() * pixel_um2 < MIN_FLUID_UM2
+    assert (measured == OCT_FLUID).sum() > 0.97 * (phantom.labels == OCT_FLUID).sum()
 
 
 def test_vitreous_read_as_fluid_far_above_the_retina_does_not_lift_the_ilm():

@@ -60,6 +60,7 @@ def test_real_line_scan_boundaries_are_as_on_the_card(shared_data, metrics, tmp_
         # found wherever the device found it
         assert report["boundaries"][name]["a_scans"] == np.isfinite(device[name]).sum()
     assert report["boundaries"]["ILM"]["mae_px"] < 5 and report["boundaries"]["BM"]["mae_px"] < 8
+    assert report["fluid_pixels"] == metrics["line_scan_boundaries"]["fluid_pixels"] == 0  # no cysts on this scan
 
 
 @pytest.mark.slow
