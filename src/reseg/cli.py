@@ -1,4 +1,5 @@
-"""The `reseg` command line: list models, segment files, make phantom data, train, export review sessions."""
+"""The `reseg` command line: list models, segment files, make phantom data, train, export review sessions, measure
+layer thickness."""
 
 from __future__ import annotations
 
@@ -132,7 +133,7 @@ def _segment(args: argparse.Namespace) -> int:
             voxel_spacing=volume.voxel_spacing,
         ):
             bar.update(progress.done - bar.n)
-    write_labels(output, labels, like=volume)
+    write_labels(output, labels, like=volume, classes=model.card.classes)
     if confidence_path is not None and confidence is not None:
         write_image(confidence_path, dataclasses.replace(volume, data=confidence))
     if boundaries_path is not None:
@@ -336,6 +337,38 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _measure(args: argparse.Namespace) -> int:
+    from reseg.classes import OCT_CLASSES, SegmentationClass
+    from reseg.io import read_volume
+    from reseg.measurement.report import MEASUREMENT_EXTENSIONS, measure, write_measurement
+    from reseg.review.session import SESSION_SUFFIX, load_session
+
+    output = Path(args.output)
+    _check_output(output, "the measurements", MEASUREMENT_EXTENSIONS)
+    volume = read_volume(args.scan)
+    labels_path = Path(args.labels)
+    model, statuses = None, None
+    if labels_path.name.endswith(SESSION_SUFFIX):  # a review session: the grader's labels, model and statuses
+        session = load_session(labels_path)
+        labels, model = session.labels, session.model_name
+        classes: Sequence[SegmentationClass] | None = session.classes
+        statuses = [entry.status.value for entry in session.review.slices]
+    else:
+        label_map = read_volume(labels_path)
+        labels, classes = label_map.data, label_map.label_classes
+    if classes is None or [c.name for c in classes] != [c.name for c in OCT_CLASSES]:
+        raise InputError(labels_path, "holds no OCT layer labels (a label map or session of an OCT model)")
+    result = measure(volume, np.asarray(labels), model, statuses)
+    write_measurement(output, result)
+    where = (
+        f", ETDRS grid around the fovea at {result.fovea_mm[0]:.2f}, {result.fovea_mm[1]:.2f} mm"
+        if result.fovea_mm
+        else ""
+    )
+    print(f"{output}: thickness of {len(result.layers)} layers in {len(result.bscans)} B-scan(s){where}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from reseg.io import replace_atomically
 
@@ -481,6 +514,12 @@ def build_parser() -> argparse.ArgumentParser:
     finetune.add_argument("--replace", action="store_true", help="replace an own model of the same name")
     _add_training_options(finetune, epochs=10, lr=2e-4, batch_size=4)
     finetune.set_defaults(run=_finetune)
+
+    measure = commands.add_parser("measure", help="OCT layer thickness per B-scan and on the ETDRS grid")
+    measure.add_argument("scan", help="the OCT scan (for its pixel size and B-scan positions)")
+    measure.add_argument("labels", help="its labels: a label map reseg wrote, or a review session (.reseg-session.npz)")
+    measure.add_argument("-o", "--output", required=True, help="OUT.csv or OUT.json")
+    measure.set_defaults(run=_measure)
 
     export = commands.add_parser("export", help="export a review session's reviewed slices as a training set")
     export.add_argument("session", help="session file (<scan>.reseg-session.npz)")
