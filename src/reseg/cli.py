@@ -320,6 +320,8 @@ def _export(args: argparse.Namespace) -> int:
     from reseg.review.export import export_nnunet, export_training_set
     from reseg.review.session import load_session
 
+    if args.format == "boundaries":
+        return _export_boundaries(args)
     if args.format == "nnunet" and (args.dataset_id is None or not args.dataset_name):
         raise ResegError("--format nnunet needs --dataset-id N and --dataset-name NAME (the folder DatasetNNN_NAME)")
     if args.format == "reseg" and (args.dataset_id is not None or args.dataset_name is not None):
@@ -334,6 +336,55 @@ def _export(args: argparse.Namespace) -> int:
         f"{result.folder}: {len(result.added)} slice(s) added, {len(result.updated)} updated, "
         f"{result.total} in the dataset"
     )
+    return 0
+
+
+def _export_boundaries(args: argparse.Namespace) -> int:
+    """`reseg export --format boundaries`: per A-scan boundary heights of a review session's labels (every
+    B-scan, with its review status), or the layer boundaries an OCT device stored in a scan file."""
+    from reseg.classes import OCT_BOUNDARIES, OCT_CLASSES
+    from reseg.evaluation.evaluate import DEVICE_BOUNDARIES, boundary_rows
+    from reseg.io import read_volume, write_boundaries
+    from reseg.io._boundaries import BOUNDARY_EXTENSIONS
+    from reseg.review.session import SESSION_SUFFIX, load_session
+
+    if args.include_unreviewed or args.overwrite or args.dataset_id is not None or args.dataset_name is not None:
+        raise ResegError("--format boundaries writes every B-scan with its status; it takes only -o OUT.csv|.json")
+    output, source = Path(args.output), Path(args.session)
+    _check_output(output, "the boundaries", BOUNDARY_EXTENSIONS)
+    if source.name.endswith(SESSION_SUFFIX):
+        session = load_session(source)
+        if [c.name for c in session.classes] != [c.name for c in OCT_CLASSES]:
+            raise InputError(source, "is not a session of OCT layer labels: it has no layer boundaries")
+        statuses = [entry.status.value for entry in session.review.slices]
+        write_boundaries(
+            output,
+            boundary_rows(session.labels),
+            OCT_BOUNDARIES,
+            session.spacing[1],
+            str(session.source),
+            {"model": session.model_name, "from": "the grader's labels (review session)"},
+            {"review_status": statuses},
+        )
+        reviewed = statuses.count("reviewed")
+        print(f"{output}: {len(OCT_BOUNDARIES)} boundaries of {len(statuses)} B-scan(s), {reviewed} reviewed")
+        return 0
+    volume = read_volume(source)
+    device = volume.metadata.get("boundaries", {})
+    names = [ours for theirs, ours in DEVICE_BOUNDARIES.items() if theirs in device]
+    if not names:
+        raise InputError(source, "is neither a review session nor a scan with device layer boundaries")
+    heights = np.stack([device[theirs] for theirs in DEVICE_BOUNDARIES if theirs in device])
+    axial = volume.spacing[1] if volume.pixel_spacing is not None else None
+    write_boundaries(
+        output,
+        heights,
+        names,
+        axial,
+        str(volume.source),
+        {"from": f"the device ({volume.metadata.get('format', 'file')})"},
+    )
+    print(f"{output}: the device's {', '.join(names)} of {heights.shape[1]} B-scan(s)")
     return 0
 
 
@@ -522,14 +573,21 @@ def build_parser() -> argparse.ArgumentParser:
     measure.set_defaults(run=_measure)
 
     export = commands.add_parser("export", help="export a review session's reviewed slices as a training set")
-    export.add_argument("session", help="session file (<scan>.reseg-session.npz)")
+    export.add_argument(
+        "session", help="session file (<scan>.reseg-session.npz); with --format boundaries also a scan (.vol)"
+    )
     export.add_argument(
         "-o",
         "--output",
         required=True,
         help="training-set folder (reseg), or the nnU-Net raw folder that gets DatasetNNN_NAME",
     )
-    export.add_argument("--format", choices=("reseg", "nnunet"), default="reseg")
+    export.add_argument(
+        "--format",
+        choices=("reseg", "nnunet", "boundaries"),
+        default="reseg",
+        help="boundaries: per A-scan layer boundary heights as CSV/JSON (-o OUT.csv|.json)",
+    )
     export.add_argument(
         "--include-unreviewed",
         action="store_true",

@@ -168,6 +168,49 @@ def test_segment_writes_the_fitted_boundaries_of_a_real_scan_as_csv_and_json(sha
     assert saved["heights"]["ILM"][0] == ilm.astype(int).tolist() and saved["from"] == "layer_surfaces"
 
 
+def test_a_sessions_corrected_boundaries_leave_with_each_b_scans_review_status(oct_stack, tmp_path, capsys):
+    from reseg.classes import OCT_CLASSES
+    from reseg.review.session import save_session, start_session
+
+    volume = read_volume(oct_stack)
+    phantom = make_oct_phantom(n_bscans=3, height=224, width=192, seed=7)  # the stack's own labels
+    session = start_session(volume, phantom.labels, list(OCT_CLASSES), model_name="lightreseg-oct")
+    session.labels[1, :, :40][session.labels[1, :, :40] == 1] = 0  # the grader moves the ILM down in B-scan 1
+    session.review.mark(1, "reviewed")
+    path = save_session(tmp_path / "scan.reseg-session.npz", session)
+    table = tmp_path / "corrected.csv"
+    assert main(["export", str(path), "--format", "boundaries", "-o", str(table)]) == 0
+    with open(table, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 * 192 and rows[0]["review_status"] == "unreviewed"
+    original = boundary_rows(phantom.labels)
+    assert (original[1, 1, :40] > original[0, 1, :40]).all()  # there was an RNFL to take away
+    for row in rows[192:232]:  # B-scan 1, the corrected stretch: its ILM is where the RNFL ended
+        assert row["bscan"] == "1" and row["review_status"] == "reviewed"
+        assert float(row["ILM_px"]) == original[1, 1, int(row["a_scan"])]
+    assert float(rows[192 + 100]["ILM_px"]) == original[0, 1, 100]  # beyond it, untouched
+    document = tmp_path / "corrected.json"
+    assert main(["export", str(path), "--format", "boundaries", "-o", str(document)]) == 0
+    saved = json.loads(document.read_text())
+    assert saved["review_status"] == ["unreviewed", "reviewed", "unreviewed"] and saved["model"] == "lightreseg-oct"
+    assert main(["export", str(path), "--format", "boundaries", "-o", str(table), "--include-unreviewed"]) == 1
+    assert "takes only -o" in capsys.readouterr().err
+
+
+def test_a_vol_files_device_boundaries_leave_the_same_way(shared_data, oct_stack, tmp_path, capsys):
+    scan = shared_data("spectralis_vol", "Willis_B_716_2.vol")
+    document = tmp_path / "device.json"
+    assert main(["export", str(scan), "--format", "boundaries", "-o", str(document)]) == 0
+    saved = json.loads(document.read_text())
+    assert saved["boundaries"] == ["ILM", "RNFL-GCL", "BM"] and saved["shape"] == [1, 768]
+    device = read_volume(scan).metadata["boundaries"]
+    np.testing.assert_allclose(np.array(saved["heights"]["RNFL-GCL"], float), device["RNFL"], atol=1e-3)
+    assert main(["export", str(oct_stack), "--format", "boundaries", "-o", str(document)]) == 1
+    assert f"{oct_stack.name}: is neither a review session nor a scan with device layer boundaries" in (
+        capsys.readouterr().err
+    )
+
+
 def test_boundaries_are_refused_before_any_work_for_a_wrong_file_or_a_ct_model(oct_stack, tmp_path, capsys):
     labels = tmp_path / "labels.tif"
     assert main(["segment", str(oct_stack), "-o", str(labels), "--boundaries", str(tmp_path / "b.txt")]) == 1

@@ -31,12 +31,14 @@ def write_boundaries(
     axial_mm: float | None,
     source: str = "",
     extra: dict[str, Any] | None = None,
+    per_bscan: dict[str, Sequence[str]] | None = None,
 ) -> Path:
     """Write (K, Z, W) boundary heights (rows; NaN where absent) named `names`, atomically.
 
-    CSV: one line per A-scan (`bscan`, `a_scan`, then each boundary in px and, with `axial_mm`, in um).
-    JSON: `{"boundaries": names, "shape": [Z, W], "axial_spacing_mm", "source", "heights": {name: Z x W}}`
-    plus `extra` (e.g. the model that drew them).
+    CSV: one line per A-scan (`bscan`, `a_scan`, each `per_bscan` column (e.g. the review status), then each
+    boundary in px and, with `axial_mm`, in um). JSON: `{"boundaries": names, "shape": [Z, W],
+    "axial_spacing_mm", "source", "heights": {name: Z x W}}` plus `extra` (e.g. the model that drew them) and
+    each `per_bscan` list.
     """
     target = Path(path)
     suffix = extension(target)
@@ -45,15 +47,21 @@ def write_boundaries(
     heights = np.asarray(heights, dtype=np.float64)
     if heights.ndim != 3 or heights.shape[0] != len(names):
         raise ValueError(f"expected ({len(names)}, Z, W) heights, got {heights.shape}")
-    text = _csv(heights, names, axial_mm) if suffix == ".csv" else _json(heights, names, axial_mm, source, extra)
+    per_bscan = per_bscan or {}
+    if any(len(values) != heights.shape[1] for values in per_bscan.values()):
+        raise ValueError(f"each per-B-scan column needs {heights.shape[1]} values")
+    if suffix == ".csv":
+        text = _csv(heights, names, axial_mm, per_bscan)
+    else:
+        text = _json(heights, names, axial_mm, source, {**(extra or {}), **{k: list(v) for k, v in per_bscan.items()}})
     replace_atomically(target, lambda temporary: temporary.write_text(text, encoding="utf-8"))
     return target
 
 
-def _csv(heights: np.ndarray, names: Sequence[str], axial_mm: float | None) -> str:
+def _csv(heights: np.ndarray, names: Sequence[str], axial_mm: float | None, per_bscan: dict[str, Sequence[str]]) -> str:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    header = ["bscan", "a_scan", *(f"{name}_px" for name in names)]
+    header = ["bscan", "a_scan", *per_bscan, *(f"{name}_px" for name in names)]
     if axial_mm:
         header += [f"{name}_um" for name in names]
     writer.writerow(header)
@@ -61,7 +69,7 @@ def _csv(heights: np.ndarray, names: Sequence[str], axial_mm: float | None) -> s
     for bscan in range(n_bscans):
         for a_scan in range(width):
             column = heights[:, bscan, a_scan]
-            row = [bscan, a_scan, *(_number(h) for h in column)]
+            row = [bscan, a_scan, *(values[bscan] for values in per_bscan.values()), *(_number(h) for h in column)]
             if axial_mm:
                 row += [_number(h * axial_mm * 1000.0, 2) for h in column]
             writer.writerow(row)
