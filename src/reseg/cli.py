@@ -343,7 +343,7 @@ def _export_boundaries(args: argparse.Namespace) -> int:
     """`reseg export --format boundaries`: per A-scan boundary heights of a review session's labels (every
     B-scan, with its review status), or the layer boundaries an OCT device stored in a scan file."""
     from reseg.classes import OCT_BOUNDARIES, OCT_CLASSES
-    from reseg.evaluation.evaluate import DEVICE_BOUNDARIES, boundary_rows
+    from reseg.evaluation.evaluate import boundary_rows, device_boundaries
     from reseg.io import read_volume, write_boundaries
     from reseg.io._boundaries import BOUNDARY_EXTENSIONS
     from reseg.review.session import SESSION_SUFFIX, load_session
@@ -370,11 +370,10 @@ def _export_boundaries(args: argparse.Namespace) -> int:
         print(f"{output}: {len(OCT_BOUNDARIES)} boundaries of {len(statuses)} B-scan(s), {reviewed} reviewed")
         return 0
     volume = read_volume(source)
-    device = volume.metadata.get("boundaries", {})
-    names = [ours for theirs, ours in DEVICE_BOUNDARIES.items() if theirs in device]
-    if not names:
+    device = device_boundaries(volume)
+    if not device:
         raise InputError(source, "is neither a review session nor a scan with device layer boundaries")
-    heights = np.stack([device[theirs] for theirs in DEVICE_BOUNDARIES if theirs in device])
+    names, heights = list(device), np.stack(list(device.values()))
     axial = volume.spacing[1] if volume.pixel_spacing is not None else None
     write_boundaries(
         output,

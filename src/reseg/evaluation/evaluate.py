@@ -263,6 +263,12 @@ def misplaced_organs(scans: list[Scan], predictions: list[np.ndarray], names: li
     return report
 
 
+def device_boundaries(volume: Volume) -> dict[str, np.ndarray]:
+    """The (Z, W) boundary heights an OCT device stored in the file, under our boundary names (may be empty)."""
+    device = volume.metadata.get("boundaries", {})
+    return {ours: device[theirs] for theirs, ours in DEVICE_BOUNDARIES.items() if theirs in device}
+
+
 def evaluate_device_boundaries(
     model: LoadedModel, volume: Volume, batch_size: int = 4, raw: bool = False
 ) -> Evaluation:
@@ -270,8 +276,7 @@ def evaluate_device_boundaries(
     device stored in the file; reported under our boundary names."""
     from reseg.inference.segmentation import segment
 
-    device = volume.metadata.get("boundaries", {})
-    known = {ours: device[theirs] for theirs, ours in DEVICE_BOUNDARIES.items() if theirs in device}
+    known = device_boundaries(volume)
     if not known:
         raise InputError(volume.source, f"holds no device boundaries ({', '.join(DEVICE_BOUNDARIES)}) to score against")
     labels = segment(
