@@ -190,3 +190,27 @@ def find_derived(layers: Iterable[object], scan_key: str, kind: str) -> Image | 
         ),
         None,
     )
+
+
+def labels_identity(record: LabelsRecord) -> str:
+    """A labels layer's stable identity: its scan and classes (layer objects differ on every lookup)."""
+    return f"{record.scan_key}|{','.join(c.name for c in record.classes)}"
+
+
+def reviewable_labels(layer: object) -> LabelsRecord | None:
+    """The record of a labels layer a grader reviews and corrects: a model's output or a session's labels,
+    not a reference copy."""
+    record = labels_record(layer) if isinstance(layer, Labels) else None
+    return record if record is not None and record.reviewable and not record.reference else None
+
+
+def find_labels(layers: Iterable[object], identity: str | None) -> Labels | None:
+    """The reviewable labels layer with this identity (`labels_identity`), looked up afresh."""
+    return next(
+        (
+            layer
+            for layer in layers
+            if (record := reviewable_labels(layer)) is not None and labels_identity(record) == identity
+        ),
+        None,
+    )

@@ -35,7 +35,16 @@ from reseg.errors import ExportClash, ResegError
 from reseg.review.state import SliceStatus
 
 from ._display import LayerTransform
-from ._layer_state import LabelsRecord, ScanRecord, find_scan, labels_record, pixel_free
+from ._layer_state import (
+    LabelsRecord,
+    ScanRecord,
+    find_labels,
+    find_scan,
+    labels_identity,
+    labels_record,
+    pixel_free,
+    reviewable_labels,
+)
 from ._layers import labels_layer_kwargs
 from ._lifecycle import BackgroundTask, Connections, when_closed
 from ._paint_events import touched_slices
@@ -58,16 +67,6 @@ STATUS_COLOURS = {
 }
 KEYS = {"reviewed": "Shift-R", "skip": "Shift-S", "previous": "Shift-B", "next": "Shift-N", "doubtful": "Shift-L"}
 EXPORT_FORMATS = ("reseg training set", "nnU-Net v2 raw")
-
-
-def _identity(record: LabelsRecord) -> str:
-    """A labels layer's stable identity: its scan and classes (layer objects differ on every lookup)."""
-    return f"{record.scan_key}|{','.join(c.name for c in record.classes)}"
-
-
-def _reviewable(layer: object) -> LabelsRecord | None:
-    record = labels_record(layer) if isinstance(layer, Labels) else None
-    return record if record is not None and record.reviewable and not record.reference else None
 
 
 def _export(
@@ -207,14 +206,7 @@ class ReviewWidget(Panel):
 
     def _layer(self, identity: str | None = None) -> Labels | None:
         identity = identity or self.identity
-        return next(
-            (
-                layer
-                for layer in self.viewer.layers
-                if (record := _reviewable(layer)) is not None and _identity(record) == identity
-            ),
-            None,
-        )
+        return find_labels(self.viewer.layers, identity)
 
     @property
     def labels(self) -> Labels | None:
@@ -224,32 +216,32 @@ class ReviewWidget(Panel):
     def _fill_labels(self) -> None:
         self.labels_combo.clear()
         for layer in self.viewer.layers:
-            record = _reviewable(layer)
+            record = reviewable_labels(layer)
             if record is not None:
-                self.labels_combo.addItem(layer.name, _identity(record))
+                self.labels_combo.addItem(layer.name, labels_identity(record))
         self.labels_combo.setCurrentIndex(max(self.labels_combo.findData(self.identity), 0))
 
     def _follow_selection(self) -> None:
-        record = _reviewable(self.viewer.layers.selection.active)
-        if record is not None and _identity(record) != self.identity:
-            self._attach_identity(_identity(record))
+        record = reviewable_labels(self.viewer.layers.selection.active)
+        if record is not None and labels_identity(record) != self.identity:
+            self._attach_identity(labels_identity(record))
 
     def _on_labels_metadata(self, event: Any) -> None:
         """A labels layer's record changed (a run finished, a session started): review it if it is the one
         selected or nothing is under review; refresh if it is the one under review."""
         self._fill_labels()
-        record = _reviewable(event.source)
+        record = reviewable_labels(event.source)
         if record is None:
             return
-        identity = _identity(record)
+        identity = labels_identity(record)
         if identity == self.identity:
             if self.controller is not None and record.session is not self.controller.session:
                 self._attach_identity(identity)
             else:
                 self.refresh()
             return
-        active = _reviewable(self.viewer.layers.selection.active)
-        if self.identity is None or (active is not None and _identity(active) == identity):
+        active = reviewable_labels(self.viewer.layers.selection.active)
+        if self.identity is None or (active is not None and labels_identity(active) == identity):
             self._attach_identity(identity)
 
     def _attach_identity(self, identity: str | None) -> None:
@@ -274,7 +266,7 @@ class ReviewWidget(Panel):
         self.controller = ReviewController.for_record(
             record, labels.data, self.reviewer_edit.text().strip(), settings.session_dir
         )
-        self.identity = _identity(record)
+        self.identity = labels_identity(record)
         self.save_when_gone.controller = self.controller
         if not self.reviewer_edit.text().strip():
             self.reviewer_edit.setText(self.controller.session.review.reviewer)
