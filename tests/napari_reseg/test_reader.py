@@ -144,6 +144,14 @@ def test_real_spectralis_vol_opens_with_oct_aspect(viewer, shared_data, name):
     assert layer.scale[-2] == pytest.approx(3 * axial)  # shown stretched in depth by default
 
 
+@pytest.mark.parametrize(("name", "shape"), [("e2e_minimized.E2E", (496, 512)), ("fda_minimized.fda", (650, 512))])
+def test_real_vendor_oct_files_open_as_an_oct_image(viewer, shared_data, name, shape):
+    [layer] = _open(viewer, shared_data("vendor_oct", name))
+    assert layer.data.shape[-2:] == shape and layer.data.dtype == np.uint8
+    assert layer.metadata["reseg"].modality == "OCT"
+    assert layer.metadata["reseg"].source.name == name
+
+
 def test_real_duke_bscan_and_folder_open(viewer, shared_data):
     [bscan] = _open(viewer, shared_data("duke_dme", "images", "subject01_bscan05.png"))
     assert bscan.data.shape == (496, 768) and bscan.data.dtype == np.uint8

@@ -8,10 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from reseg.errors import InputError
+from reseg.io._cirrus import read_cirrus_img
 from reseg.io._common import extension, natural_key, to_volume
 from reseg.io._dicom import is_dicom_file, read_dicom
+from reseg.io._e2e import read_heyex_e2e
 from reseg.io._formats import NIFTI_EXTENSIONS, PIL_EXTENSIONS, TIFF_EXTENSIONS, read_nifti, read_pil, read_tiff
 from reseg.io._heyex import read_heyex_vol
+from reseg.io._heyex_xml import read_heyex_xml
+from reseg.io._topcon import read_topcon
 from reseg.io._volume import Volume, normalize_modality
 
 _SLICE_EXTENSIONS = PIL_EXTENSIONS | TIFF_EXTENSIONS
@@ -20,6 +24,11 @@ _READERS: dict[str, Callable[[Path], Volume]] = {
     **dict.fromkeys(TIFF_EXTENSIONS, read_tiff),
     **dict.fromkeys(NIFTI_EXTENSIONS, read_nifti),
     ".vol": read_heyex_vol,
+    ".e2e": read_heyex_e2e,
+    ".xml": read_heyex_xml,
+    ".fda": read_topcon,
+    ".fds": read_topcon,
+    ".img": read_cirrus_img,
     ".dcm": read_dicom,
 }
 
@@ -39,13 +48,14 @@ def is_supported(path: str | Path) -> bool:
 
 
 def read_volume(path: str | Path, modality: str | None = None) -> Volume:
-    """Read an image, a TIFF stack, a NIfTI volume, a DICOM series, a Spectralis .vol or a folder of slices.
+    """Read an image, a TIFF stack, a NIfTI volume, a DICOM series, a vendor OCT file (Spectralis .vol,
+    Heidelberg .e2e, a Heyex XML export's .xml, Topcon .fda / .fds, Zeiss Cirrus .img) or a folder of slices.
 
     Keeps dtype and geometry; NIfTI and DICOM volumes come in nibabel's closest canonical (RAS+) orientation.
     A folder holding DICOM files is read as one DICOM series, otherwise as PNG/TIFF slices in natural name order.
-    `modality` overrides the file's (DICOM Modality tag, .vol is OCT) or the guess (CT when intensities look like
-    Hounsfield units, otherwise "unknown"). Raises InputError naming the file for anything that cannot be
-    segmented as it is.
+    `modality` overrides the file's (DICOM Modality tag; vendor OCT files are OCT) or the guess (CT when
+    intensities look like Hounsfield units, otherwise "unknown"). Raises InputError naming the file for anything
+    that cannot be segmented as it is.
     """
     chosen = normalize_modality(modality) if modality is not None else None
     source = Path(path)

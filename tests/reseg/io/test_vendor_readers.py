@@ -1,0 +1,225 @@
+"""Vendor OCT readers (.e2e, Heyex XML, Topcon .fda / .fds, Cirrus .img) on the real cut-down files in
+../shared/data/vendor_oct and on small exports written here by the formats' documented layouts."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from reseg.errors import InputError
+from reseg.io import is_supported, read_volume
+
+
+@pytest.fixture
+def vendor(shared_data):
+    return lambda name: shared_data("vendor_oct", name)
+
+
+def test_e2e_holds_one_spectralis_bscan_its_laterality_and_a_2_x_3_fundus(vendor) -> None:
+    volume = read_volume(vendor("e2e_minimized.E2E"))
+    assert volume.data.shape == (1, 496, 512) and volume.data.dtype == np.uint8
+    assert volume.modality == "OCT" and volume.metadata["format"] == "heyex-e2e"
+    assert volume.metadata["laterality"] == "OS"
+    assert volume.metadata["fundus"].shape == (2, 3)
+    # The cut-down export dropped every B-scan record, so the file states no pixel size: none is made up.
+    assert volume.metadata["spacing_known"] == (False, False, False)
+    assert "boundaries" not in volume.metadata and "bscan_positions" not in volume.metadata
+    bscan = volume.data[0].astype(float)
+    rows = bscan.mean(axis=1)
+    assert rows[:100].mean() < 20 < rows[170:260].mean()  # dark vitreous above, bright retina across the middle
+    assert bscan[170:260].mean(axis=0).min() > bscan[:100].mean()  # the retina runs across every A-scan: horizontal
+
+
+def test_fda_holds_one_650_deep_bscan_with_spacing_from_its_header(vendor) -> None:
+    volume = read_volume(vendor("fda_minimized.fda"))
+    assert volume.data.shape == (1, 650, 512)
+    assert volume.metadata["format"] == "topcon-fda" and volume.metadata["laterality"] == "OS"
+    assert volume.metadata["spacing_known"] == (False, True, True)  # one B-scan: no distance between B-scans
+    assert volume.spacing[1:] == pytest.approx((0.0035, 6.0 / 512))  # @PARAM_SCAN_04: 3.5 um axial, 6 mm wide
+    assert volume.metadata["fundus"].shape == (3, 2)  # 2 wide, 3 high
+    depth_profile = volume.data[0].mean(axis=1)
+    assert 200 < int(depth_profile.argmax()) < 400  # the retina lies mid-depth, the top rows are vitreous
+    assert depth_profile[:100].mean() < depth_profile[250:350].mean() / 3
+
+
+def test_fda_contours_of_the_uncut_scan_are_left_out_and_say_why(vendor) -> None:
+    """The cut-down file kept the original 128-B-scan contours beside its single B-scan: they cannot be placed."""
+    volume = read_volume(vendor("fda_minimized.fda"))
+    assert "boundaries" not in volume.metadata
+    assert "RETINA_1 covers 128 x 512" in volume.metadata["boundaries_left_out"]
+
+
+def test_fda_contours_that_match_the_bscans_become_device_boundaries(vendor, tmp_path: Path) -> None:
+    """The real file's @CONTOUR_INFO, reduced to the row that lies on its B-scan, gives the ILM on the image."""
+    data = vendor("fda_minimized.fda").read_bytes()
+    out, position = bytearray(data[:15]), 15
+    while data[position]:
+        name_end = position + 1 + data[position]
+        (size,) = struct.unpack_from("<I", data, name_end)
+        body = data[name_end + 4 : name_end + 4 + size]
+        if data[position + 1 : name_end] == b"@CONTOUR_INFO":
+            width, height, _ = struct.unpack_from("<III", body, 22)
+            row = np.frombuffer(body, "<u2", width * height, 34).reshape(height, width)[0]  # nearest the B-scan
+            body = body[:26] + struct.pack("<II", 1, width * 2) + row.tobytes()
+        out += data[position:name_end] + struct.pack("<I", len(body)) + body
+        position = name_end + 4 + size
+    out += b"\x00"
+    (tmp_path / "one.fda").write_bytes(bytes(out))
+    volume = read_volume(tmp_path / "one.fda")
+    ilm, bm = volume.metadata["boundaries"]["ILM"][0], volume.metadata["boundaries"]["BM"][0]
+    assert set(volume.metadata["boundaries"]) == {"ILM", "RETINA_2", "RETINA_3", "BM"}
+    assert (bm > ilm).all()  # BM below the ILM at every A-scan
+    image = volume.data[0].astype(float)
+    above = np.array([image[max(int(r) - 25, 0) : int(r) - 5, x].mean() for x, r in enumerate(ilm)])
+    below = np.array([image[int(r) + 5 : int(r) + 25, x].mean() for x, r in enumerate(ilm)])
+    assert np.mean(below > above + 20) > 0.95  # the device's ILM is the vitreous-retina edge of this image
+
+
+def test_fds_stub_reads_as_its_4_x_3_x_2_voxels(vendor) -> None:
+    volume = read_volume(vendor("fds_minimized.fds"))
+    assert volume.data.shape == (4, 3, 2) and volume.metadata["dtype"] == "uint16"
+    assert volume.metadata["format"] == "topcon-fds"
+    assert volume.spacing == pytest.approx((6.0 / 4, 0.0035, 6.0 / 2))
+    assert volume.data.min() == 0 and volume.data.max() == 255  # 16-bit samples stretched to display grey
+
+
+@pytest.mark.parametrize("name", ["e2e_minimized.E2E", "fda_minimized.fda", "fds_minimized.fds"])
+@pytest.mark.parametrize("keep", [0.02, 0.5, 0.97])
+def test_cut_vendor_files_are_named_in_one_clear_error(vendor, tmp_path: Path, name: str, keep: float) -> None:
+    data = vendor(name).read_bytes()
+    cut = tmp_path / name
+    cut.write_bytes(data[: int(len(data) * keep)])
+    with pytest.raises(InputError, match=r"cut short|damaged|holds no") as error:
+        read_volume(cut)
+    assert str(cut) in str(error.value)
+
+
+@pytest.mark.parametrize("name", ["e2e_minimized.E2E", "fda_minimized.fda"])
+def test_vendor_file_with_a_wrong_start_says_what_it_is_not(vendor, tmp_path: Path, name: str) -> None:
+    data = bytearray(vendor(name).read_bytes())
+    data[:4] = b"JUNK"
+    bad = tmp_path / name
+    bad.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="is not a") as error:
+        read_volume(bad)
+    assert str(bad) in str(error.value)
+
+
+def test_fda_bscan_with_damaged_jpeg2000_is_named(vendor, tmp_path: Path) -> None:
+    data = bytearray(vendor("fda_minimized.fda").read_bytes())
+    start = data.index(b"@IMG_JPEG") + len(b"@IMG_JPEG") + 4 + 25 + 4
+    data[start + 100 : start + 4000] = bytes(3900)
+    bad = tmp_path / "bad.fda"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="B-scan 0") as error:
+        read_volume(bad)
+    assert str(bad) in str(error.value)
+
+
+def _cirrus_name(ascans: int, bscans: int) -> str:
+    return f"P1_Macular Cube {ascans}x{bscans}_7-25-2012_15-40-1_OD_sn1_cube_raw.img"
+
+
+def test_cirrus_cube_comes_the_right_way_up_with_the_cube_spacing(tmp_path: Path) -> None:
+    ascans, bscans = 16, 3
+    stored = np.zeros((bscans, 1024, ascans), np.uint8)
+    stored[:, 100:110, :] = 200  # stored bottom-up: a band 100 samples above the bottom
+    stored[:, :, 0] = 50  # and mirrored: the first stored A-scan is the right-most
+    path = tmp_path / _cirrus_name(ascans, bscans)
+    stored.tofile(path)
+    assert is_supported(path)
+    volume = read_volume(path)
+    assert volume.data.shape == (bscans, 1024, ascans)
+    assert (volume.data[:, 1024 - 110 : 1024 - 100, :-1] == 200).all()
+    assert (volume.data[:, :50, -1] == 50).all()
+    assert volume.spacing == pytest.approx((6.0 / bscans, 2.0 / 1024, 6.0 / ascans))
+    assert volume.metadata["laterality"] == "OD" and volume.metadata["scan_pattern"] == "volume"
+
+
+def test_cirrus_file_whose_size_or_name_does_not_give_the_cube_is_refused(tmp_path: Path) -> None:
+    short = tmp_path / _cirrus_name(16, 3)
+    short.write_bytes(bytes(16 * 3 * 1024 - 1))
+    with pytest.raises(InputError, match="cut short or its name") as error:
+        read_volume(short)
+    assert str(short) in str(error.value)
+    unnamed = tmp_path / "scan.img"
+    unnamed.write_bytes(bytes(1024))
+    with pytest.raises(InputError, match="name does not give the scan size") as error:
+        read_volume(unnamed)
+    assert str(unnamed) in str(error.value)
+
+
+def _heyex_xml_export(folder: Path, bscans: np.ndarray, slo: np.ndarray, ilm: np.ndarray) -> Path:
+    """A Heyex XML export as the format describes it: Patient/Study/Series/Image elements, each with its
+    ImageType, OphthalmicAcquisitionContext (size, scale in mm, start / end on the SLO) and ExamURL."""
+    Image.fromarray(slo).save(folder / "slo.png")
+    images = [
+        "<Image><ImageNumber>0</ImageNumber><ImageType><Type>LOCALIZER</Type></ImageType>"
+        f"<OphthalmicAcquisitionContext><Width>{slo.shape[1]}</Width><Height>{slo.shape[0]}</Height>"
+        "<ScaleX>0.0115</ScaleX><ScaleY>0.0116</ScaleY><Angle>30</Angle><Focus>0.5</Focus>"
+        "</OphthalmicAcquisitionContext><ImageData><ExamURL>C:\\export\\slo.png</ExamURL></ImageData></Image>"
+    ]
+    for index, bscan in enumerate(bscans):
+        Image.fromarray(bscan).save(folder / f"b{index}.png")
+        y = 1.0 + 0.25 * index
+        seg = " ".join(f"{v:g}" for v in ilm[index])
+        images.append(
+            f"<Image><ImageNumber>{index + 1}</ImageNumber><ImageType><Type>OCT</Type></ImageType>"
+            f"<OphthalmicAcquisitionContext><Width>{bscan.shape[1]}</Width><Height>{bscan.shape[0]}</Height>"
+            "<ScaleX>0.0113</ScaleX><ScaleY>0.0039</ScaleY><ImageQuality>30</ImageQuality>"
+            f"<Start><Coord><X>1.0</X><Y>{y}</Y></Coord></Start><End><Coord><X>4.0</X><Y>{y}</Y></Coord></End>"
+            f"</OphthalmicAcquisitionContext><ImageData><ExamURL>C:\\export\\b{index}.png</ExamURL></ImageData>"
+            f"<Segmentation><NumSegmentations>1</NumSegmentations><SegLine><Name>ILM</Name><Array>{seg}</Array>"
+            "</SegLine></Segmentation></Image>"
+        )
+    xml = (
+        '<?xml version="1.0" encoding="UTF-8"?><HEDX><BODY><SWVersion><Version>6.0</Version></SWVersion>'
+        "<Patient><ID>1</ID><PatientID>P1</PatientID><Study><Series><ID>7</ID><Laterality>L</Laterality>"
+        + "".join(images)
+        + "</Series></Study></Patient></BODY></HEDX>"
+    )
+    path = folder / "export.xml"
+    path.write_text(xml, encoding="utf-8")
+    return path
+
+
+def test_heyex_xml_export_gives_bscans_spacing_positions_and_device_ilm(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    bscans = rng.integers(0, 255, (3, 40, 60), dtype=np.uint8)
+    ilm = np.tile(np.linspace(10, 14, 60), (3, 1))
+    ilm[1, 5] = 3.0e38  # the device found no ILM in this A-scan
+    path = _heyex_xml_export(tmp_path, bscans, rng.integers(0, 255, (30, 30), dtype=np.uint8), ilm)
+    volume = read_volume(path)
+    np.testing.assert_array_equal(volume.data, bscans)
+    assert volume.metadata["format"] == "heyex-xml" and volume.metadata["laterality"] == "OS"
+    assert volume.spacing == pytest.approx((0.25, 0.0039, 0.0113))
+    assert volume.metadata["spacing_known"] == (True, True, True)
+    np.testing.assert_allclose(volume.metadata["bscan_positions"][2], (1.0, 1.5, 4.0, 1.5))
+    assert volume.metadata["fundus"].shape == (30, 30)
+    assert volume.metadata["fundus_spacing"] == pytest.approx((0.0116, 0.0115))
+    heights = volume.metadata["boundaries"]["ILM"]
+    assert np.isnan(heights[1, 5]) and np.isfinite(heights).sum() == heights.size - 1
+    np.testing.assert_allclose(heights[0], ilm[0], rtol=1e-5)
+
+
+def test_heyex_xml_export_missing_its_images_names_them(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    path = _heyex_xml_export(
+        tmp_path, rng.integers(0, 255, (2, 20, 30), dtype=np.uint8), np.zeros((10, 10), np.uint8), np.ones((2, 30))
+    )
+    (tmp_path / "b1.png").unlink()
+    with pytest.raises(InputError, match=r"b1\.png") as error:
+        read_volume(path)
+    assert str(path) in str(error.value)
+
+
+def test_broken_heyex_xml_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "export.xml"
+    path.write_text("<HEDX><BODY><Patient>", encoding="utf-8")
+    with pytest.raises(InputError) as error:
+        read_volume(path)
+    assert str(path) in str(error.value)
