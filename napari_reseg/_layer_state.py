@@ -16,10 +16,10 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import numpy as np
-from napari.layers import Image, Labels
+from napari.layers import Image, Labels, Layer
 
 from reseg.classes import SegmentationClass
 
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from reseg.zoo.cards import ModelCard
 
 METADATA_KEY = "reseg"
+T = TypeVar("T")
 # Intensities below this occur only in Hounsfield units (the engine's rule, reseg.io), so the layer is CT.
 _HU_MIN = -500
 
@@ -129,7 +130,7 @@ def labels_record(layer: Labels) -> LabelsRecord | None:
     return record if isinstance(record, LabelsRecord) else None
 
 
-def set_record(layer: Image | Labels, record: ScanRecord | LabelsRecord) -> None:
+def set_record(layer: Layer, record: ScanRecord | LabelsRecord | DerivedImageRecord) -> None:
     """Store the record by assigning the metadata, so napari announces it (`layer.events.metadata`): a widget
     following a layer learns that a run finished or a session started."""
     layer.metadata = {**layer.metadata, METADATA_KEY: record}
@@ -147,7 +148,8 @@ def is_scan(layer: object) -> bool:
 
 @dataclass(frozen=True)
 class DerivedImageRecord:
-    """An image this plugin computed from a scan (the model's confidence): shown, never segmented."""
+    """A layer this plugin computed from a scan (the model's confidence, the boundary lines): shown, never
+    segmented."""
 
     scan_key: str
     kind: str
@@ -181,12 +183,18 @@ def find_run_target(layers: Iterable[object], scan_key: str, classes: Iterable[S
     return None
 
 
-def find_derived(layers: Iterable[object], scan_key: str, kind: str) -> Image | None:
+@overload
+def find_derived(layers: Iterable[object], scan_key: str, kind: str) -> Image | None: ...
+@overload
+def find_derived(layers: Iterable[object], scan_key: str, kind: str, layer_type: type[T]) -> T | None: ...
+def find_derived(layers: Iterable[object], scan_key: str, kind: str, layer_type: type = Image) -> Any:
+    """The layer of `layer_type` this plugin derived from the scan as `kind` (a confidence map, boundary lines)."""
+    wanted = DerivedImageRecord(scan_key, kind)
     return next(
         (
             layer
             for layer in layers
-            if isinstance(layer, Image) and layer.metadata.get(METADATA_KEY) == DerivedImageRecord(scan_key, kind)
+            if isinstance(layer, layer_type) and getattr(layer, "metadata", {}).get(METADATA_KEY) == wanted
         ),
         None,
     )

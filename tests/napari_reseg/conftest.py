@@ -109,6 +109,15 @@ def small_oct(viewer, oct_file):
     return layer, phantom
 
 
+@pytest.fixture
+def segmented(viewer, segment, small_oct, click, wait_for):
+    """The scan opened from its file and segmented with the model the widget preselected."""
+    image, _ = small_oct
+    click(segment.run_button)
+    wait_for(segment)
+    return image, viewer.layers[f"{image.name} labels"]
+
+
 @pytest.fixture(autouse=True)
 def reseg_settings(tmp_path, monkeypatch):
     """napari's plugin settings of napari-reseg (Preferences > napari-reseg), kept in the test's folder, with

@@ -13,15 +13,6 @@ from qtpy.QtWidgets import QFileDialog
 
 
 @pytest.fixture
-def segmented(viewer, segment, small_oct, click, wait_for):
-    """The scan opened from its file and segmented with the model the widget preselected."""
-    image, _ = small_oct
-    click(segment.run_button)
-    wait_for(segment)
-    return image, viewer.layers[f"{image.name} labels"]
-
-
-@pytest.fixture
 def review(dock):
     return dock("Review")
 

@@ -174,6 +174,20 @@ def iter_segment(
         yield Progress(done=done, total=len(order), slices=tuple(order), batch_size=batch_size)
 
 
+def slice_probabilities(
+    model: LoadedModel, image: np.ndarray, pixel_spacing: Sequence[float] | None = None
+) -> np.ndarray:
+    """The model's class probabilities (N, C, H, W) float32 for (N, H, W) or one (H, W) slice, at the slices'
+    size, with the card's test-time augmentation: what the boundary editor's snap routes through."""
+    stack = as_stack(image)
+    _check_model_grid(model, stack.shape[1:], pixel_spacing)
+    model.network.eval()
+    with torch.inference_mode():
+        probabilities = _predict_batch(model, stack, False, pixel_spacing, want_probabilities=True).probabilities
+    assert probabilities is not None  # asked for
+    return probabilities.astype(np.float32, copy=False)
+
+
 def segment(
     model: LoadedModel,
     image: np.ndarray,
