@@ -44,6 +44,7 @@ from ._layer_state import (
     labels_record,
     pixel_free,
     reviewable_labels,
+    set_record,
 )
 from ._layers import labels_layer_kwargs
 from ._lifecycle import BackgroundTask, Connections, when_closed
@@ -302,6 +303,9 @@ class ReviewWidget(Panel):
         index = self.current_slice()
         following = self.controller.mark(index, status, self.reviewer_edit.text().strip())
         self.refresh()
+        labels = self.labels
+        if labels is not None and (record := labels_record(labels)) is not None:
+            set_record(labels, record)  # announces the marks (`layer.events.metadata`): the Fundus dock shows them
         self.autosave()
         self.go_to(following)
 
