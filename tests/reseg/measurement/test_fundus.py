@@ -103,3 +103,21 @@ def test_what_a_view_cannot_show_is_said():
         fundus_view({**volume.metadata, "bscan_positions": np.zeros((2, 4))}, 3, "scan.vol")
     with pytest.raises(InputError, match=r"scan\.vol: holds a fundus image of shape \(3, 4, 5\)"):
         fundus_view({**volume.metadata, "fundus": np.zeros((3, 4, 5))}, 3, "scan.vol")
+
+
+def test_radial_scans_are_lines_through_the_centre_and_a_click_picks_the_one_under_it():
+    angles = np.arange(6) * np.pi / 6  # six 6 mm lines, 30 degrees apart, centred at (4, 4) mm
+    half = 3.0 * np.column_stack([np.cos(angles), np.sin(angles)])
+    positions = np.column_stack([4.0 - half, 4.0 + half])
+    metadata = {
+        "fundus": np.zeros((400, 400), np.uint8),
+        "fundus_spacing": (0.02, 0.02),
+        "bscan_positions": positions,
+        "scan_pattern": "radial",
+    }
+    view = fundus_view(metadata, 6, "radial.vol")
+    assert view is not None and not view.circle and len(view.paths) == 6
+    assert all(np.allclose(path.mean(axis=0), (200.0, 200.0)) for path in view.paths)  # all through the centre
+    near_end_of_2 = (200.0, 200.0) + 140.0 * np.array([np.cos(angles[2]), np.sin(angles[2])]) + (2.0, -1.0)
+    assert nearest_bscan(view.paths, tuple(near_end_of_2), within=6) == 2
+    assert nearest_bscan(view.paths, (200.0, 200.0), within=6) == 0  # where they cross, the first wins
