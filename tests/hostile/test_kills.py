@@ -74,14 +74,17 @@ def _assert_whole(folder: Path) -> int:
         return 0
     manifest = json.loads((folder / "dataset.json").read_text())
     listed = {item[key] for item in manifest["items"] for key in ("image", "label")}
+    boundaries = {item["boundaries"] for item in manifest["items"]}  # OCT sessions: one file per B-scan
     on_disk = {
         str(p.relative_to(folder))
         for p in folder.rglob("*")
         if p.is_file() and not str(p.relative_to(folder)).startswith(".")
     } - {"dataset.json"}
-    assert on_disk == listed
+    assert on_disk == listed | boundaries
     for name in listed:
         assert read_volume(folder / name).data.shape[1:] == (160, 192)
+    for name in boundaries:
+        assert json.loads((folder / name).read_text())["shape"] == [1, 192]
     return len(manifest["items"])
 
 

@@ -72,7 +72,7 @@ def _check_items(items: Any, field: str, folder: Path) -> None:
         raise FieldProblem(field, "must be a list of items")
     for i, item in enumerate(items):
         item = require_mapping(item, f"{field}[{i}]")
-        for key in ("image", "label"):
+        for key in ("image", "label", *(("boundaries",) if "boundaries" in item else ())):  # boundaries: OCT only
             where = f"{field}[{i}].{key}"
             item_path(folder, require_text(item, key, where=where), where)
         if "slice" in item:

@@ -12,16 +12,33 @@ Our format (`reseg train` reads it): `images/<scan stem>_s<slice:04d>.tif` and t
 "model": {"name", "weights_sha256"}, "edit_statistics"}]}. Items with the same "scan" are one scan for
 train/validation splits.
 
+OCT layer sessions (the classes of `reseg.classes.OCT_CLASSES`) also get, per exported B-scan,
+`boundaries/<scan stem>_s<slice:04d>.json`, named by the item's "boundaries": the 8 boundaries
+(`OCT_BOUNDARIES`) of each A-scan as the row from the top of the first pixel below them, derived from the
+exported labels by `reseg.evaluation.evaluate.boundary_rows` (null where an A-scan has none), in the JSON of
+`reseg export --format boundaries` with shape [1, W] (`reseg.io.write_boundaries`): "boundaries", "shape",
+"axial_spacing_mm", "source", "source_sha256", "slice", "image", "label" (the item's files), "model",
+"review_status": [status], "heights": {name: [[W rows]]}. One small file per B-scan, beside its image and
+labels, so a layer-regression trainer reads the item's image and target heights without the label map, and a
+re-export replaces one B-scan's file like its image. An unreviewed slice (exported only on request, labels
+all ignore) gets its file too, every height null and its status "unreviewed": the heights are always those of
+the exported labels, so a trainer masks them as the segmentation loss masks ignore pixels, and the model's
+unchecked boundaries never pass for a target. CT sessions have no boundaries. Manifests without the key
+(older exports, CT) stay valid; readers take only "image" and "label", so the version stays 1.
+
 nnU-Net v2 (documentation/dataset_format.md): `DatasetNNN_Name/imagesTr/<case>_0000.nii.gz` and
 `labelsTr/<case>.nii.gz`, one case per slice, written as 2-D NIfTI with the in-plane spacing (nnU-Net reads
 2-D files natively with SimpleITKIO, named in dataset.json because NibabelIO takes only 3-D files), and
 dataset.json with channel_names, labels (class name -> index, "ignore" -> number of classes, since nnU-Net
 wants the ignore label to be the highest), numTraining, file_ending; our item list is kept under "reseg".
+OCT boundaries go to `DatasetNNN_Name/boundaries/<case>.json` as above, outside imagesTr/labelsTr, which are
+all nnU-Net reads, so one export serves a segmentation and a layer-regression trainer.
 
 Both: exporting the same scan again adds new slices and replaces re-exported ones (key: scan sha256 + slice
 index), never duplicates. A folder that is not such an export, a different export (other classes or
 modality), or a file name taken by another scan is refused unless `overwrite=True`; with it the export
-replaces what it clashes with, and the image/label folders end up holding exactly what dataset.json lists.
+replaces what it clashes with, and the image/label/boundaries folders end up holding exactly what
+dataset.json lists.
 All files of an export land together or not at all (`reseg.io._staged`): an export killed or stopped by a
 full disk leaves the folder as it was, or, killed after every file was complete, is finished by the next
 export there. Every path written is inside the folder, whatever an existing dataset.json lists.
@@ -38,10 +55,11 @@ from typing import Any
 
 import numpy as np
 
-from reseg.classes import IGNORE_INDEX
+from reseg.classes import IGNORE_INDEX, OCT_BOUNDARIES, OCT_CLASSES
 from reseg.data.manifest import DATASET_FILE, DATASET_FORMAT, read_manifest
 from reseg.errors import ExportClash, InputError, OutputError, ResegError
-from reseg.io import Volume, extension, read_volume, write_image, write_labels
+from reseg.evaluation.evaluate import boundary_rows
+from reseg.io import Volume, extension, read_volume, write_boundaries, write_image, write_labels
 from reseg.io._atomic import output_error
 from reseg.io._staged import StagedFolder, recover
 from reseg.review.edits import slice_edit_statistics
@@ -51,6 +69,7 @@ from reseg.review.state import SliceStatus, now_iso
 NNUNET_FORMAT = "reseg-nnunet"
 NNUNET_READER = "SimpleITKIO"
 _DATASET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+BOUNDARY_FILE = "boundaries/{case}.json"  # every format's, for OCT layer sessions
 
 
 @dataclass
@@ -81,13 +100,16 @@ class _Layout:
     manifest: Callable[[dict[str, Any], list[dict[str, Any]]], dict[str, Any]]  # dataset.json after the export
     remap: Callable[[np.ndarray], np.ndarray]  # exported labels (ignore = IGNORE_INDEX) to the format's values
 
-    def names(self, stem: str, index: int) -> tuple[str, str]:
+    def names(self, stem: str, index: int, boundaries: bool) -> tuple[str, str, str | None]:
+        """A case's image, label and (for an OCT layer session, else None) boundaries file."""
         case = f"{stem}_s{index:04d}"
-        return self.image_file.format(case=case), self.label_file.format(case=case)
+        boundary_name = BOUNDARY_FILE.format(case=case) if boundaries else None
+        return self.image_file.format(case=case), self.label_file.format(case=case), boundary_name
 
     @property
-    def subfolders(self) -> tuple[str, str]:
-        return self.image_file.split("/")[0], self.label_file.split("/")[0]
+    def subfolders(self) -> tuple[str, str, str]:
+        """Every folder whose files an export owns, boundaries too: an overwrite by a CT export clears them."""
+        return self.image_file.split("/")[0], self.label_file.split("/")[0], BOUNDARY_FILE.split("/")[0]
 
 
 def export_training_set(
@@ -214,13 +236,14 @@ def _export(
     image = _scan_image(session, volume)
     previous = _previous_manifest(folder, layout.mismatch, overwrite)
     stem = _scan_stem(session.source)
+    boundaries = [c.name for c in session.classes] == [c.name for c in OCT_CLASSES]
     items, cases, added, updated = _plan(
         folder,
         layout.items_of(previous),
         session,
         include_unreviewed,
         overwrite,
-        lambda index: layout.names(stem, index),
+        lambda index: layout.names(stem, index, boundaries),
     )
     remove = _unlisted(folder, layout.subfolders, items) if overwrite else []
     _write_export(folder, image, session, cases, layout.manifest(previous, items), remove, layout.remap)
@@ -277,43 +300,49 @@ def _plan(
     session: Session,
     include_unreviewed: bool,
     overwrite: bool,
-    names: Callable[[int], tuple[str, str]],
+    names: Callable[[int], tuple[str, str, str | None]],
 ) -> tuple[list[dict[str, Any]], list[_Case], list[int], list[int]]:
     """Decide every file before writing any: the dataset's items after the export, the cases to write, and
     which slices are new or replace an earlier export of themselves. A clash raises before anything is written.
     """
     by_key = {(item.get("source_sha256"), item.get("slice")): item for item in existing}
-    by_file = {name: item for item in existing for name in (item["image"], item["label"])}
+    by_file = {name: item for item in existing for name in _files_of(item)}
     replaced: set[int] = set()
     cases, added, updated = [], [], []
     exported_at = now_iso()
     for index in _exported_slices(session, include_unreviewed):
+        image_name, label_name, boundary_name = names(index)
         previous = by_key.get((session.source_sha256, index))
         if previous is not None:  # the same slice of the same scan: replace it under its earlier names
             image_name, label_name = previous["image"], previous["label"]
+            boundary_name = previous.get("boundaries", boundary_name) if boundary_name else None
             replaced.add(id(previous))
             updated.append(index)
         else:
-            image_name, label_name = names(index)
-            for name in (image_name, label_name):
-                other = by_file.get(name)
-                if other is None:
-                    continue
-                if not overwrite:
-                    raise ExportClash(
-                        folder / name,
-                        f"already holds slice {other.get('slice')} of "
-                        f"{other.get('source', 'another scan')}; overwrite "
-                        "(--overwrite) to replace it",
-                    )
-                replaced.add(id(other))
             added.append(index)
+        for name in filter(None, (image_name, label_name, boundary_name)):
+            other = by_file.get(name)
+            if other is None or other is previous:
+                continue
+            if not overwrite:
+                raise ExportClash(
+                    folder / name,
+                    f"already holds slice {other.get('slice')} of "
+                    f"{other.get('source', 'another scan')}; overwrite "
+                    "(--overwrite) to replace it",
+                )
+            replaced.add(id(other))
         reviewed = session.review.slices[index].status is SliceStatus.REVIEWED
         labels = session.labels[index] if reviewed else np.full_like(session.labels[index], IGNORE_INDEX)
-        item = {"image": image_name, "label": label_name, **_provenance(session, index, exported_at)}
-        cases.append(_Case(index, item, labels))
+        files = {"image": image_name, "label": label_name} | ({"boundaries": boundary_name} if boundary_name else {})
+        cases.append(_Case(index, files | _provenance(session, index, exported_at), labels))
     items = [item for item in existing if id(item) not in replaced] + [case.item for case in cases]
     return sorted(items, key=lambda item: item["image"]), cases, added, updated
+
+
+def _files_of(item: dict[str, Any]) -> list[str]:
+    """The files a dataset.json item names: its image and label, and its boundaries where it has them."""
+    return [item["image"], item["label"], *([item["boundaries"]] if item.get("boundaries") else [])]
 
 
 def _exported_slices(session: Session, include_unreviewed: bool) -> list[int]:
@@ -383,6 +412,8 @@ def _write_export(
                 like = _slice_volume(image[case.index], session)
                 write_image(staged.path(case.item["image"]), like)
                 write_labels(staged.path(case.item["label"]), remap(case.labels)[None], like)
+                if "boundaries" in case.item:
+                    _write_case_boundaries(staged.path(case.item["boundaries"]), case, session)
             text = json.dumps(manifest, indent=2) + "\n"
             staged.path(DATASET_FILE).write_text(text, encoding="utf-8")
             staged.commit(remove)
@@ -392,9 +423,30 @@ def _write_export(
         raise output_error(folder, error) from error
 
 
+def _write_case_boundaries(path: Path, case: _Case, session: Session) -> None:
+    """The B-scan's boundary heights as exported: those of its exported labels, with status and provenance."""
+    item = case.item
+    write_boundaries(
+        path,
+        boundary_rows(case.labels),
+        OCT_BOUNDARIES,
+        session.spacing[1],
+        item["source"],
+        {
+            "source_sha256": item["source_sha256"],
+            "slice": item["slice"],
+            "image": item["image"],
+            "label": item["label"],
+            "model": item["model"]["name"],
+            "from": "the exported labels (the grader's; all ignore for an unreviewed slice)",
+        },
+        {"review_status": [item["status"]]},
+    )
+
+
 def _unlisted(folder: Path, subfolders: tuple[str, ...], items: list[dict[str, Any]]) -> list[str]:
-    """For an overwrite: the files of the image/label folders that dataset.json will no longer list."""
-    listed = {name for item in items for name in (item["image"], item["label"])}
+    """For an overwrite: the files of the export's folders that dataset.json will no longer list."""
+    listed = {name for item in items for name in _files_of(item)}
     return [
         f"{subfolder}/{file.name}"
         for subfolder in subfolders

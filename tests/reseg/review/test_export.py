@@ -10,11 +10,13 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from reseg.classes import IGNORE_INDEX, OCT_CLASSES
+from reseg.classes import CT_CLASSES, IGNORE_INDEX, OCT_BOUNDARIES, OCT_CLASSES
 from reseg.cli import main
+from reseg.data.ct_phantom import make_ct_phantom
 from reseg.data.dataset import load_training_set
 from reseg.data.phantom import make_oct_phantom
 from reseg.errors import InputError
+from reseg.evaluation.evaluate import boundary_rows, device_boundaries
 from reseg.io import Volume, read_volume, write_image
 from reseg.review.edits import slice_edit_statistics
 from reseg.review.export import export_nnunet, export_training_set
@@ -138,6 +140,129 @@ def test_an_existing_different_export_is_not_overwritten_without_asking(session,
     assert {item["source_sha256"] for item in _manifest(out)["items"]} == {namesake.source_sha256}
 
 
+def _listed_and_on_disk(folder: Path, items: list[dict]) -> tuple[set[str], set[str]]:
+    """The files dataset.json lists (images, labels, boundaries) and those the folder holds besides it."""
+    listed = {item[key] for item in items for key in ("image", "label", "boundaries") if key in item}
+    on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()} - {"dataset.json"}
+    return listed, on_disk
+
+
+def _heights(document: dict) -> np.ndarray:
+    """(8, 1, W) rows of a boundaries file, NaN where it says null."""
+    return np.array([document["heights"][name] for name in OCT_BOUNDARIES], dtype=float)  # None -> NaN
+
+
+def test_an_oct_export_writes_each_bscans_boundary_heights_with_its_status(session, tmp_path):
+    out = tmp_path / "export"
+    export_training_set(session, out, include_unreviewed=True)
+    items = _manifest(out)["items"]
+    assert [item["boundaries"] for item in items] == [f"boundaries/eye_s{i:04d}.json" for i in (0, 1, 2)]
+    truth = make_oct_phantom(**SHAPE, seed=1)  # slice 0 went out as predicted: the phantom's true labels
+    for item in items:
+        document = json.loads((out / item["boundaries"]).read_text())
+        assert document["boundaries"] == list(OCT_BOUNDARIES) and document["shape"] == [1, SHAPE["width"]]
+        assert document["review_status"] == [item["status"]] == [session.review.slices[item["slice"]].status.value]
+        assert document["axial_spacing_mm"] == pytest.approx(session.spacing[1])
+        assert {k: document[k] for k in ("slice", "source_sha256", "image", "label")} == {
+            k: item[k] for k in ("slice", "source_sha256", "image", "label")
+        }
+        exported_labels = read_volume(out / item["label"]).data[0]
+        np.testing.assert_array_equal(_heights(document), boundary_rows(exported_labels))
+    first = _heights(json.loads((out / items[0]["boundaries"]).read_text()))[:, 0]
+    assert np.abs(first - truth.surfaces[:, 0]).max() <= 0.5  # the phantom's true surfaces, to the pixel
+    unreviewed = json.loads((out / items[1]["boundaries"]).read_text())
+    assert unreviewed["review_status"] == ["unreviewed"] and np.isnan(_heights(unreviewed)).all()
+    listed, on_disk = _listed_and_on_disk(out, items)
+    assert listed == on_disk
+
+    load_training_set([out])  # the manifest with boundaries still loads; one without them too (older exports)
+    manifest = _manifest(out)
+    for item in manifest["items"]:
+        del item["boundaries"]
+    (out / "dataset.json").write_text(json.dumps(manifest))
+    assert load_training_set([out]).num_slices == 3
+
+
+def test_a_real_scans_accepted_device_boundaries_leave_at_their_heights(shared_data, tmp_path):
+    """A Spectralis line scan whose grader accepted the device's ILM and BM (labels drawn from them): the
+    exported heights are the device's, to the pixel row, null where the device has none, in the file's spacing."""
+    scan = shared_data("spectralis_vol", "Willis_B_716_0.vol")
+    volume = read_volume(scan)
+    device = device_boundaries(volume)
+    ilm, bm = np.ceil(device["ILM"][0]), np.ceil(device["BM"][0])
+    rows = np.arange(volume.data.shape[1])[:, None]
+    labels = np.where(rows >= np.nan_to_num(ilm, nan=np.inf), 1, 0) + np.where(
+        rows >= np.nan_to_num(bm, nan=np.inf), 7, 0
+    )
+    labels[:, np.isnan(ilm)] = 0  # no ILM: the grader left the A-scan vitreous
+    session = start_session(volume, labels[None], list(OCT_CLASSES), "device")
+    session.review.mark(0, "reviewed")
+    export_training_set(session, tmp_path / "export")
+    document = json.loads((tmp_path / "export" / "boundaries" / "Willis_B_716_0_s0000.json").read_text())
+    heights = _heights(document)[:, 0]
+    np.testing.assert_array_equal(heights[0], ilm)
+    np.testing.assert_array_equal(heights[7], np.where(np.isnan(ilm), np.nan, bm))
+    assert np.isnan(heights[0]).sum() == 9 and np.isnan(heights[7]).sum() >= 135  # the device's gaps stay gaps
+    assert document["axial_spacing_mm"] == pytest.approx(0.00387, abs=1e-5)
+
+
+def test_a_graders_correction_shows_in_the_reexported_heights_which_replace_the_old(session, tmp_path):
+    out = tmp_path / "export"
+    export_training_set(session, out)
+    before = _heights(json.loads((out / "boundaries" / "eye_s0000.json").read_text()))
+    ilm = before[0, 0].astype(int)
+    moved = np.flatnonzero(before[1, 0] - before[0, 0] > 3)[:20]  # A-scans whose RNFL is thicker than 3 rows
+    assert moved.size == 20
+    for column in moved:  # the grader moves the ILM 2 rows down there
+        session.labels[0, ilm[column] : ilm[column] + 2, column] = 0
+    session.review.mark(0, "reviewed", reviewer="second grader")
+    result = export_training_set(session, out)
+    assert result.updated == [0, 2] and result.added == []
+    items = _manifest(out)["items"]
+    assert sorted(p.name for p in (out / "boundaries").iterdir()) == ["eye_s0000.json", "eye_s0002.json"]
+    after = _heights(json.loads((out / items[0]["boundaries"]).read_text()))
+    np.testing.assert_array_equal(after[0, 0, moved], before[0, 0, moved] + 2)
+    np.testing.assert_array_equal(np.delete(after[0, 0], moved), np.delete(before[0, 0], moved))
+    np.testing.assert_array_equal(after[1:], before[1:])  # the RNFL-GCL and the layers below stay
+    listed, on_disk = _listed_and_on_disk(out, items)
+    assert listed == on_disk
+
+
+def test_an_older_export_without_boundaries_gets_them_on_reexport(session, tmp_path):
+    out = tmp_path / "export"
+    export_training_set(session, out)
+    manifest = _manifest(out)  # as an export made before boundaries were written
+    for item in manifest["items"]:
+        del item["boundaries"]
+    (out / "dataset.json").write_text(json.dumps(manifest))
+    for file in (out / "boundaries").iterdir():
+        file.unlink()
+    session.review.mark(1, "reviewed")
+    assert export_training_set(session, out).updated == [0, 2]
+    items = _manifest(out)["items"]
+    assert [item["boundaries"] for item in items] == [f"boundaries/eye_s{i:04d}.json" for i in (0, 1, 2)]
+    listed, on_disk = _listed_and_on_disk(out, items)
+    assert listed == on_disk
+
+
+def test_a_ct_export_has_no_boundaries_and_its_overwrite_clears_an_oct_exports(session, tmp_path):
+    phantom = make_ct_phantom(n_slices=3, size=64, seed=0)
+    scan = write_image(tmp_path / "scans" / "abdomen.tif", Volume(phantom.image, phantom.spacing, "CT"))
+    volume = dataclasses.replace(read_volume(scan), modality="CT")
+    ct_session = start_session(volume, phantom.labels, list(CT_CLASSES), "l2gnet-ct")
+    ct_session.review.mark(1, "reviewed")
+    out = tmp_path / "export"
+    export_training_set(session, out)
+    assert (out / "boundaries").is_dir()
+    with pytest.raises(InputError, match="holds a training set with other classes"):
+        export_training_set(ct_session, out)
+    export_training_set(ct_session, out, overwrite=True)
+    items = _manifest(out)["items"]
+    assert [item["slice"] for item in items] == [1] and "boundaries" not in items[0]
+    listed, on_disk = _listed_and_on_disk(out, items)
+    assert listed == on_disk  # the OCT export's boundaries went with its images and labels
+
+
 def test_a_changed_scan_is_not_exported_with_stale_labels(session):
     changed = read_volume(session.source)
     changed.data[0, 0, 0] ^= 1
@@ -168,6 +293,9 @@ def test_nnunet_export_reads_back_with_nibabel(session, tmp_path):
         expected = session.labels[index] if index != 1 else np.full_like(session.labels[index], IGNORE_INDEX)
         assert np.array_equal(np.asanyarray(nifti_labels.dataobj).T, np.where(expected == IGNORE_INDEX, 10, expected))
 
+    boundaries = [item["boundaries"] for item in manifest["reseg"]["items"]]  # beside imagesTr/labelsTr
+    assert boundaries == [f"boundaries/eye_s{i:04d}.json" for i in (0, 1, 2)]
+    assert all((folder / name).is_file() for name in boundaries)
     assert export_nnunet(session, tmp_path / "nnUNet_raw", 501, "OCTLayers").updated == [0, 2]
     assert _manifest(folder)["numTraining"] == 3
     with pytest.raises(InputError, match="Dataset501_OCTLayers with dataset id 501"):
@@ -240,16 +368,17 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.parametrize("key", ["image", "boundaries"])
 @pytest.mark.parametrize("name", ["../../../escaped_image.tif", "/tmp/absolute_image.tif", "images\\..\\..\\x.tif"])
-def test_a_manifest_cannot_lead_an_export_outside_its_folder(session, tmp_path, name):
+def test_a_manifest_cannot_lead_an_export_outside_its_folder(session, tmp_path, name, key):
     folder = tmp_path / "a" / "b" / "c" / "export"
     export_training_set(session, folder)
     manifest = _manifest(folder)
-    manifest["items"][0]["image"] = name
+    manifest["items"][0][key] = name
     (folder / "dataset.json").write_text(json.dumps(manifest))
     before = _files(tmp_path)
     with pytest.raises(
-        InputError, match=r"dataset\.json: is not a valid training-set manifest: field 'items\[0\]\.image'"
+        InputError, match=rf"dataset\.json: is not a valid training-set manifest: field 'items\[0\]\.{key}'"
     ):
         export_training_set(session, folder, include_unreviewed=True)
     assert _files(tmp_path) == before
