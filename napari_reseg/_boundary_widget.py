@@ -28,6 +28,7 @@ from napari.utils.notifications import show_error
 from qtpy.QtGui import QColor, QPixmap
 from qtpy.QtWidgets import (
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QFormLayout,
     QGridLayout,
@@ -40,7 +41,9 @@ from qtpy.QtWidgets import (
 
 from reseg.classes import OCT_BOUNDARIES, OCT_CLASSES
 from reseg.errors import ResegError
+from reseg.evaluation.evaluate import device_boundaries
 from reseg.review.boundary_editing import (
+    N_BOUNDARIES,
     boundary_cost,
     bscan_boundaries,
     drag_profile,
@@ -71,6 +74,7 @@ if TYPE_CHECKING:
 
 TOOLS = ("Drag", "Redraw", "Snap")
 LINES_KIND = "boundaries"
+DEVICE_KIND = "device boundaries"
 PICK_ROWS = 12  # a press this many rows from every boundary picks none (Drag, Snap): it was not meant for one
 DEFAULT_REACH = 24  # columns a dragged point bends on either side; a snap re-routes up to 8 times this
 SNAP_REACH_FACTOR = 8
@@ -106,6 +110,15 @@ def _probabilities_in_engine(
     return np.asarray(next(messages), dtype=np.float32)
 
 
+def _path(line: np.ndarray, z: int, ndim: int) -> np.ndarray:
+    """A boundary's heights as a napari path on B-scan `z`, breaking nowhere: A-scans the device left out (NaN)
+    are bridged. A boundary lies between rows, above its first row (pixel centres are at whole numbers)."""
+    columns = np.arange(len(line), dtype=np.float64)
+    known = np.isfinite(line)
+    yx = np.column_stack([line[known] - 0.5, columns[known]])
+    return np.column_stack([np.full(len(yx), z), yx]) if ndim == 3 else yx
+
+
 class BoundaryWidget(Panel):
     """Dock widget: the boundaries of the B-scan on screen as editable lines over an OCT labels layer."""
 
@@ -114,6 +127,7 @@ class BoundaryWidget(Panel):
         self.viewer = napari_viewer
         self.identity: str | None = None
         self.heights: np.ndarray | None = None  # (8, W) of the B-scan shown
+        self.device: dict[int, np.ndarray] = {}  # boundary index -> (Z, W) heights the scan's device drew
         self.shown_slice: int | None = None
         self.anchors: dict[tuple[int, int], list[tuple[int, float]]] = {}  # (B-scan, boundary) -> snap anchors
         self.probabilities: OrderedDict[int, np.ndarray] = OrderedDict()
@@ -153,6 +167,17 @@ class BoundaryWidget(Panel):
         self.reach_spin.setToolTip("How far a dragged point bends the boundary on either side")
         self.undo_button = QPushButton("Undo (Ctrl-Z)")
         self.undo_button.clicked.connect(self.undo)
+        self.device_button = QPushButton("Start from the device's boundaries")
+        self.device_button.setToolTip(
+            "Move the boundaries the scan file's device drew (e.g. ILM, RNFL-GCL, BM of a Spectralis .vol) into "
+            "this B-scan's labels; the other boundaries give way. One undo step."
+        )
+        self.device_button.clicked.connect(self.start_from_device)
+        self.device_button.setEnabled(False)
+        self.fill_box = QCheckBox("Show the layers filled")
+        self.fill_box.setChecked(True)
+        self.fill_box.setToolTip("Hide the labels' colours to see the B-scan under the lines while editing")
+        self.fill_box.toggled.connect(self._show_fill)
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
 
@@ -163,7 +188,9 @@ class BoundaryWidget(Panel):
         form.addRow("Reach", self.reach_spin)
         self.body.addLayout(form)
         self.body.addWidget(self._legend())
+        self.body.addWidget(self.fill_box)
         self.body.addWidget(self.undo_button)
+        self.body.addWidget(self.device_button)
         self.body.addWidget(self.status_label)
         self.body.addStretch(1)
 
@@ -177,17 +204,27 @@ class BoundaryWidget(Panel):
     # --- which labels layer ----------------------------------------------------------------------------
 
     def _legend(self) -> QWidget:
+        """Each boundary's name beside a swatch of its line colour, two to a row."""
         legend = QWidget()
         grid = QGridLayout(legend)
         grid.setContentsMargins(0, 0, 0, 0)
+        grid.setHorizontalSpacing(4)
         for index, (name, colour) in enumerate(zip(OCT_BOUNDARIES, boundary_colours(), strict=True)):
             swatch = QPixmap(12, 12)
             swatch.fill(QColor.fromRgbF(*colour))
+            entry = QLabel(name)
             icon = QLabel()
             icon.setPixmap(swatch)
             grid.addWidget(icon, index // 2, 2 * (index % 2))
-            grid.addWidget(QLabel(name), index // 2, 2 * (index % 2) + 1)
+            grid.addWidget(entry, index // 2, 2 * (index % 2) + 1)
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
         return legend
+
+    def _show_fill(self, shown: bool) -> None:
+        labels = self.labels
+        if labels is not None:
+            labels.visible = shown
 
     @property
     def labels(self) -> Labels | None:
@@ -237,6 +274,14 @@ class BoundaryWidget(Panel):
             return
         self.layer_connections.connect(labels.events.paint, lambda _: self.show_current(force=True))
         self.layer_connections.connect(labels.events.set_data, lambda _: self.show_current(force=True))
+        record = reviewable_labels(labels)
+        assert record is not None  # found as such
+        self.device = {
+            OCT_BOUNDARIES.index(name): heights for name, heights in device_boundaries(record.geometry).items()
+        }
+        self.device_button.setEnabled(bool(self.device))
+        if self.device and self.device_lines is None:
+            self._add_device_lines(labels, record.scan_key)
         lines = self.lines or self._add_lines(labels)
         self._bind(lines)
         self.status_label.setText(
@@ -258,6 +303,26 @@ class BoundaryWidget(Panel):
         )
         set_record(lines, DerivedImageRecord(record.scan_key, LINES_KIND))
         return self.lines or lines
+
+    @property
+    def device_lines(self) -> Shapes | None:
+        record = reviewable_labels(self.labels)
+        return find_derived(self.viewer.layers, record.scan_key, DEVICE_KIND, Shapes) if record else None
+
+    def _add_device_lines(self, labels: Labels, scan_key: str) -> None:
+        """The device's own boundaries, read-only, thin and white: to compare against or start from."""
+        scan = find_scan(self.viewer.layers, scan_key)
+        device = self.viewer.add_shapes(
+            name=f"{scan.name if scan is not None else labels.name} device boundaries",
+            ndim=labels.ndim,
+            scale=labels.scale,
+            translate=labels.translate,
+            edge_width=1.0,
+            opacity=0.8,
+            blending="translucent_no_depth",
+        )
+        device.editable = False
+        set_record(device, DerivedImageRecord(scan_key, DEVICE_KIND))
 
     def _bind(self, lines: Shapes) -> None:
         if self._on_mouse not in lines.mouse_drag_callbacks:
@@ -284,16 +349,24 @@ class BoundaryWidget(Panel):
         self.shown_slice = z
         self.heights = bscan_boundaries(np.asarray(labels.data[z] if labels.ndim == 3 else labels.data))
         self._draw_lines(lines, z)
+        device_lines = self.device_lines
+        if device_lines is not None:
+            device_lines.editable = True  # napari adds shapes only to an editable layer
+            device_lines.data = []
+            device_lines.add_paths(
+                [_path(heights[z], z, device_lines.ndim) for heights in self.device.values()],
+                edge_color="white",
+                edge_width=1.0,
+            )
+            device_lines.features = {"boundary": [OCT_BOUNDARIES[k] for k in self.device]}
+            device_lines.editable = False
 
     def _draw_lines(self, lines: Shapes, z: int) -> None:
         assert self.heights is not None
-        columns = np.arange(self.heights.shape[1], dtype=np.float64)
-        paths = []
-        for line in self.heights:
-            yx = np.column_stack([line - 0.5, columns])  # a boundary lies between rows: above its first row
-            paths.append(np.column_stack([np.full(len(columns), z), yx]) if lines.ndim == 3 else yx)
         lines.data = []
-        lines.add_paths(paths, edge_color=boundary_colours(), edge_width=1.5)
+        lines.add_paths(
+            [_path(line, z, lines.ndim) for line in self.heights], edge_color=boundary_colours(), edge_width=1.5
+        )
         lines.features = {"boundary": list(OCT_BOUNDARIES)}
 
     @property
@@ -443,6 +516,25 @@ class BoundaryWidget(Panel):
             show_error(f"napari-reseg could not snap: {error}")
         else:
             raise error
+
+    def start_from_device(self) -> None:
+        """Put the device's boundaries into the B-scan on screen where the device has them (the others give
+        way), as one undo step."""
+        labels = self.labels
+        if labels is None or self.heights is None or not self.device:
+            return
+        z, heights = self.current_slice(), self.heights
+        columns = np.arange(heights.shape[1])
+        height = labels.data.shape[-2]
+        for boundary in sorted(self.device, key=lambda k: (k not in (0, N_BOUNDARIES - 1), k)):  # ILM, BM first
+            line = np.asarray(self.device[boundary][z], dtype=np.float64)
+            known = np.isfinite(line)
+            heights = move_boundary(heights, boundary, columns[known], line[known], height)
+        with labels.block_history():
+            self._write(labels, z, heights, columns)
+        self.show_current(force=True)
+        names = ", ".join(OCT_BOUNDARIES[k] for k in sorted(self.device))
+        self.status_label.setText(f"B-scan {z} now has the device's {names}.")
 
     def undo(self) -> None:
         """Undo the last edit of the labels (a stroke, a snap, or a paint stroke), as napari's undo does."""

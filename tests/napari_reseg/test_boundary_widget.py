@@ -158,3 +158,32 @@ def test_snap_reroutes_a_long_stretch_through_the_models_path_with_one_click(
     qtbot.waitUntil(lambda: "snapped" in boundaries.status_label.text(), timeout=120_000)
     snapped = bscan_boundaries(_bscan(labels, 1))[ILM]
     assert np.abs(snapped[60:133] - model_heights[ILM, 60:133]).mean() <= 1.0, "back on the model's ILM"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["Willis_B_716_0.vol", "Willis_B_716_2.vol"])
+def test_on_a_real_vol_the_devices_boundaries_are_shown_read_only_and_can_be_started_from(
+    viewer, shared_data, segment, boundaries, click, wait_for, name
+):
+    from reseg.evaluation.evaluate import device_boundaries
+    from reseg.io import read_volume
+
+    path = shared_data("spectralis_vol", name)
+    [scan] = viewer.open(str(path), plugin="napari-reseg")
+    click(segment.run_button)
+    wait_for(segment)
+    labels = viewer.layers[f"{scan.name} labels"]
+    device = viewer.layers[f"{scan.name} device boundaries"]
+    assert not device.editable
+    truth = device_boundaries(read_volume(path))
+    assert list(device.features["boundary"]) == [n for n in OCT_BOUNDARIES if n in truth]
+    model = bscan_boundaries(np.asarray(labels.data[0]))
+    boundaries.start_from_device()
+    started = bscan_boundaries(np.asarray(labels.data[0]))
+    for name_, heights in truth.items():
+        k = OCT_BOUNDARIES.index(name_)
+        known = np.isfinite(heights[0])
+        assert np.abs(started[k, known] - np.rint(heights[0, known])).max() <= 1, name_
+    assert np.all(np.diff(started, axis=0) >= 0)
+    boundaries.undo()
+    assert np.array_equal(bscan_boundaries(np.asarray(labels.data[0])), model)
