@@ -174,6 +174,12 @@ class BoundaryWidget(Panel):
         )
         self.device_button.clicked.connect(self.start_from_device)
         self.device_button.setEnabled(False)
+        self.carry_button = QPushButton("Carry to the next B-scan")
+        self.carry_button.setToolTip(
+            "Give the next B-scan this one's boundaries as a starting guess (neighbouring B-scans of a volume are "
+            "alike), then go there to correct it. One undo step."
+        )
+        self.carry_button.clicked.connect(self.carry_to_next)
         self.fill_box = QCheckBox("Show the layers filled")
         self.fill_box.setChecked(True)
         self.fill_box.setToolTip("Hide the labels' colours to see the B-scan under the lines while editing")
@@ -191,6 +197,7 @@ class BoundaryWidget(Panel):
         self.body.addWidget(self.fill_box)
         self.body.addWidget(self.undo_button)
         self.body.addWidget(self.device_button)
+        self.body.addWidget(self.carry_button)
         self.body.addWidget(self.status_label)
         self.body.addStretch(1)
 
@@ -535,6 +542,20 @@ class BoundaryWidget(Panel):
         self.show_current(force=True)
         names = ", ".join(OCT_BOUNDARIES[k] for k in sorted(self.device))
         self.status_label.setText(f"B-scan {z} now has the device's {names}.")
+
+    def carry_to_next(self) -> None:
+        """Write this B-scan's boundaries into the next one (fluid there stays where it is inside the retina)
+        and show it: a starting guess the grader then corrects."""
+        labels = self.labels
+        z = self.current_slice()
+        if labels is None or self.heights is None or labels.ndim != 3 or z + 1 >= labels.data.shape[0]:
+            self.status_label.setText("There is no next B-scan to carry the boundaries to.")
+            return
+        with labels.block_history():
+            self._write(labels, z + 1, self.heights, np.arange(self.heights.shape[1]))
+        self.viewer.dims.set_current_step(0, z + 1)
+        self.show_current(force=True)
+        self.status_label.setText(f"B-scan {z + 1} starts from the boundaries of B-scan {z}.")
 
     def undo(self) -> None:
         """Undo the last edit of the labels (a stroke, a snap, or a paint stroke), as napari's undo does."""

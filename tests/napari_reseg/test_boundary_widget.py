@@ -187,3 +187,15 @@ def test_on_a_real_vol_the_devices_boundaries_are_shown_read_only_and_can_be_sta
     assert np.all(np.diff(started, axis=0) >= 0)
     boundaries.undo()
     assert np.array_equal(bscan_boundaries(np.asarray(labels.data[0])), model)
+
+
+@pytest.mark.slow
+def test_carrying_the_boundaries_to_the_next_bscan_gives_it_a_starting_guess(viewer, segmented, boundaries):
+    labels, _lines = _edit_ready(viewer, boundaries, segmented, z=1)
+    here, before = bscan_boundaries(_bscan(labels, 1)), _bscan(labels, 2).copy()
+    boundaries.carry_to_next()
+    assert viewer.dims.current_step[0] == 2
+    assert np.array_equal(bscan_boundaries(_bscan(labels, 2)), here)
+    assert np.array_equal(boundaries.drawn_boundaries, here)
+    boundaries.undo()
+    assert np.array_equal(_bscan(labels, 2), before)
