@@ -34,7 +34,7 @@ from reseg.classes import OCT_CLASSES
 from reseg.measurement.cache import ThicknessCache
 from reseg.measurement.etdrs import DIAMETERS_MM, EnFace, en_face, find_fovea, sector_map, sector_means, sector_names
 from reseg.measurement.thickness import LAYERS, TOTAL_RETINA
-from reseg.measurement.tsnit import GARWAY_HEATH, QUADRANTS, tsnit_profile
+from reseg.measurement.tsnit import tsnit_profile
 
 from ._layer_state import METADATA_KEY, DerivedImageRecord, ScanRecord, find_run_target, find_scan, labels_record
 from ._lifecycle import Connections, when_closed
@@ -53,15 +53,6 @@ GRID_COLOUR, BSCAN_COLOUR, CENTRE_COLOUR = "white", "yellow", "magenta"
 GAP = 0.05  # the map lies this fraction of the B-scan's width to the right of it
 _OCT_NAMES = [c.name for c in OCT_CLASSES]
 _DIAGONALS_DEG = (45.0, 135.0, 225.0, 315.0)
-# the six peripapillary sectors as the Spectralis report labels them
-_ABBREVIATIONS = {
-    "temporal": "T",
-    "superotemporal": "TS",
-    "superonasal": "NS",
-    "nasal": "N",
-    "inferonasal": "NI",
-    "inferotemporal": "TI",
-}
 
 Target = tuple[str, bool]  # (scan key, whether the labels are a reference copy)
 
@@ -484,10 +475,7 @@ class ThicknessWidget(Panel):
             self.status.setText(f"no TSNIT profile: {error}")
             return
         self.plot.show_profile(profile, f"{layer} thickness along the circle ({profile.laterality})")
-        rows: list[tuple[str, float | None]] = [("average", profile.mean())]
-        rows += list(profile.sector_means(QUADRANTS).items())
-        rows += [(f"sector {_ABBREVIATIONS[name]}", mean) for name, mean in profile.sector_means(GARWAY_HEATH).items()]
-        self._fill_table(rows)
+        self._fill_table(list(profile.figures().items()))
         self.status.setText(f"{layer} thickness along the peripapillary circle, temporal-superior-nasal-inferior")
 
     def _fill_table(self, rows: list[tuple[str, float | None]]) -> None:

@@ -2,8 +2,10 @@
 JSON for spreadsheets and statistics.
 
 Each B-scan's row carries the model that drew its labels and its review status, so a cohort table can keep
-only what a grader confirmed. The ETDRS grid needs a volume (two or more B-scans of a raster scan); a line or a
-circle scan gets the per-B-scan figures only, and so does a volume whose B-scan spacing is unknown.
+only what a grader confirmed. The ETDRS grid needs a volume (two or more B-scans of a raster scan); a line scan
+gets the per-B-scan figures only, and so does a volume whose B-scan spacing is unknown. A peripapillary circle
+scan whose file records where the circle lies and which eye it is (a Spectralis `.vol`) also gets its TSNIT
+figures (`reseg.measurement.tsnit`): the average, quadrant and sector means along the circle.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from reseg.io import Volume, replace_atomically
 from reseg.io._common import extension
 from reseg.measurement.etdrs import en_face, find_fovea, sector_map, sector_means, sector_names
 from reseg.measurement.thickness import LAYERS, TOTAL_RETINA, layer_thickness
+from reseg.measurement.tsnit import tsnit_profile
 from reseg.review.state import SliceStatus
 
 MEASUREMENT_EXTENSIONS = (".csv", ".json")
@@ -40,6 +43,7 @@ class Measurement:
     fovea_mm: tuple[float, float] | None = None  # (y, x) on the fundus
     laterality: str | None = None
     etdrs: dict[str, dict[str, float | None]] = field(default_factory=dict)  # layer -> sector -> mean
+    tsnit: dict[str, dict[str, float | None]] = field(default_factory=dict)  # circle scans: layer -> sector -> mean
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -48,6 +52,7 @@ class Measurement:
             "laterality": self.laterality,
             "fovea_mm": None if self.fovea_mm is None else list(self.fovea_mm),
             "etdrs_um": self.etdrs,
+            "tsnit_um": self.tsnit,
             "bscans": self.bscans,
         }
 
@@ -59,9 +64,10 @@ class Measurement:
             for layer in self.layers:
                 mean, count, model = _number(row["mean_um"][layer]), row["a_scans"][layer], row["model"] or ""
                 writer.writerow(("bscan", row["bscan"], "", layer, mean, count, model, row["review_status"]))
-        for layer, sectors in self.etdrs.items():
-            for sector, sector_mean in sectors.items():
-                writer.writerow(("etdrs", "", sector, layer, _number(sector_mean), "", "", ""))
+        for region, figures in (("etdrs", self.etdrs), ("tsnit", self.tsnit)):
+            for layer, sectors in figures.items():
+                for sector, sector_mean in sectors.items():
+                    writer.writerow((region, "", sector, layer, _number(sector_mean), "", "", ""))
         return out.getvalue()
 
 
@@ -103,6 +109,11 @@ def measure(
         )
     result = Measurement(str(volume.source), layers, bscans, laterality=volume.metadata.get("laterality") or None)
     positions = volume.metadata.get("bscan_positions")
+    if len(labels) == 1 and volume.metadata.get("scan_pattern") == "circle" and positions is not None:
+        if (result.laterality or "").upper() in ("OD", "OS"):  # nasal and temporal need the eye
+            result.tsnit = {
+                layer: tsnit_profile(thickness[layer][0], positions[0], result.laterality).figures() for layer in layers
+            }
     placed = positions is not None or bool(volume.metadata.get("spacing_known", (False,))[0])
     if len(labels) >= 2 and placed and volume.metadata.get("scan_pattern", "volume") not in ("line", "circle"):
         grid = en_face(

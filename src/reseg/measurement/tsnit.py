@@ -63,6 +63,12 @@ class TsnitProfile:
             means[name] = float(values.mean()) if values.size else None
         return means
 
+    def figures(self) -> dict[str, float | None]:
+        """What a report lists: the average, the four quadrants, then the four oblique sectors of
+        :data:`GARWAY_HEATH` (its temporal and nasal sectors are the quadrants')."""
+        oblique = [sector for sector in GARWAY_HEATH if sector[0] not in {name for name, _, _ in QUADRANTS}]
+        return {"average": self.mean(), **self.sector_means(QUADRANTS), **self.sector_means(oblique)}
+
     def mean(self) -> float | None:
         """The global (360-degree) mean, what devices report as the average RNFL thickness."""
         known = self.thickness_um[np.isfinite(self.thickness_um)]

@@ -13,6 +13,7 @@ import tifffile
 from reseg.classes import OCT_CLASSES
 from reseg.cli import main
 from reseg.data.phantom import make_oct_phantom
+from reseg.evaluation.evaluate import boundary_rows
 from reseg.io import Volume, read_volume, write_image, write_labels
 from reseg.measurement.thickness import TOTAL_RETINA, layer_thickness
 from reseg.review.session import save_session, start_session
@@ -82,6 +83,39 @@ def test_a_real_line_scan_is_measured_per_b_scan_only(shared_data, tmp_path):
     device_um = np.nanmean(device["BM"] - device["ILM"]) * read_volume(scan).spacing[1] * 1000
     # the device's own thickness, less the 12 um by which the model's BM lies above the device's (its card)
     assert bscan["mean_um"][TOTAL_RETINA] == pytest.approx(device_um, abs=30)
+
+
+def test_a_real_circle_scan_gets_its_tsnit_figures(shared_data, tmp_path):
+    """The peripapillary circle scan: per-B-scan figures and, along the circle, the average, quadrant and
+    sector means of each layer, as the Thickness widget shows them."""
+    from reseg.measurement.tsnit import tsnit_profile
+
+    scan = shared_data("spectralis_vol", "Willis_B_716_2.vol")
+    labels = tmp_path / "labels.tif"
+    assert main(["segment", str(scan), "-o", str(labels), "--device", "cpu"]) == 0
+    output = tmp_path / "circle.csv"
+    assert main(["measure", str(scan), str(labels), "-o", str(output)]) == 0
+    rnfl = {
+        row["sector"]: float(row["mean_um"])
+        for row in _rows(output)
+        if row["region"] == "tsnit" and row["layer"] == "RNFL"
+    }
+    assert list(rnfl) == [
+        "average",
+        "temporal",
+        "superior",
+        "nasal",
+        "inferior",
+        "superotemporal",
+        "superonasal",
+        "inferonasal",
+        "inferotemporal",
+    ]
+    volume = read_volume(scan)
+    thickness = layer_thickness(boundary_rows(read_volume(labels).data), volume.spacing[1])["RNFL"][0]
+    expected = tsnit_profile(thickness, volume.metadata["bscan_positions"][0], "OD").figures()
+    assert rnfl == pytest.approx(expected, abs=0.006)  # the CSV's two decimals
+    assert 40 < rnfl["average"] < 160  # um: an adult's peripapillary RNFL
 
 
 def test_what_cannot_be_measured_is_refused_naming_the_file(macula, tmp_path, capsys):

@@ -41,6 +41,8 @@ def test_quadrant_means_of_a_profile_with_one_thick_quadrant_per_eye():
         six = profile.sector_means(GARWAY_HEATH)
         assert six["superotemporal"] == six["superonasal"] == pytest.approx(150.0)
         assert six["nasal"] == six["temporal"] == six["inferonasal"] == pytest.approx(60.0)
+        assert profile.figures() == pytest.approx({"average": 82.5, **means, **{k: six[k] for k in list(six)[1:]}})
+        assert list(profile.figures())[5:] == ["superotemporal", "superonasal", "inferonasal", "inferotemporal"]
 
 
 def test_a_start_elsewhere_rotates_the_profile_and_no_thickness_is_none():
