@@ -10,56 +10,67 @@ checked when the model loads, so a card naming an unknown step fails at once.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from reseg.classes import CT_CLASSES, OCT_CLASSES
 from reseg.errors import CheckpointError
-from reseg.inference.body import confine_to_body
-from reseg.inference.organs import drop_organ_fragments
-from reseg.inference.surfaces import surface_labels
-from reseg.topology import confine_to_retina
 
-POSTPROCESSING: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-    "confine_to_retina": confine_to_retina,  # OCT: vitreous above, choroid below the retina's envelope
+_OCT = tuple(c.name for c in OCT_CLASSES)
+_CT = tuple(c.name for c in CT_CLASSES)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """A post-processing step: what it takes, where it lives (imported when it first runs, so that reading
+    a card costs no scipy), and the classes its rules are written for (a card with others cannot use it)."""
+
+    kind: str  # "probability", "labels", "image" or "volume"
+    function: str  # "module:attribute"
+    classes: tuple[str, ...]
+
+
+STEPS = {
+    # (N, C, H, W) probabilities, the in-plane (y, x) spacing in mm if known -> (N, H, W) labels and the
+    # (8, N, W) surfaces they are filled from. OCT: the most probable ordered boundaries per A-scan.
+    "layer_surfaces": _Step("probability", "reseg.inference.surfaces:surface_labels", _OCT),
+    # labels -> labels. OCT: vitreous above, choroid below the retina's envelope.
+    "confine_to_retina": _Step("labels", "reseg.topology:confine_to_retina", _OCT),
+    # (labels, the image they were computed from) -> labels. CT: no organ outside the patient's body outline.
+    "confine_to_body": _Step("image", "reseg.inference.body:confine_to_body", _CT),
+    # (Z, H, W) labels of a whole stack, its (z, y, x) spacing in mm -> labels. CT: no organ as a speck apart
+    # from its body.
+    "drop_organ_fragments": _Step("volume", "reseg.inference.organs:drop_organ_fragments", _CT),
 }
-# (labels, the image they were computed from) -> labels
-IMAGE_STEPS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "confine_to_body": confine_to_body,  # CT: no organ outside the patient's body outline
-}
-# (Z, H, W) labels of a whole stack, its (z, y, x) spacing in mm -> labels
-VOLUME_STEPS: dict[str, Callable[[np.ndarray, Sequence[float]], np.ndarray]] = {
-    "drop_organ_fragments": drop_organ_fragments,  # CT: no organ as a speck apart from its body
-}
-# (N, C, H, W) probabilities, the in-plane (y, x) spacing in mm if known -> (N, H, W) labels and the
-# (8, N, W) surfaces they are filled from
 ProbabilityStep = Callable[[np.ndarray, Sequence[float] | None], tuple[np.ndarray, np.ndarray]]
-PROBABILITY_STEPS: dict[str, ProbabilityStep] = {
-    "layer_surfaces": surface_labels,  # OCT: the most probable ordered boundaries per A-scan
-}
-# The classes a step's rules are written for; a card with other classes cannot use it.
-REQUIRED_CLASSES: dict[str, list[str]] = {
-    "confine_to_retina": [c.name for c in OCT_CLASSES],
-    "layer_surfaces": [c.name for c in OCT_CLASSES],
-    "confine_to_body": [c.name for c in CT_CLASSES],
-    "drop_organ_fragments": [c.name for c in CT_CLASSES],
-}
+
+
+def _function(name: str) -> Callable[..., Any]:
+    module, attribute = STEPS[name].function.split(":")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _named(names: Sequence[str], kind: str) -> list[str]:
+    return [name for name in names if name in STEPS and STEPS[name].kind == kind]
 
 
 def check_postprocessing(names: Sequence[str], class_names: Sequence[str], card_path: str | Path) -> None:
-    known = [*PROBABILITY_STEPS, *POSTPROCESSING, *IMAGE_STEPS, *VOLUME_STEPS]
+    known = list(STEPS)
     unknown = [name for name in names if name not in known]
     if unknown:
         raise CheckpointError(
             card_path, f"names unknown post-processing {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
         )
-    if len([name for name in names if name in PROBABILITY_STEPS]) > 1:
+    if len(_named(names, "probability")) > 1:
         raise CheckpointError(card_path, "names more than one step that replaces the argmax")
     for name in names:
-        required = REQUIRED_CLASSES.get(name)
-        if required is not None and list(class_names) != required:
+        required = list(STEPS[name].classes)
+        if list(class_names) != required:
             raise CheckpointError(
                 card_path,
                 f"post-processing {name!r} works on the classes "
@@ -69,27 +80,29 @@ def check_postprocessing(names: Sequence[str], class_names: Sequence[str], card_
 
 def probability_step(names: Sequence[str]) -> ProbabilityStep | None:
     """The step among `names` that replaces the argmax, if any."""
-    return next((PROBABILITY_STEPS[name] for name in names if name in PROBABILITY_STEPS), None)
+    chosen = _named(names, "probability")
+    return _function(chosen[0]) if chosen else None
 
 
 def postprocess(names: Sequence[str], labels: np.ndarray, image: np.ndarray) -> np.ndarray:
     """`labels` ((H, W) or (Z, H, W)) after each named label step in turn; `image` is what they were computed
     from, as read (CT in Hounsfield units)."""
     for name in names:
-        if name in POSTPROCESSING:
-            labels = POSTPROCESSING[name](labels)
-        elif name in IMAGE_STEPS:
-            labels = IMAGE_STEPS[name](labels, image)
+        kind = STEPS[name].kind if name in STEPS else None
+        if kind == "labels":
+            labels = _function(name)(labels)
+        elif kind == "image":
+            labels = _function(name)(labels, image)
     return labels
 
 
 def volume_steps(names: Sequence[str]) -> list[str]:
     """The steps among `names` that need the whole stack."""
-    return [name for name in names if name in VOLUME_STEPS]
+    return _named(names, "volume")
 
 
 def postprocess_volume(names: Sequence[str], labels: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
     """A whole (Z, H, W) stack's `labels` after each named volume step in turn; `spacing` (z, y, x) in mm."""
     for name in volume_steps(names):
-        labels = VOLUME_STEPS[name](labels, spacing)
+        labels = _function(name)(labels, spacing)
     return labels

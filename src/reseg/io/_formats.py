@@ -5,8 +5,8 @@ from __future__ import annotations
 import gzip
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
 import tifffile
 from PIL import Image
@@ -25,6 +25,9 @@ from reseg.io._common import (
     to_volume,
 )
 from reseg.io._volume import Volume
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 PIL_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp"})
 TIFF_EXTENSIONS = frozenset({".tif", ".tiff"})
@@ -170,6 +173,8 @@ def read_nifti(source: Path) -> Volume:
 
 
 def _load_nifti(source: Path) -> nib.Nifti1Image:
+    import nibabel as nib  # on use: importing it costs a third of a second, and most commands never read NIfTI
+
     """The image, in memory (the file may be replaced while the volume is open), its size checked before the
     pixels are decoded and a gzip stream verified to its end (CRC and length: nibabel reads only the bytes it
     needs, so a damaged stream would otherwise go unnoticed)."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import tifffile
 
@@ -95,6 +94,8 @@ def _write_nifti(
         z, y, x = like.spacing
         affine, unit = np.diag([x, y, z, 1.0]), "mm"
     xyz = from_canonical(data.T, like.metadata)  # (Z, Y, X) -> (X, Y, Z), turned back as the source lies on disk
+    import nibabel as nib  # on use: importing it costs a third of a second
+
     image = nib.Nifti1Image(xyz, affine)
     image.header.set_data_dtype(data.dtype)
     image.header.set_xyzt_units(xyz=unit)

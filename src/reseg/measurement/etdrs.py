@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage as ndi
 
 DIAMETERS_MM = (1.0, 3.0, 6.0)
 FOVEA_SEARCH_MM = 1.0  # the fovea is sought within this distance of the scan centre
@@ -70,6 +69,8 @@ def find_fovea(total_um: np.ndarray, grid: EnFace) -> tuple[float, float]:
     :data:`FOVEA_SEARCH_MM` of the scan centre; NaN thickness (no retina found) never counts."""
     sigma = [FOVEA_SMOOTHING_MM / step if step > 0 else 0.0 for step in _steps(grid)]
     known = np.isfinite(total_um)
+    from scipy import ndimage as ndi  # on use: `reseg measure` refuses bad inputs without paying for scipy
+
     weight = ndi.gaussian_filter(known.astype(np.float64), sigma)
     with np.errstate(invalid="ignore", divide="ignore"):
         smooth = ndi.gaussian_filter(np.where(known, total_um, 0.0), sigma) / weight
