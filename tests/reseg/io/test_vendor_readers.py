@@ -153,9 +153,16 @@ def test_cirrus_file_whose_size_or_name_does_not_give_the_cube_is_refused(tmp_pa
     assert str(unnamed) in str(error.value)
 
 
-def _heyex_xml_export(folder: Path, bscans: np.ndarray, slo: np.ndarray, ilm: np.ndarray) -> Path:
+def _heyex_xml_export(
+    folder: Path, bscans: np.ndarray, slo: np.ndarray, ilm: np.ndarray, positions: np.ndarray | None = None
+) -> Path:
     """A Heyex XML export as the format describes it: Patient/Study/Series/Image elements, each with its
-    ImageType, OphthalmicAcquisitionContext (size, scale in mm, start / end on the SLO) and ExamURL."""
+    ImageType, OphthalmicAcquisitionContext (size, scale in mm, start / end on the SLO) and ExamURL.
+
+    `positions` (Z, 4): each B-scan's start x, y and end x, y in mm (a circle's end is its centre); by default
+    horizontal lines from x 1 to 4 mm, 0.25 mm apart from y 1 mm."""
+    if positions is None:
+        positions = np.array([(1.0, 1.0 + 0.25 * index, 4.0, 1.0 + 0.25 * index) for index in range(len(bscans))])
     Image.fromarray(slo).save(folder / "slo.png")
     images = [
         "<Image><ImageNumber>0</ImageNumber><ImageType><Type>LOCALIZER</Type></ImageType>"
@@ -165,13 +172,14 @@ def _heyex_xml_export(folder: Path, bscans: np.ndarray, slo: np.ndarray, ilm: np
     ]
     for index, bscan in enumerate(bscans):
         Image.fromarray(bscan).save(folder / f"b{index}.png")
-        y = 1.0 + 0.25 * index
+        start_x, start_y, end_x, end_y = positions[index]
         seg = " ".join(f"{v:g}" for v in ilm[index])
         images.append(
             f"<Image><ImageNumber>{index + 1}</ImageNumber><ImageType><Type>OCT</Type></ImageType>"
             f"<OphthalmicAcquisitionContext><Width>{bscan.shape[1]}</Width><Height>{bscan.shape[0]}</Height>"
             "<ScaleX>0.0113</ScaleX><ScaleY>0.0039</ScaleY><ImageQuality>30</ImageQuality>"
-            f"<Start><Coord><X>1.0</X><Y>{y}</Y></Coord></Start><End><Coord><X>4.0</X><Y>{y}</Y></Coord></End>"
+            f"<Start><Coord><X>{start_x}</X><Y>{start_y}</Y></Coord></Start>"
+            f"<End><Coord><X>{end_x}</X><Y>{end_y}</Y></Coord></End>"
             f"</OphthalmicAcquisitionContext><ImageData><ExamURL>C:\\export\\b{index}.png</ExamURL></ImageData>"
             f"<Segmentation><NumSegmentations>1</NumSegmentations><SegLine><Name>ILM</Name><Array>{seg}</Array>"
             "</SegLine></Segmentation></Image>"
@@ -204,6 +212,22 @@ def test_heyex_xml_export_gives_bscans_spacing_positions_and_device_ilm(tmp_path
     heights = volume.metadata["boundaries"]["ILM"]
     assert np.isnan(heights[1, 5]) and np.isfinite(heights).sum() == heights.size - 1
     np.testing.assert_allclose(heights[0], ilm[0], rtol=1e-5)
+
+
+def test_heyex_xml_single_circle_bscan_export_is_read_without_a_bscan_distance(tmp_path: Path) -> None:
+    """Single line and circle scans are the most common XML exports: one B-scan, so no distance between B-scans."""
+    rng = np.random.default_rng(5)
+    bscan = rng.integers(0, 255, (1, 40, 60), dtype=np.uint8)
+    ilm = np.linspace(10, 14, 60)[None]
+    circle = np.array([[5.2, 4.0, 3.5, 4.0]])  # start on the circle, end = its centre (1.7 mm radius)
+    path = _heyex_xml_export(tmp_path, bscan, rng.integers(0, 255, (30, 30), dtype=np.uint8), ilm, circle)
+    volume = read_volume(path)
+    np.testing.assert_array_equal(volume.data, bscan)
+    assert volume.metadata["spacing_known"] == (False, True, True)
+    assert volume.spacing[1:] == pytest.approx((0.0039, 0.0113))
+    np.testing.assert_allclose(volume.metadata["bscan_positions"], circle)
+    np.testing.assert_allclose(volume.metadata["boundaries"]["ILM"], ilm, rtol=1e-5)
+    assert volume.metadata["fundus"].shape == (30, 30)
 
 
 def test_heyex_xml_export_missing_its_images_names_them(tmp_path: Path) -> None:
