@@ -45,6 +45,7 @@ _LAYER_NAMES = {
 class _Chunks:
     """The file's bytes and where each named chunk's data lies (a name may occur several times)."""
 
+    source: Path
     data: bytes
     where: dict[str, list[tuple[int, int]]]
 
@@ -57,6 +58,18 @@ class _Chunks:
 
     def all(self, name: str) -> list[bytes]:
         return [self.data[start : start + size] for start, size in self.where.get(name, [])]
+
+    def unpack(self, name: str, layout: str, body: bytes, offset: int, what: str) -> tuple:
+        """`struct.unpack_from` of a chunk's fields, or an InputError naming the chunk that ends before them."""
+        self.require(name, body, offset + struct.calcsize(layout), what)
+        return struct.unpack_from(layout, body, offset)
+
+    def require(self, name: str, body: bytes, end: int, what: str) -> None:
+        """An InputError naming the file and chunk unless the chunk's data reaches byte `end` (`what` lies there)."""
+        if end > len(body):
+            raise InputError(
+                self.source, f"is damaged: chunk {name} is cut short ({what} needs {end} bytes, it holds {len(body)})"
+            )
 
 
 def read_topcon(source: Path) -> Volume:
@@ -108,7 +121,7 @@ def _chunks(source: Path) -> _Chunks:
             )
         where.setdefault(name, []).append((start, size))
         position = start + size
-    return _Chunks(data, where)
+    return _Chunks(source, data, where)
 
 
 def _bscans(source: Path, chunks: _Chunks) -> tuple[np.ndarray, str]:
@@ -121,10 +134,11 @@ def _bscans(source: Path, chunks: _Chunks) -> tuple[np.ndarray, str]:
         )
     name, body = found
     if name == "@IMG_JPEG":
-        _, _, _, width, height, count, _ = struct.unpack_from("<BIIIIII", body)
+        _, _, _, width, height, count, _ = chunks.unpack(name, "<BIIIIII", body, 0, "its header")
         slices, offset = [], 25
         for index in range(count):
-            (size,) = struct.unpack_from("<I", body, offset)
+            (size,) = chunks.unpack(name, "<I", body, offset, f"the size of B-scan {index} of {count}")
+            chunks.require(name, body, offset + 4 + size, f"B-scan {index} of {count}")
             image = _decode(source, body[offset + 4 : offset + 4 + size], f"B-scan {index}")
             if image.shape != (height, width):
                 raise InputError(source, f"B-scan {index} decodes to {image.shape}, the header says {(height, width)}")
@@ -133,7 +147,7 @@ def _bscans(source: Path, chunks: _Chunks) -> tuple[np.ndarray, str]:
         if not slices:
             raise InputError(source, "holds no B-scans (its @IMG_JPEG chunk lists none)")
         return np.stack(slices).astype(np.uint8), "uint8"
-    _, width, height, bits, count, _, size = struct.unpack_from("<BIIIIBI", body)
+    _, width, height, bits, count, _, size = chunks.unpack(name, "<BIIIIBI", body, 0, "its header")
     if bits != 16 or size < width * height * count * 2 or len(body) < 22 + width * height * count * 2:
         raise InputError(source, f"{name} holds {size} bytes, not {count} x {height} x {width} 16-bit samples")
     if width * height * count == 0:
@@ -172,7 +186,7 @@ def _spacing(chunks: _Chunks, shape: tuple[int, ...]) -> tuple[tuple[float, floa
     if found is None:
         return (1.0, 1.0, 1.0), (False, False, False)
     name, body = found
-    x_mm, y_mm, z_um = struct.unpack_from("<3d", body, 12 if name == "@PARAM_SCAN_04" else 21)
+    x_mm, y_mm, z_um = chunks.unpack(name, "<3d", body, 12 if name == "@PARAM_SCAN_04" else 21, "the scan size")
     count, _, width = shape
     values = [y_mm / count if count > 1 else 0.0, z_um / 1000.0, x_mm / width]
     known = tuple(bool(np.isfinite(v) and v > 0) for v in values)
@@ -221,8 +235,9 @@ def _fundus(source: Path, chunks: _Chunks) -> np.ndarray | None:
         return None
     name, body = found
     offset = 24 if name == "@IMG_FUNDUS" else 21
-    width, height, bits = struct.unpack_from("<III", body)
-    (size,) = struct.unpack_from("<I", body, offset - 4)
+    width, height, bits = chunks.unpack(name, "<III", body, 0, "the fundus image's size")
+    (size,) = chunks.unpack(name, "<I", body, offset - 4, "the fundus image's byte count")
+    chunks.require(name, body, offset + size, "the fundus image")
     payload = body[offset : offset + size]
     if payload.startswith(_CODED):
         image = _decode(source, payload, f"the fundus image ({name})")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,22 +54,31 @@ def test_fda_contours_of_the_uncut_scan_are_left_out_and_say_why(vendor) -> None
     assert "RETINA_1 covers 128 x 512" in volume.metadata["boundaries_left_out"]
 
 
-def test_fda_contours_that_match_the_bscans_become_device_boundaries(vendor, tmp_path: Path) -> None:
-    """The real file's @CONTOUR_INFO, reduced to the row that lies on its B-scan, gives the ILM on the image."""
-    data = vendor("fda_minimized.fda").read_bytes()
+def _topcon_with(data: bytes, edits: dict[str, Callable[[bytes], bytes]]) -> bytes:
+    """A copy of a Topcon file's bytes with the named chunks' data replaced by `edits[name](data)`, each chunk's
+    size field rewritten to match (the "FOCT" header, then chunks: name length, name, uint32 size, data)."""
     out, position = bytearray(data[:15]), 15
     while data[position]:
         name_end = position + 1 + data[position]
         (size,) = struct.unpack_from("<I", data, name_end)
         body = data[name_end + 4 : name_end + 4 + size]
-        if data[position + 1 : name_end] == b"@CONTOUR_INFO":
-            width, height, _ = struct.unpack_from("<III", body, 22)
-            row = np.frombuffer(body, "<u2", width * height, 34).reshape(height, width)[0]  # nearest the B-scan
-            body = body[:26] + struct.pack("<II", 1, width * 2) + row.tobytes()
+        edit = edits.get(data[position + 1 : name_end].decode("latin-1"))
+        body = edit(body) if edit else body
         out += data[position:name_end] + struct.pack("<I", len(body)) + body
         position = name_end + 4 + size
-    out += b"\x00"
-    (tmp_path / "one.fda").write_bytes(bytes(out))
+    return bytes(out + b"\x00")
+
+
+def test_fda_contours_that_match_the_bscans_become_device_boundaries(vendor, tmp_path: Path) -> None:
+    """The real file's @CONTOUR_INFO, reduced to the row that lies on its B-scan, gives the ILM on the image."""
+
+    def nearest_row(body: bytes) -> bytes:
+        width, height, _ = struct.unpack_from("<III", body, 22)
+        row = np.frombuffer(body, "<u2", width * height, 34).reshape(height, width)[0]  # nearest the B-scan
+        return body[:26] + struct.pack("<II", 1, width * 2) + row.tobytes()
+
+    data = vendor("fda_minimized.fda").read_bytes()
+    (tmp_path / "one.fda").write_bytes(_topcon_with(data, {"@CONTOUR_INFO": nearest_row}))
     volume = read_volume(tmp_path / "one.fda")
     ilm, bm = volume.metadata["boundaries"]["ILM"][0], volume.metadata["boundaries"]["BM"][0]
     assert set(volume.metadata["boundaries"]) == {"ILM", "RETINA_2", "RETINA_3", "BM"}
@@ -96,6 +106,33 @@ def test_cut_vendor_files_are_named_in_one_clear_error(vendor, tmp_path: Path, n
     with pytest.raises(InputError, match=r"cut short|damaged|holds no") as error:
         read_volume(cut)
     assert str(cut) in str(error.value)
+
+
+def _jpeg_count_plus_one(body: bytes) -> bytes:
+    (count,) = struct.unpack_from("<I", body, 17)  # @IMG_JPEG: uint8, 2 x uint32, width, height, count, uint32
+    return body[:17] + struct.pack("<I", count + 1) + body[21:]
+
+
+@pytest.mark.parametrize(
+    ("name", "chunk", "edit"),
+    [
+        ("fda_minimized.fda", "@IMG_JPEG", _jpeg_count_plus_one),  # lists a B-scan more than it holds
+        ("fda_minimized.fda", "@IMG_JPEG", lambda body: body[:20]),  # its header cut short
+        ("fda_minimized.fda", "@PARAM_SCAN_04", lambda body: body[:16]),  # the scan sizes cut short
+        ("fda_minimized.fda", "@IMG_FUNDUS", lambda body: body[:10]),
+        ("fds_minimized.fds", "@IMG_SCAN_03", lambda body: body[:12]),
+        ("fds_minimized.fds", "@IMG_OBS", lambda body: body[:19]),  # the raw fundus' size field cut short
+    ],
+)
+def test_topcon_chunk_cut_short_inside_is_named_with_the_file(
+    vendor, tmp_path: Path, name: str, chunk: str, edit: Callable[[bytes], bytes]
+) -> None:
+    """A chunk whose own fields run past its end (the file's chunk list still whole) is one clear error."""
+    bad = tmp_path / name
+    bad.write_bytes(_topcon_with(vendor(name).read_bytes(), {chunk: edit}))
+    with pytest.raises(InputError, match=f"{chunk}.* cut short") as error:
+        read_volume(bad)
+    assert str(bad) in str(error.value)
 
 
 @pytest.mark.parametrize("name", ["e2e_minimized.E2E", "fda_minimized.fda"])
