@@ -65,7 +65,7 @@ from ._layer_state import (
     reviewable_labels,
     set_record,
 )
-from ._lifecycle import BackgroundTask, Connections
+from ._lifecycle import BackgroundTask, Connections, when_closed
 from ._panel import Panel
 from ._settings import preferences
 
@@ -202,11 +202,26 @@ class BoundaryWidget(Panel):
         self.body.addStretch(1)
 
         self.labels_combo.activated.connect(lambda _: self.attach(self.labels_combo.currentData()))
-        self.viewer.layers.events.inserted.connect(self._on_layers_changed)
-        self.viewer.layers.events.removed.connect(self._on_layers_changed)
-        self.viewer.layers.selection.events.active.connect(lambda _: self._follow_selection())
-        self.viewer.dims.events.current_step.connect(lambda _: self.show_current())
+        self.connections = Connections(self)  # to the viewer: undone when the dock closes
+        self.connections.connect(self.viewer.layers.events.inserted, self._on_layers_changed)
+        self.connections.connect(self.viewer.layers.events.removed, self._on_layers_changed)
+        self.connections.connect(self.viewer.layers.selection.events.active, self._follow_selection)
+        self.connections.connect(self.viewer.dims.events.current_step, self._on_step)
+        for layer in self.viewer.layers:
+            self._watch_metadata(layer)
+        when_closed(self, self._close)
         self._on_layers_changed()
+
+    def _close(self) -> None:
+        """The dock closed: stop following napari, let go of the lines layer's mouse, end the engine."""
+        self.task.cancel()
+        lines = self.lines
+        if lines is not None and self._on_mouse in lines.mouse_drag_callbacks:
+            lines.mouse_drag_callbacks.remove(self._on_mouse)
+            lines.mouse_pan = True
+        self.layer_connections.disconnect_all()
+        self.connections.disconnect_all()
+        self.engine_process.close()
 
     # --- which labels layer ----------------------------------------------------------------------------
 
@@ -261,9 +276,15 @@ class BoundaryWidget(Panel):
 
     def _watch_metadata(self, layer: Any) -> None:
         if isinstance(layer, Labels):
-            layer.events.metadata.connect(lambda _: self._on_layers_changed())
+            self.connections.connect(layer.events.metadata, self._on_metadata)
 
-    def _follow_selection(self) -> None:
+    def _on_metadata(self, event: Any) -> None:
+        self._on_layers_changed()
+
+    def _on_step(self, event: Any) -> None:
+        self.show_current()
+
+    def _follow_selection(self, event: Any = None) -> None:
         record = reviewable_labels(self.viewer.layers.selection.active)
         if is_oct_layers(record):
             assert record is not None
@@ -305,6 +326,7 @@ class BoundaryWidget(Panel):
             ndim=labels.ndim,
             scale=labels.scale,
             translate=labels.translate,
+            units=labels.units,
             edge_width=1.5,
             blending="translucent_no_depth",
         )
@@ -324,6 +346,7 @@ class BoundaryWidget(Panel):
             ndim=labels.ndim,
             scale=labels.scale,
             translate=labels.translate,
+            units=labels.units,
             edge_width=1.0,
             opacity=0.8,
             blending="translucent_no_depth",
@@ -338,6 +361,11 @@ class BoundaryWidget(Panel):
         lines.bind_key("Control-Z", lambda _layer: self.undo(), overwrite=True)
 
     # --- drawing ---------------------------------------------------------------------------------------
+
+    def _showing_bscans(self) -> bool:
+        """The canvas shows B-scans flat: 2-D view, the labels' last two axes displayed."""
+        dims = self.viewer.dims
+        return dims.ndisplay == 2 and tuple(dims.displayed)[-2:] == (dims.ndim - 2, dims.ndim - 1)
 
     def current_slice(self) -> int:
         labels = self.labels
@@ -360,12 +388,11 @@ class BoundaryWidget(Panel):
         if device_lines is not None:
             device_lines.editable = True  # napari adds shapes only to an editable layer
             device_lines.data = []
-            device_lines.add_paths(
-                [_path(heights[z], z, device_lines.ndim) for heights in self.device.values()],
-                edge_color="white",
-                edge_width=1.0,
-            )
-            device_lines.features = {"boundary": [OCT_BOUNDARIES[k] for k in self.device]}
+            drawn = {k: _path(heights[z], z, device_lines.ndim) for k, heights in self.device.items()}
+            drawn = {k: path for k, path in drawn.items() if len(path) >= 2}  # the device drew it on this B-scan
+            if drawn:
+                device_lines.add_paths(list(drawn.values()), edge_color="white", edge_width=1.0)
+            device_lines.features = {"boundary": [OCT_BOUNDARIES[k] for k in drawn]}
             device_lines.editable = False
 
     def _draw_lines(self, lines: Shapes, z: int) -> None:
@@ -388,6 +415,9 @@ class BoundaryWidget(Panel):
     def _on_mouse(self, layer: Shapes, event: Any) -> Iterator[None] | None:
         labels = self.labels
         if labels is None or self.heights is None or event.button != 1 or str(layer.mode) != "pan_zoom":
+            return None
+        if not self._showing_bscans():
+            self.status_label.setText("Boundaries are edited on a B-scan: switch to the 2-D view of the B-scans.")
             return None
         position = labels.world_to_data(event.position)
         row, column = float(position[-2]) + 0.5, round(float(position[-1]))
@@ -464,7 +494,9 @@ class BoundaryWidget(Panel):
         width = self.heights.shape[1]
         reach = max(self.reach_spin.value(), 1) * SNAP_REACH_FACTOR
         anchors = self.anchors.setdefault((z, boundary), [])
-        anchors[:] = [a for a in anchors if a[0] != column] + [(column, row)]
+        # anchors an undo or a later stroke moved the boundary away from no longer hold it
+        still = [(c, r) for c, r in anchors if c != column and abs(self.heights[boundary, c] - round(r)) < 0.5]
+        anchors[:] = [*still, (column, row)]
         left = [a for a in anchors if column - reach <= a[0] < column]
         right = [a for a in anchors if column < a[0] <= column + reach]
         start = max(left)[0] if left else max(column - reach, 0)
@@ -506,6 +538,7 @@ class BoundaryWidget(Panel):
             record.geometry.pixel_spacing,
             on_done=lambda probabilities: self._probabilities_arrived(z, probabilities),
             on_error=self._snap_failed,
+            on_finish=self._fetch_pending,
         )
 
     def _probabilities_arrived(self, z: int, probabilities: np.ndarray) -> None:
@@ -515,6 +548,11 @@ class BoundaryWidget(Panel):
         pending, self.pending_snap = self.pending_snap, None
         if pending is not None and pending[0] == z:
             self.snap(*pending)
+
+    def _fetch_pending(self) -> None:
+        """A snap clicked on another B-scan while this one's probabilities were computed: fetch its own now."""
+        if self.pending_snap is not None and self.pending_snap[0] not in self.probabilities:
+            self._fetch_probabilities(self.pending_snap[0])
 
     def _snap_failed(self, error: Exception) -> None:
         self.pending_snap = None
@@ -553,7 +591,7 @@ class BoundaryWidget(Panel):
             return
         with labels.block_history():
             self._write(labels, z + 1, self.heights, np.arange(self.heights.shape[1]))
-        self.viewer.dims.set_current_step(0, z + 1)
+        self.viewer.dims.set_current_step(self.viewer.dims.ndim - 3, z + 1)
         self.show_current(force=True)
         self.status_label.setText(f"B-scan {z + 1} starts from the boundaries of B-scan {z}.")
 

@@ -86,14 +86,10 @@ def test_the_bscans_boundaries_are_drawn_as_named_lines_in_their_colours(viewer,
 
 @pytest.mark.slow
 def test_dragging_a_boundary_moves_it_pushes_its_neighbours_and_undoes_in_one_step(
-    viewer,
-    segmented,
-    boundaries,
-    mouse,
-    qtbot,
+    viewer, segmented, boundaries, mouse, click
 ):
     labels, lines = _edit_ready(viewer, boundaries, segmented)
-    before = _bscan(labels, 1).copy()
+    before, neighbour = _bscan(labels, 1).copy(), _bscan(labels, 0).copy()
     heights = bscan_boundaries(before)
     column = 96
     ilm = heights[ILM, column]
@@ -106,9 +102,9 @@ def test_dragging_a_boundary_moves_it_pushes_its_neighbours_and_undoes_in_one_st
     reach = boundaries.reach_spin.value()
     far = [c for c in range(before.shape[1]) if abs(c - column) > reach]
     assert np.array_equal(_bscan(labels, 1)[:, far], before[:, far]), "only the reach around the point changes"
-    assert np.array_equal(_bscan(labels, 0), np.asarray(labels.data[0])), "other B-scans untouched"
+    assert np.array_equal(_bscan(labels, 0), neighbour), "other B-scans untouched"
     assert np.array_equal(boundaries.drawn_boundaries, after), "the lines show the labels"
-    boundaries.undo()
+    click(boundaries.undo_button)
     assert np.array_equal(_bscan(labels, 1), before), "the whole stroke is one undo step"
     assert np.array_equal(boundaries.drawn_boundaries, heights)
 
@@ -178,24 +174,61 @@ def test_on_a_real_vol_the_devices_boundaries_are_shown_read_only_and_can_be_sta
     truth = device_boundaries(read_volume(path))
     assert list(device.features["boundary"]) == [n for n in OCT_BOUNDARIES if n in truth]
     model = bscan_boundaries(np.asarray(labels.data[0]))
-    boundaries.start_from_device()
+    click(boundaries.device_button)
     started = bscan_boundaries(np.asarray(labels.data[0]))
     for name_, heights in truth.items():
         k = OCT_BOUNDARIES.index(name_)
         known = np.isfinite(heights[0])
         assert np.abs(started[k, known] - np.rint(heights[0, known])).max() <= 1, name_
     assert np.all(np.diff(started, axis=0) >= 0)
-    boundaries.undo()
+    click(boundaries.undo_button)
     assert np.array_equal(bscan_boundaries(np.asarray(labels.data[0])), model)
 
 
 @pytest.mark.slow
-def test_carrying_the_boundaries_to_the_next_bscan_gives_it_a_starting_guess(viewer, segmented, boundaries):
+def test_carrying_the_boundaries_to_the_next_bscan_gives_it_a_starting_guess(viewer, segmented, boundaries, click):
     labels, _lines = _edit_ready(viewer, boundaries, segmented, z=1)
     here, before = bscan_boundaries(_bscan(labels, 1)), _bscan(labels, 2).copy()
-    boundaries.carry_to_next()
+    click(boundaries.carry_button)
     assert viewer.dims.current_step[0] == 2
     assert np.array_equal(bscan_boundaries(_bscan(labels, 2)), here)
     assert np.array_equal(boundaries.drawn_boundaries, here)
-    boundaries.undo()
+    click(boundaries.undo_button)
     assert np.array_equal(_bscan(labels, 2), before)
+
+
+@pytest.mark.slow
+def test_a_bscan_the_device_left_unsegmented_draws_no_device_line_and_breaks_nothing(
+    viewer, segment, boundaries, click, wait_for, write_oct_scan
+):
+    from napari.layers import Layer
+
+    from napari_reseg._reader import layer_data
+    from reseg.io import read_volume
+
+    path, phantom = write_oct_scan(n_bscans=3)
+    volume = read_volume(path)
+    ilm = bscan_boundaries(phantom.labels[0])[ILM]
+    device = np.stack([ilm, np.full_like(ilm, np.nan), ilm])  # B-scan 1: the device found no ILM
+    device[2, 1:] = np.nan  # B-scan 2: one A-scan only
+    volume.metadata["boundaries"] = {"ILM": device}
+    scan = viewer.add_layer(Layer.create(*layer_data(volume)))
+    click(segment.run_button)
+    wait_for(segment)
+    lines = viewer.layers[f"{scan.name} device boundaries"]
+    for z, expected in ((0, ["ILM"]), (1, []), (2, []), (0, ["ILM"])):
+        viewer.dims.set_current_step(0, z)
+        assert list(lines.features["boundary"]) == expected and len(lines.data) == len(expected)
+
+
+@pytest.mark.slow
+def test_a_closed_dock_lets_go_of_the_mouse_and_the_viewer(viewer, segmented, boundaries, click):
+    labels, lines = _edit_ready(viewer, boundaries, segmented, z=1)
+    assert boundaries._on_mouse in lines.mouse_drag_callbacks and not lines.mouse_pan
+    viewer.window.remove_dock_widget(boundaries)  # what the dock's close button does
+    assert boundaries._on_mouse not in lines.mouse_drag_callbacks and lines.mouse_pan
+    drawn = boundaries.drawn_boundaries.copy()
+    labels.data_setitem((np.array([1]), np.array([5]), np.array([5])), 3)
+    viewer.dims.set_current_step(0, 2)
+    assert np.array_equal(boundaries.drawn_boundaries, drawn), "no longer follows the slider or the edits"
+    assert not boundaries.engine_process.alive
