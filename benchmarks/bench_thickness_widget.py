@@ -7,7 +7,9 @@ of one B-scan as RNFL through the labels layer (`data_setitem`, as the boundary 
 write; a brush stroke ends in the same call), alternating with painting them back. Timed from the call to:
 
 - figures: the map's row and the sector table hold the new numbers (the widget's update has run);
-- drawn: the window has then processed its pending repaints (map and table on screen).
+- drawn: the window has then processed its pending repaints (map and table on screen);
+- the widget's own update (measure the B-scan again, map, sectors, table) timed alone, the rest being napari's
+  painting of the labels and the window.
 
 Also the time to dock the widget on the open volume (every B-scan measured once). Prints the median and the
 range over `--repeats`, with the machine. Run under a display (e.g. `xvfb-run -a`):
@@ -77,9 +79,9 @@ def main() -> None:
         cells = [(BSCAN, row + d, c) for c, row in zip(columns, first, strict=True) for d in range(6)]
         indices = tuple(np.array(axis) for axis in zip(*cells, strict=True))
 
-        figures, drawn = [], []
-        for repeat in range(args.repeats):
-            value = 1 if repeat % 2 == 0 else 2  # RNFL, then back to GCL+IPL
+        figures, drawn, value = [], [], 2
+        for _ in range(args.repeats):
+            value = 3 - value  # RNFL (1), then back to GCL+IPL (2)
             table_before = widget.sector_table()
             row_before = np.asarray(thickness_map.data)[BSCAN].copy()
             start = time.perf_counter()
@@ -92,12 +94,25 @@ def main() -> None:
             figures.append((time.perf_counter() - start) * 1000)
             QApplication.processEvents()
             drawn.append((time.perf_counter() - start) * 1000)
+        own = []  # the widget's update alone: called at once, before napari's event loop gets to it
+        for _ in range(args.repeats):
+            value = 3 - value
+            labels.data_setitem(indices, value)
+            start = time.perf_counter()
+            widget.apply_edits()
+            own.append((time.perf_counter() - start) * 1000)
+            QApplication.processEvents()
         viewer.close()
 
     print(f"{SHAPE[0]} x {SHAPE[1]} x {SHAPE[2]} OCT labels, Thickness docked, napari {napari.__version__}")
-    print(f"machine: {os.cpu_count()} CPUs, {machine_name()}")
+    load = ", ".join(f"{average:.1f}" for average in os.getloadavg())
+    print(f"machine: {os.cpu_count()} CPUs, {machine_name()}; load average {load} (other work slows every figure)")
     print(f"  dock the widget (measure every B-scan)   {dock_ms:8.1f} ms")
-    for name, times in (("edit -> figures (map row, table)", figures), ("edit -> figures drawn", drawn)):
+    for name, times in (
+        ("edit -> figures (map row, table)", figures),
+        ("edit -> figures drawn", drawn),
+        ("of which the widget's own update", own),
+    ):
         values = np.array(times)
         print(
             f"  {name:40s} {np.median(values):8.1f} ms median "

@@ -443,11 +443,18 @@ class ThicknessWidget(Panel):
             return
         map_layer = _overlay(self.viewer.layers, self.target[0], MAP)
         if map_layer is not None:
-            map_layer.data = thickness.astype(np.float32)
+            shown = np.asarray(map_layer.data)
+            if shown.shape == thickness.shape and shown.dtype == np.float32 and shown.flags.writeable:
+                shown[...] = thickness  # in place and redrawn: assigning `data` makes napari redo its dims
+                map_layer.refresh()
+            else:
+                map_layer.data = thickness.astype(np.float32)
             if new_layer or map_layer.contrast_limits == [0.0, 1.0] or not np.any(map_layer.contrast_limits):
                 map_layer.contrast_limits = _contrast(thickness)
             scan = find_scan(self.viewer.layers, self.target[0])
-            map_layer.name = f"{scan.name if scan is not None else 'scan'} {layer} thickness map (um)"
+            name = f"{scan.name if scan is not None else 'scan'} {layer} thickness map (um)"
+            if map_layer.name != name:
+                map_layer.name = name
             low, high = map_layer.contrast_limits
             colours = f"; map colours {low:.0f} (blue) to {high:.0f} um (red)"
         else:
