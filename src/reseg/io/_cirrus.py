@@ -1,10 +1,15 @@
 """Zeiss Cirrus .img exports: a headerless cube of uint8 samples whose size only the file name gives.
 
 Cirrus names its raw exports like "P123_Macular Cube 512x128_7-25-2012_15-40-1_OD_sn1234_cube_raw.img":
-A-scans per B-scan x B-scans, each A-scan 1024 samples deep, B-scans stored one after another, each bottom-up
-and mirrored left to right (as oct-converter's IMG reader and the readCirrusOct / octCirrusReader readers
-describe the layout). Macular and Optic Disc Cubes cover 6 x 6 mm and 2 mm of depth (Zeiss' scan specification);
-other scans' sizes are not recorded and are left unknown.
+A-scans per B-scan x B-scans, each A-scan 1024 samples deep. The B-scans are stored one after another, each as
+1024 rows of one sample per A-scan, its bottom row first and mirrored left to right, so the cube is read as
+(B-scans, 1024, A-scans) and turned upright and unmirrored; B-scans stay in file order. That is how
+oct-preprocess-cirrus reads it (github.com/ashkan-abbasi66/oct-preprocess-cirrus, read_img.py). A. Lang's
+MATLAB octCirrusReader.m (and retimat's io/read_img.m) read each B-scan the same way but also reverse the B-scan
+order; without a real cube at hand to tell which is right, the file's order is kept.
+
+Macular and Optic Disc Cubes cover 6 x 6 mm and 2 mm of depth (Zeiss' scan specification); other scans' sizes
+are not recorded and are left unknown.
 """
 
 from __future__ import annotations

@@ -178,17 +178,19 @@ def _decode(source: Path, payload: bytes, what: str) -> np.ndarray:
 
 
 def _spacing(chunks: _Chunks, shape: tuple[int, ...]) -> tuple[tuple[float, float, float], tuple[bool, bool, bool]]:
-    """(z, y, x) mm: scan width / A-scans, the axial resolution, scan height / B-scans (none for one B-scan).
+    """(z, y, x) mm: scan height / B-scans (none for one B-scan), the axial pixel size, scan width / A-scans.
 
-    @PARAM_SCAN_04 / _02 hold the scanned width and height in mm and the axial pixel size in um; the divisions
-    are oct-converter's."""
+    @PARAM_SCAN_04 / _02 hold the scanned width and height on the fundus in mm and the axial pixel size in um;
+    the divisions are oct-converter's."""
     found = chunks.first("@PARAM_SCAN_04", "@PARAM_SCAN_02")
     if found is None:
         return (1.0, 1.0, 1.0), (False, False, False)
     name, body = found
-    x_mm, y_mm, z_um = chunks.unpack(name, "<3d", body, 12 if name == "@PARAM_SCAN_04" else 21, "the scan size")
+    width_mm, height_mm, axial_um = chunks.unpack(
+        name, "<3d", body, 12 if name == "@PARAM_SCAN_04" else 21, "the scan size"
+    )
     count, _, width = shape
-    values = [y_mm / count if count > 1 else 0.0, z_um / 1000.0, x_mm / width]
+    values = [height_mm / count if count > 1 else 0.0, axial_um / 1000.0, width_mm / width]
     known = tuple(bool(np.isfinite(v) and v > 0) for v in values)
     return three_spacings(v if ok else 1.0 for v, ok in zip(values, known, strict=True)), known  # type: ignore[return-value]
 
