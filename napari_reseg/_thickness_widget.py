@@ -269,7 +269,10 @@ class ThicknessWidget(Panel):
         slices, self.pending = self.pending, set()
         if labels is None or self.cache is None:
             return
-        if self.cache.update(_stack(labels.data), slices):
+        stack = _stack(labels.data)
+        if stack.shape != self.cache.shape:  # new labels of another size were put in the layer
+            self.attach(labels)
+        elif self.cache.update(stack, slices):
             self.show_figures()
 
     # --- the ETDRS centre -----------------------------------------------------------------------------
