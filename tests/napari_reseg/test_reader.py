@@ -114,6 +114,15 @@ def test_unsupported_files_are_declined(tmp_path):
     assert get_reader([str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]) is None
 
 
+def test_other_tools_xml_and_analyze_img_are_left_to_other_readers(tmp_path):
+    import nibabel as nib
+
+    (tmp_path / "layout.xml").write_text('<?xml version="1.0"?><LinearLayout/>', encoding="utf-8")
+    nib.save(nib.AnalyzeImage(np.zeros((8, 8, 4), np.int16), np.eye(4)), tmp_path / "brain.img")
+    assert get_reader(str(tmp_path / "layout.xml")) is None
+    assert get_reader(str(tmp_path / "brain.img")) is None
+
+
 def test_corrupt_file_gives_a_notification_naming_it(viewer, tmp_path, monkeypatch):
     import napari_reseg._reader as module
 

@@ -29,6 +29,20 @@ _CUBES = ("macular cube", "optic disc cube")
 _EYE = re.compile(r"_(OD|OS)_")
 
 
+def is_cirrus_img(path: Path) -> bool:
+    """Whether the file is named as Cirrus names its cubes and holds the bytes that name gives (no data is read),
+    so that other .img files (Analyze, ENVI) are left to other readers."""
+    match = _NAME.search(path.name)
+    try:
+        return match is not None and path.stat().st_size == _cube_bytes(match) > 0
+    except OSError:
+        return False
+
+
+def _cube_bytes(match: re.Match[str]) -> int:
+    return int(match["ascans"]) * int(match["bscans"]) * _DEPTH
+
+
 def read_cirrus_img(source: Path) -> Volume:
     """Read the cube as B-scans (Z, 1024, A-scans) the right way up, with the cube's spacing where it is known."""
     match = _NAME.search(source.name)
@@ -39,7 +53,7 @@ def read_cirrus_img(source: Path) -> Volume:
             "size as Cirrus writes it (e.g. 'Macular Cube 512x128')",
         )
     ascans, bscans = int(match["ascans"]), int(match["bscans"])
-    expected = ascans * bscans * _DEPTH
+    expected = _cube_bytes(match)
     size = source.stat().st_size
     if size != expected or expected == 0:
         raise InputError(

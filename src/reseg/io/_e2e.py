@@ -21,7 +21,7 @@ from reseg.io._common import reading, require
 from reseg.io._heyex import _SCAN_PATTERNS, _display_grey
 from reseg.io._volume import Volume, three_spacings
 
-_MAGIC = b"CMDb"
+E2E_MAGIC = b"CMDb"  # the first bytes of every .e2e file
 _FILE_HEADER_BYTES = 36 + 52  # version block, then the main directory header
 _CONTAINER = b"MDbData"
 _DIRECTORY = b"MDbDir"
@@ -43,8 +43,8 @@ def read_heyex_e2e(source: Path) -> Volume:
     vol_reader = require("eyepy.io.he.vol_reader", source, "Heidelberg .e2e files")
     with reading(source, "a Heidelberg .e2e file"):
         data = source.read_bytes()
-        if not data.startswith(_MAGIC):
-            raise InputError(source, f"is not a Heidelberg .e2e file (it starts with {data[:8]!r}, not {_MAGIC!r})")
+        if not data.startswith(E2E_MAGIC):
+            raise InputError(source, f"is not a Heidelberg .e2e file (it starts with {data[:8]!r}, not {E2E_MAGIC!r})")
         series = _series_contents(source, data, formats)
     bscans = series["bscans"]
     if not bscans:

@@ -9,6 +9,7 @@ XML exports. The exported images are already the grey levels Heyex displays, so 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,21 @@ from reseg.io._volume import Volume, three_spacings
 
 _NO_HEIGHT = 3.0e38  # a layer value where the device found no boundary
 _OCT_IMAGES = ".//ImageType[Type='OCT'].."  # the export's Image elements of OCT B-scans, in file order
+# What may come before the root element: the XML declaration, comments, a document type declaration.
+_PROLOGUE = re.compile(rb"\s*(<\?.*?\?>|<!--.*?-->|<!DOCTYPE[^>]*>)", re.DOTALL)
+_HEYEX_ROOT = re.compile(rb"\s*<(?:[\w.-]+:)?HEDX[\s/>]")  # a Heyex export's root element, with or without a prefix
+
+
+def starts_as_heyex_xml(head: bytes) -> bool:
+    """Whether a file's first bytes open a Heyex export (its root element is HEDX), so that other tools' XML files
+    are left to other readers; a UTF-8 or UTF-16 byte order mark is allowed."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        head = head.decode("utf-16", "ignore").encode("utf-8")
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    position = 0
+    while prologue := _PROLOGUE.match(head, position):
+        position = prologue.end()
+    return _HEYEX_ROOT.match(head, position) is not None
 
 
 def read_heyex_xml(source: Path) -> Volume:

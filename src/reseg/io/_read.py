@@ -8,14 +8,14 @@ from pathlib import Path
 import numpy as np
 
 from reseg.errors import InputError
-from reseg.io._cirrus import read_cirrus_img
+from reseg.io._cirrus import is_cirrus_img, read_cirrus_img
 from reseg.io._common import extension, natural_key, to_volume
 from reseg.io._dicom import is_dicom_file, read_dicom
-from reseg.io._e2e import read_heyex_e2e
+from reseg.io._e2e import E2E_MAGIC, read_heyex_e2e
 from reseg.io._formats import NIFTI_EXTENSIONS, PIL_EXTENSIONS, TIFF_EXTENSIONS, read_nifti, read_pil, read_tiff
 from reseg.io._heyex import read_heyex_vol
-from reseg.io._heyex_xml import read_heyex_xml
-from reseg.io._topcon import read_topcon
+from reseg.io._heyex_xml import read_heyex_xml, starts_as_heyex_xml
+from reseg.io._topcon import TOPCON_MAGIC, read_topcon
 from reseg.io._volume import Volume, normalize_modality
 
 _SLICE_EXTENSIONS = PIL_EXTENSIONS | TIFF_EXTENSIONS
@@ -33,10 +33,33 @@ _READERS: dict[str, Callable[[Path], Volume]] = {
 }
 
 
+_HEAD_BYTES = 4096  # the most a content check reads of a file
+
+
+def _head(path: Path, size: int = _HEAD_BYTES) -> bytes:
+    try:
+        with path.open("rb") as file:
+            return file.read(size)
+    except OSError:
+        return b""
+
+
+# Extensions that other tools use too (.xml, .img) or whose files have their own magic: the file's content says.
+_CONTENT_CHECKS: dict[str, Callable[[Path], bool]] = {
+    ".xml": lambda path: starts_as_heyex_xml(_head(path)),
+    ".img": is_cirrus_img,
+    ".e2e": lambda path: _head(path, len(E2E_MAGIC)) == E2E_MAGIC,
+    ".fda": lambda path: _head(path, len(TOPCON_MAGIC)) == TOPCON_MAGIC,
+    ".fds": lambda path: _head(path, len(TOPCON_MAGIC)) == TOPCON_MAGIC,
+}
+
+
 def is_supported(path: str | Path) -> bool:
     """Cheap check, without reading pixels, so a reader hook can decline files it cannot open.
 
-    Extension-less files and folders are looked at for the DICOM marker (132 bytes a file).
+    Extension-less files and folders are looked at for the DICOM marker (132 bytes a file). Vendor files are
+    looked at too (at most 4 KB): a Heyex .xml export's root element, the .e2e / .fda / .fds magic bytes, a
+    Cirrus .img's name and size; other tools' .xml and .img files are declined for other readers.
     """
     path = Path(path)
     if path.is_dir():
@@ -44,7 +67,10 @@ def is_supported(path: str | Path) -> bool:
             return any(_is_slice_file(f) or is_dicom_file(f) for f in path.iterdir())
         except OSError:
             return False
-    return extension(path) in _READERS or is_dicom_file(path)
+    suffix = extension(path)
+    if suffix in _CONTENT_CHECKS:
+        return _CONTENT_CHECKS[suffix](path)
+    return suffix in _READERS or is_dicom_file(path)
 
 
 def read_volume(path: str | Path, modality: str | None = None) -> Volume:

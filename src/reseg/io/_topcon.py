@@ -20,7 +20,7 @@ from reseg.errors import InputError
 from reseg.io._common import reading
 from reseg.io._volume import Volume, three_spacings
 
-_MAGIC = b"FOCT"
+TOPCON_MAGIC = b"FOCT"  # the first bytes of every .fda / .fds file
 _HEADER_BYTES = 15  # "FOCT", "FDA"/"FDS"/"FAA", two uint32 version numbers
 _LATERALITY = {0: "OD", 1: "OS"}  # @CAPTURE_INFO(_02) first byte: 0 right eye, 1 left eye
 # Image payloads that Pillow decodes (JPEG 2000 codestream and file, baseline JPEG); anything else is raw pixels.
@@ -102,7 +102,7 @@ def read_topcon(source: Path) -> Volume:
 
 def _chunks(source: Path) -> _Chunks:
     data = source.read_bytes()
-    if data[:4] != _MAGIC or len(data) < _HEADER_BYTES:
+    if data[:4] != TOPCON_MAGIC or len(data) < _HEADER_BYTES:
         raise InputError(source, f"is not a Topcon .fda/.fds file (it starts with {data[:7]!r}, not b'FOCTFDA')")
     where: dict[str, list[tuple[int, int]]] = {}
     position = _HEADER_BYTES

@@ -284,3 +284,39 @@ def test_broken_heyex_xml_is_named(tmp_path: Path) -> None:
     with pytest.raises(InputError) as error:
         read_volume(path)
     assert str(path) in str(error.value)
+
+
+def _analyze_pair(folder: Path) -> Path:
+    """An Analyze 7.5 image (.hdr header beside a headerless .img), as neuroimaging tools write it."""
+    import nibabel as nib
+
+    path = folder / "brain.img"
+    nib.save(nib.AnalyzeImage(np.zeros((8, 8, 4), np.int16), np.eye(4)), path)
+    return path
+
+
+def test_is_supported_takes_vendor_files_by_their_content(vendor, tmp_path: Path) -> None:
+    for name in ("e2e_minimized.E2E", "fda_minimized.fda", "fds_minimized.fds"):
+        assert is_supported(vendor(name)), name
+    rng = np.random.default_rng(6)
+    xml = _heyex_xml_export(
+        tmp_path, rng.integers(0, 255, (1, 20, 30), np.uint8), np.zeros((9, 9), np.uint8), np.ones((1, 30))
+    )
+    assert is_supported(xml)
+
+
+def test_is_supported_declines_other_xml_img_and_vendor_extensions_without_their_magic(vendor, tmp_path: Path) -> None:
+    """Other tools' .xml and .img files are declined, so that other readers get them, yet named if read here."""
+    other_xml = tmp_path / "settings.xml"
+    other_xml.write_text('<?xml version="1.0"?>\n<!-- <HEDX> --><project><HEDX/></project>', encoding="utf-8")
+    analyze = _analyze_pair(tmp_path)
+    not_e2e = tmp_path / "scan.e2e"
+    not_e2e.write_bytes(b"JUNK" + vendor("e2e_minimized.E2E").read_bytes()[4:])
+    wrong_size = tmp_path / _cirrus_name(16, 3)
+    wrong_size.write_bytes(bytes(16 * 3 * 1024 + 1))
+    for path in (other_xml, analyze, not_e2e, wrong_size):
+        assert not is_supported(path), path.name
+        with pytest.raises(InputError) as error:
+            read_volume(path)
+        assert str(path) in str(error.value)
+    assert not is_supported(tmp_path / "missing.fda")
