@@ -244,7 +244,8 @@ def _segment(
     with_confidence: bool,
     voxel_spacing: tuple[float, float, float] | None = None,
 ) -> Iterator[Any]:
-    """Segment `slices` of `image` ((Z, H, W)); yields the device name, then one `Batch` per batch."""
+    """Segment `slices` of `image` ((Z, H, W)); yields the device name, then one `Batch` per batch. The first
+    batch is the first slice alone: napari shows it (the one on screen) while the rest are computed."""
     from reseg.inference.segmentation import iter_segment
 
     model = models.get(model_ref, weights_sha256, device)
@@ -264,6 +265,7 @@ def _segment(
         pixel_spacing=pixel_spacing,
         raw=raw,
         voxel_spacing=voxel_spacing,
+        first_batch_size=1,
     ):
         chunk = list(progress.slices)
         yield Batch(

@@ -114,14 +114,19 @@ class SegmentController:
         current_slice: int | None,
         raw: bool,
         with_confidence: bool,
+        on_screen: int | None = None,
     ) -> RunPlan:
-        """The run to start; `current_slice` limits it to the slice on screen. Raises ResegError for what cannot
-        run (a busy widget, an unknown model)."""
+        """The run to start; `current_slice` limits it to the slice on screen, otherwise the whole scan runs
+        starting with `on_screen`. Raises ResegError for what cannot run (a busy widget, an unknown model)."""
         if self.phase is not Phase.IDLE:
             raise ResegError("a segmentation is already running; cancel it or wait for it to finish")
         model_ref, card = self.card_of(model_label)
         n_slices = scan.geometry.data.shape[0]
-        slices = [current_slice] if current_slice is not None else list(range(n_slices))
+        if current_slice is not None:
+            slices = [current_slice]
+        else:  # the slice on screen first: its labels appear while the others are computed
+            first = on_screen if on_screen is not None and 0 <= on_screen < n_slices else 0
+            slices = [first, *(z for z in range(n_slices) if z != first)]
         return RunPlan(
             scan,
             scan_name,

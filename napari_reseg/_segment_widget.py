@@ -334,9 +334,11 @@ class SegmentWidget(Panel):
         if scan_layer is None:
             show_warning("napari-reseg: open a greyscale image layer to segment first")
             return
-        current = None
-        if self.scope_combo.currentText() == CURRENT_SLICE and scan_layer.ndim == 3:
-            current = int(self.viewer.dims.current_step[self.viewer.dims.ndim - 3])
+        current, on_screen = None, None
+        if scan_layer.ndim == 3:
+            on_screen = int(self.viewer.dims.current_step[self.viewer.dims.ndim - 3])
+            if self.scope_combo.currentText() == CURRENT_SLICE:
+                current = on_screen
         try:
             if self.model_combo.currentIndex() < 0 or self.model_combo.currentText() == LOAD_CHECKPOINT:
                 raise ResegError("choose a model first (none of the listed models suits this scan)")
@@ -350,6 +352,7 @@ class SegmentWidget(Panel):
                 current,
                 raw=not self.postprocess_check.isChecked(),
                 with_confidence=self.confidence_check.isChecked(),
+                on_screen=on_screen,
             )
         except ResegError as error:
             show_error(f"napari-reseg: {error}")

@@ -36,7 +36,15 @@ from reseg.measurement.etdrs import DIAMETERS_MM, EnFace, en_face, find_fovea, s
 from reseg.measurement.thickness import LAYERS, TOTAL_RETINA
 from reseg.measurement.tsnit import tsnit_profile
 
-from ._layer_state import METADATA_KEY, DerivedImageRecord, ScanRecord, find_run_target, find_scan, labels_record
+from ._layer_state import (
+    METADATA_KEY,
+    DerivedImageRecord,
+    ScanRecord,
+    find_derived,
+    find_run_target,
+    find_scan,
+    labels_record,
+)
 from ._lifecycle import Connections, when_closed
 from ._paint_events import touched_slices
 from ._panel import Panel
@@ -79,8 +87,7 @@ def _find_oct_labels(layers: Any, target: Target) -> Labels | None:
 
 def _overlay(layers: Any, scan_key: str, kind: str) -> Any:
     """A layer this widget added for the scan (map, grid, centre), by the record it carries."""
-    record = DerivedImageRecord(scan_key, kind)
-    return next((layer for layer in layers if layer.metadata.get(METADATA_KEY) == record), None)
+    return find_derived(layers, scan_key, kind, Layer)
 
 
 def _stack(data: Any) -> np.ndarray:

@@ -116,6 +116,7 @@ def iter_segment(
     raw: bool = False,
     surfaces_out: np.ndarray | None = None,
     voxel_spacing: Sequence[float] | None = None,
+    first_batch_size: int | None = None,
 ) -> Iterator[Progress]:
     """Segment the given slices of `image` ((H, W) or (Z, H, W)) into `labels_out` (same shape, uint8).
 
@@ -129,6 +130,8 @@ def iter_segment(
     `layer_surfaces`, `surfaces_out` ((8, Z, W)) receives the surfaces of each computed slice. A card's volume
     steps (`drop_organ_fragments`) run when every slice of the stack has been computed and the (z, y, x)
     `voxel_spacing` is known; they may change any slice, so one more `Progress` then reports all of them.
+    `first_batch_size` makes the first batch that small (1: the first slice is shown as soon as it is done,
+    not after a whole batch), the later ones `batch_size`.
     """
     stack = as_stack(image)
     labels_stack = as_stack(labels_out)
@@ -144,7 +147,8 @@ def iter_segment(
     done = 0
     with torch.inference_mode():
         while done < len(order):
-            chunk = order[done : done + batch_size]
+            size = min(first_batch_size, batch_size) if done == 0 and first_batch_size else batch_size
+            chunk = order[done : done + size]
             try:
                 want_confidence = confidence_stack is not None or slice_confidence_out is not None
                 batch = _predict_batch(model, stack[chunk], want_confidence, pixel_spacing, surface_step is not None)
