@@ -66,6 +66,15 @@ def test_progress_is_reported_per_batch_and_results_fill_in_as_they_finish(tiny_
     assert events[-1].slices == (6,) and events[-1].total == 7
 
 
+def test_a_small_first_batch_puts_the_first_slice_out_before_the_rest(tiny_model):
+    stack = np.random.default_rng(3).integers(0, 255, (7, 32, 48), dtype=np.uint8)
+    labels = np.full(stack.shape, 99, dtype=np.uint8)
+    order = [5, 0, 1, 2, 3, 4, 6]  # the slice on screen first, as the plugin asks
+    events = list(iter_segment(tiny_model, stack, labels, batch_size=3, slices=order, first_batch_size=1))
+    assert [e.slices for e in events] == [(5,), (0, 1, 2), (3, 4, 6)]
+    assert np.all(labels < 3)
+
+
 def test_closing_the_generator_cancels_between_batches(tiny_model):
     stack = np.zeros((10, 32, 32), dtype=np.uint8)
     labels = np.full(stack.shape, 99, dtype=np.uint8)
