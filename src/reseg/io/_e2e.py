@@ -5,14 +5,20 @@ eyepy 0.21's reader finds containers only through the directory chain, and refus
 EyeVolume. Cut-down and partly exported files drop the directory (rse-panimg's test export keeps four containers
 and a main header pointing past the end of the file) and rewrite an image's own size without its container's;
 such files are read here by walking the containers in the order they lie in the file.
+
+A multi-visit export holds several series (gigabytes of B-scans): the file is mapped, not read, the series is
+chosen from the containers' headers alone, and only its containers are decoded.
 """
 
 from __future__ import annotations
 
+import mmap
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import IO
 
 import numpy as np
 
@@ -36,19 +42,35 @@ _MISSING_ABOVE = 1.99
 _NO_HEIGHT = 3.0e38  # a layer's value where the device found no boundary
 
 
+@dataclass(frozen=True)
+class _Container:
+    """Where a data container lies and what its header says it holds (nothing of it decoded)."""
+
+    start: int
+    kind: int  # the container type
+    slice_id: int
+    image_kind: int | None  # an image container's image kind (B-scan, fundus), from the image's own header
+
+
 def read_heyex_e2e(source: Path) -> Volume:
-    """Read the first series with B-scans: display grey levels, laterality, fundus image, device boundaries and,
-    where the file holds B-scan records, the axial pixel size and scan pattern."""
+    """Read the first series (in file order) with B-scans: display grey levels, laterality, fundus image, device
+    boundaries and, where the file holds B-scan records, the axial pixel size and scan pattern.
+
+    Other series are not decoded; `metadata["other_series"]` says how many other series with B-scans the file
+    holds (0 for a single-series export), so that a multi-visit export is not taken for one visit unawares."""
     formats = require("eyepy.io.he.e2e_format", source, "Heidelberg .e2e files")
     vol_reader = require("eyepy.io.he.vol_reader", source, "Heidelberg .e2e files")
-    with reading(source, "a Heidelberg .e2e file"):
-        data = source.read_bytes()
-        if not data.startswith(E2E_MAGIC):
-            raise InputError(source, f"is not a Heidelberg .e2e file (it starts with {data[:8]!r}, not {E2E_MAGIC!r})")
-        series = _series_contents(source, data, formats)
+    with reading(source, "a Heidelberg .e2e file"), source.open("rb") as file:
+        head = file.read(len(E2E_MAGIC))
+        if head != E2E_MAGIC:
+            raise InputError(source, f"is not a Heidelberg .e2e file (it starts with {head!r}, not {E2E_MAGIC!r})")
+        with mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ) as data:
+            by_series = _containers_by_series(source, file, data, formats)
+            with_bscans = [found for found in by_series.values() if any(c.image_kind == _BSCAN_IMAGE for c in found)]
+            if not with_bscans:
+                raise InputError(source, "holds no OCT B-scans (only fundus images or patient records)")
+            series = _series_contents(source, data, formats, with_bscans[0])
     bscans = series["bscans"]
-    if not bscans:
-        raise InputError(source, "holds no OCT B-scans (only fundus images or patient records)")
     order = sorted(bscans)
     shapes = {bscans[k].shape for k in order}
     if len(shapes) != 1:
@@ -61,6 +83,7 @@ def read_heyex_e2e(source: Path) -> Volume:
         "axes": "ZYX",
         "missing_pixels": int(missing.sum()),
         "laterality": series["laterality"],
+        "other_series": len(with_bscans) - 1,
     }
     meta = [series["meta"][k] for k in order if k in series["meta"]]
     axial = float(meta[0].scale_y) if meta else 0.0
@@ -84,41 +107,66 @@ def read_heyex_e2e(source: Path) -> Volume:
     return Volume(_display_grey(raw, missing), spacing, "OCT", source, None, 3, metadata)
 
 
-def _series_contents(source: Path, data: bytes, formats: ModuleType) -> dict:
-    """B-scans (by slice id), their records and layers, fundus and laterality of the first series with B-scans."""
-    found: dict[tuple[int, int, int], dict] = {}
-    for start in _container_starts(source, data, formats):
+def _containers_by_series(
+    source: Path, file: IO[bytes], data: mmap.mmap, formats: ModuleType
+) -> dict[tuple[int, int, int], list[_Container]]:
+    """Every data container by its (patient, study, series), from the headers only, in file order."""
+    found: dict[tuple[int, int, int], list[_Container]] = {}
+    for start in _container_starts(source, file, data, formats):
         header = formats.containerheader_format.parse(data[start : start + _CONTAINER_HEADER_BYTES])
-        body = data[start + _CONTAINER_HEADER_BYTES : start + _CONTAINER_HEADER_BYTES + _item_size(data, start)]
-        key = (header.patient_id, header.study_id, header.series_id)
-        series = found.setdefault(key, {"bscans": {}, "meta": {}, "layers": {}, "fundus": None, "laterality": ""})
-        kind = int(header.type)
+        kind, image_kind = int(header.type), None
         if kind == _IMAGE:
-            image_type, image = _image(source, body)
-            if image_type == _BSCAN_IMAGE:
-                series["bscans"][header.slice_id] = image
-            elif image_type == _FUNDUS_IMAGE and series["fundus"] is None:
-                series["fundus"] = image
-        elif kind == _LATERALITY:
+            image_header = data[start + _CONTAINER_HEADER_BYTES : start + _CONTAINER_HEADER_BYTES + 8]
+            if len(image_header) < 8:
+                raise InputError(source, f"the image container at byte {start} is cut short inside its header")
+            image_kind = struct.unpack_from("<I", image_header, 4)[0]
+        key = (header.patient_id, header.study_id, header.series_id)
+        found.setdefault(key, []).append(_Container(start, kind, header.slice_id, image_kind))
+    return found
+
+
+def _series_contents(source: Path, data: mmap.mmap, formats: ModuleType, containers: list[_Container]) -> dict:
+    """A series' B-scans (by slice id), their records and layers, fundus and laterality, decoded from its
+    containers."""
+    series: dict = {"bscans": {}, "meta": {}, "layers": {}, "fundus": None, "laterality": ""}
+    for container in containers:
+        body_start = container.start + _CONTAINER_HEADER_BYTES
+        body = data[body_start : body_start + _item_size(data, container.start)]
+        if container.kind == _IMAGE and container.image_kind in (_BSCAN_IMAGE, _FUNDUS_IMAGE):
+            if container.image_kind == _BSCAN_IMAGE:
+                series["bscans"][container.slice_id] = _image(source, body)[1]
+            elif series["fundus"] is None:
+                series["fundus"] = _image(source, body)[1]
+        elif container.kind == _LATERALITY:
             side = formats.type11_format.parse(body).laterality
             series["laterality"] = {"R": "OD", "L": "OS"}.get(chr(int(side)), "")
-        elif kind == _BSCAN_META:
-            series["meta"][header.slice_id] = formats.type10004_format.parse(body)
-        elif kind == _LAYER:
+        elif container.kind == _BSCAN_META:
+            series["meta"][container.slice_id] = formats.type10004_format.parse(body)
+        elif container.kind == _LAYER:
             layer = formats.type10019_format.parse(body)
-            series["layers"].setdefault(int(layer.id), {})[header.slice_id] = np.asarray(layer.data, np.float64)
-    with_bscans = [series for series in found.values() if series["bscans"]]
-    return with_bscans[0] if with_bscans else {"bscans": {}}
+            series["layers"].setdefault(int(layer.id), {})[container.slice_id] = np.asarray(layer.data, np.float64)
+    return series
 
 
-def _container_starts(source: Path, data: bytes, formats: ModuleType) -> Iterator[int]:
-    """Where each data container starts: from the directory chunks where the file has them (eyepy's layout),
-    else walking the containers one after another from the end of the file header."""
-    try:
-        parsed = formats.e2e_format.parse(data)
-        starts = [folder.start for chunk in parsed.chunks for folder in chunk.folders if folder.size > 0]
-    except Exception:  # a directory chain that does not parse: the walk below says where the file is damaged
-        starts = []
+def _container_starts(source: Path, file: IO[bytes], data: mmap.mmap, formats: ModuleType) -> Iterator[int]:
+    """Where each data container starts: from the directory chunks where the file has them (eyepy's layout, parsed
+    from the file without loading it), else walking the containers one after another from the end of the file
+    header.
+
+    eyepy's layout puts the first directory chunk right after the file header and parses whatever lies there as
+    one: in a file without a directory it reads a container's header as a chunk's and, once the file is a few
+    megabytes, takes a study id for the number of folders. Only chunks that start with their magic count."""
+    starts = []
+    if data[_FILE_HEADER_BYTES : _FILE_HEADER_BYTES + len(_DIRECTORY)] == _DIRECTORY:
+        try:
+            file.seek(0)
+            parsed = formats.e2e_format.parse_stream(file)
+        except Exception:  # a directory chain that does not parse: the walk below says where the file is damaged
+            parsed = None
+        for chunk in parsed.chunks if parsed is not None else []:
+            if chunk.chunk_header.magic2 != _DIRECTORY.decode():
+                break
+            starts += [folder.start for folder in chunk.folders if folder.size > 0]
     if starts:
         yield from sorted(set(starts))
         return
@@ -140,7 +188,7 @@ def _container_starts(source: Path, data: bytes, formats: ModuleType) -> Iterato
             raise InputError(source, f"is damaged: no .e2e data container at byte {position} (found {magic[:12]!r})")
 
 
-def _item_size(data: bytes, start: int) -> int:
+def _item_size(data: mmap.mmap, start: int) -> int:
     """A container's data size; for images their own size field, which cut-down exports rewrite (the container's
     they leave as it was)."""
     if len(data) < start + _CONTAINER_HEADER_BYTES:

@@ -35,6 +35,52 @@ def test_e2e_holds_one_spectralis_bscan_its_laterality_and_a_2_x_3_fundus(vendor
     assert bscan[170:260].mean(axis=0).min() > bscan[:100].mean()  # the retina runs across every A-scan: horizontal
 
 
+def _e2e_containers(data: bytes) -> list[bytes]:
+    """The containers of the cut-down E2E (no directory): 60-byte header, then the data; an image's data size is
+    its own size field (the first 4 bytes), which the cut-down export rewrote, others' the header's."""
+    containers, position = [], 88  # after the version block and the main directory header
+    while position < len(data):
+        (size,) = struct.unpack_from("<I", data, position + 24)
+        if struct.unpack_from("<I", data, position + 52)[0] == 1073741824:  # an image
+            (size,) = struct.unpack_from("<I", data, position + 60)
+        containers.append(data[position : position + 60 + size])
+        position += 60 + size
+    return containers
+
+
+def _in_series(container: bytes, series_id: int, slice_id: int | None = None) -> bytes:
+    header = bytearray(container)
+    struct.pack_into("<i", header, 40, series_id)  # the container header's series id
+    if slice_id is not None:
+        struct.pack_into("<i", header, 44, slice_id)
+    return bytes(header)
+
+
+def test_e2e_with_a_second_series_reads_the_first_and_counts_the_other_without_decoding_it(
+    vendor, tmp_path: Path
+) -> None:
+    """A multi-visit export: the first series with B-scans is read; the other's 20 B-scans (10 MB, enough to
+    mislead a directory parse) are never decoded (here one is damaged), and the metadata says how many other
+    series the file holds."""
+    data = vendor("e2e_minimized.E2E").read_bytes()
+    laterality, _, fundus, bscan = _e2e_containers(data)
+    damaged = bytearray(bscan)
+    struct.pack_into("<I", damaged, 60 + 12, 9999)  # its image header's height: more rows than it holds
+    second = [_in_series(c, 557161) for c in (laterality, fundus)]
+    second += [_in_series(bscan, 557161, 2 * index) for index in range(19)] + [_in_series(bytes(damaged), 557161, 38)]
+    path = tmp_path / "two_visits.E2E"
+    path.write_bytes(data + b"".join(second))
+    volume = read_volume(path)
+    alone = read_volume(vendor("e2e_minimized.E2E"))
+    np.testing.assert_array_equal(volume.data, alone.data)
+    assert volume.metadata["other_series"] == 1 and alone.metadata["other_series"] == 0
+    first_only = tmp_path / "second_first.E2E"
+    first_only.write_bytes(data[:88] + b"".join(second))  # the damaged series alone: its B-scan is decoded
+    with pytest.raises(InputError, match="cut short") as error:
+        read_volume(first_only)
+    assert str(first_only) in str(error.value)
+
+
 def test_fda_holds_one_650_deep_bscan_with_spacing_from_its_header(vendor) -> None:
     volume = read_volume(vendor("fda_minimized.fda"))
     assert volume.data.shape == (1, 650, 512)
