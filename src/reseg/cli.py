@@ -361,7 +361,7 @@ def _export_boundaries(args: argparse.Namespace) -> int:
             output,
             boundary_rows(session.labels),
             OCT_BOUNDARIES,
-            session.spacing[1],
+            session.axial_spacing_mm,
             str(session.source),
             {"model": session.model_name, "from": "the grader's labels (review session)"},
             {"review_status": statuses},

@@ -193,6 +193,7 @@ def test_a_sessions_corrected_boundaries_leave_with_each_b_scans_review_status(o
     assert main(["export", str(path), "--format", "boundaries", "-o", str(document)]) == 0
     saved = json.loads(document.read_text())
     assert saved["review_status"] == ["unreviewed", "reviewed", "unreviewed"] and saved["model"] == "lightreseg-oct"
+    assert saved["axial_spacing_mm"] is None  # the stack records no spacing: its 1.0 mm placeholder is not given
     assert main(["export", str(path), "--format", "boundaries", "-o", str(table), "--include-unreviewed"]) == 1
     assert "takes only -o" in capsys.readouterr().err
 

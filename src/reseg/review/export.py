@@ -17,14 +17,14 @@ OCT layer sessions (the classes of `reseg.classes.OCT_CLASSES`) also get, per ex
 (`OCT_BOUNDARIES`) of each A-scan as the row from the top of the first pixel below them, derived from the
 exported labels by `reseg.evaluation.evaluate.boundary_rows` (null where an A-scan has none), in the JSON of
 `reseg export --format boundaries` with shape [1, W] (`reseg.io.write_boundaries`): "boundaries", "shape",
-"axial_spacing_mm", "source", "source_sha256", "slice", "image", "label" (the item's files), "model", "from",
-"review_status": [status], "heights": {name: [[W rows]]}. One small file per B-scan, beside its image and
-labels, so a layer-regression trainer reads the item's image and target heights without the label map, and a
-re-export replaces one B-scan's file like its image. An unreviewed slice (exported only on request, labels
-all ignore) gets its file too, every height null and its status "unreviewed": the heights are always those of
-the exported labels, so a trainer masks them as the segmentation loss masks ignore pixels, and the model's
-unchecked boundaries never pass for a target. CT sessions have no boundaries. Manifests without the key
-(older exports, CT) stay valid and readers pass over keys they do not use, so the version stays 1.
+"axial_spacing_mm" (null when the scan did not record it), "source", "source_sha256", "slice", "image", "label"
+(the item's files), "model", "from", "review_status": [status], "heights": {name: [[W rows]]}. One small file per
+B-scan, beside its image and labels, so a layer-regression trainer reads the item's image and target heights without
+the label map, and a re-export replaces one B-scan's file like its image. An unreviewed slice (exported only on
+request, labels all ignore) gets its file too, every height null and its status "unreviewed": the heights are always
+those of the exported labels, so a trainer masks them as the segmentation loss masks ignore pixels, and the model's
+unchecked boundaries never pass for a target. CT sessions have no boundaries. Manifests without the key (older
+exports, CT) stay valid and readers pass over keys they do not use, so the version stays 1.
 
 nnU-Net v2 (documentation/dataset_format.md): `DatasetNNN_Name/imagesTr/<case>_0000.nii.gz` and
 `labelsTr/<case>.nii.gz`, one case per slice, written as 2-D NIfTI with the in-plane spacing (nnU-Net reads
@@ -430,7 +430,7 @@ def _write_case_boundaries(path: Path, case: _Case, session: Session) -> None:
         path,
         boundary_rows(case.labels),
         OCT_BOUNDARIES,
-        session.spacing[1],
+        session.axial_spacing_mm,
         item["source"],
         {
             "source_sha256": item["source_sha256"],

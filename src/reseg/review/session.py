@@ -7,10 +7,16 @@ File format: one ZIP file named `<scan name>.reseg-session.npz` (numpy's .npz la
 it too) holding
 
 - `session.json`: {"format": "reseg-session", "version": 1, "source", "source_sha256", "modality",
-  "spacing" (z, y, x mm), "classes" (index, name, colour), "model": {"name", "weights_sha256"}, "review"
-  (`ReviewState.to_dict`), "created", "saved" (ISO 8601, UTC), "shape"};
+  "spacing" (z, y, x mm), "spacing_known" (z, y, x: whether the scan recorded each; optional), "classes"
+  (index, name, colour), "model": {"name", "weights_sha256"}, "review" (`ReviewState.to_dict`), "created",
+  "saved" (ISO 8601, UTC), "shape"};
 - `labels.npy` and `prediction.npy`: uint8 (Z, Y, X), the grader's corrections and the model's output;
 - `confidence.npy` (optional): float32 (Z,), the model's confidence per slice.
+
+"spacing_known" came after version 1 was fixed; readers pass over keys they do not know, so the version stays 1.
+A session without it (older, or made by code that does not say) takes a spacing as recorded unless it is exactly
+1.0 mm, the placeholder every reader puts where a file records none: a genuine 1.0 mm spacing of such a session
+is then taken as unknown, and exports write null for it rather than let a placeholder pass for a measurement.
 
 Every save writes a temporary file beside the target, fsyncs it and renames it over the target, so the file
 on disk is always a complete earlier or later save, never a mix. A killed save can leave a hidden
@@ -43,6 +49,7 @@ SESSION_VERSION = 1
 _HEADER = "session.json"
 _ARRAYS = ("labels", "prediction", "confidence")
 _REQUIRED_ARRAYS = _ARRAYS[:2]
+PLACEHOLDER_SPACING = 1.0  # mm: what readers put for a spacing the file does not record
 
 
 @dataclass
@@ -62,10 +69,25 @@ class Session:
     confidence: np.ndarray | None = None  # float32 (Z,): per-slice model confidence, for "least confident"
     created: str = field(default_factory=now_iso)
     saved: str | None = None
+    spacing_known: tuple[bool, bool, bool] | None = None  # which of `spacing` the scan recorded; None: not said
 
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    @property
+    def recorded_spacing(self) -> tuple[bool, bool, bool]:
+        """Which of `spacing` (z, y, x) the scan recorded; where the session does not say, every spacing but the
+        1.0 mm placeholder (see the module docstring)."""
+        if self.spacing_known is not None:
+            return self.spacing_known
+        z, y, x = (spacing != PLACEHOLDER_SPACING for spacing in self.spacing)
+        return z, y, x
+
+    @property
+    def axial_spacing_mm(self) -> float | None:
+        """The B-scan's axial (y) pixel size in mm, None when the scan did not record it (exports write null)."""
+        return self.spacing[1] if self.recorded_spacing[1] else None
 
     def model_rerun(
         self,
@@ -109,6 +131,7 @@ def start_session(
     if not volume.source.exists():
         raise InputError(volume.source, "a session needs the scan file it reviews; this one does not exist")
     prediction = np.asarray(prediction, dtype=np.uint8)
+    z, y, x = (bool(known) for known in volume.metadata.get("spacing_known", (False, False, False)))
     return Session(
         labels=prediction.copy(),
         prediction=prediction,
@@ -121,6 +144,7 @@ def start_session(
         model_name=model_name,
         weights_sha256=weights_sha256,
         confidence=None if confidence is None else np.asarray(confidence, np.float32),
+        spacing_known=(z, y, x),
     )
 
 
@@ -139,6 +163,7 @@ def save_session(path: str | Path, session: Session) -> Path:
             "source_sha256": session.source_sha256,
             "modality": session.modality,
             "spacing": list(session.spacing),
+            "spacing_known": None if session.spacing_known is None else list(session.spacing_known),
             "classes": [c.to_dict() for c in session.classes],
             "model": {"name": session.model_name, "weights_sha256": session.weights_sha256},
             "review": session.review.to_dict(),
@@ -192,6 +217,7 @@ def load_session(path: str | Path) -> Session:
             confidence=arrays.get("confidence"),
             created=header["created"],
             saved=header.get("saved"),
+            spacing_known=_known_flags(header.get("spacing_known")),
         )
     problem = _array_problem(session.labels, session.prediction, session.confidence, len(review))
     if problem:
@@ -231,6 +257,10 @@ def _check_header(header: dict[str, Any]) -> None:
     require_text(header, "modality", optional=True)
     require_text(header, "saved", optional=True)
     require_numbers(header.get("spacing"), "spacing", lengths=(3,), above=0)
+    known = header.get("spacing_known")
+    flags = isinstance(known, list) and len(known) == 3 and all(isinstance(k, bool) for k in known)
+    if known is not None and not flags:
+        raise FieldProblem("spacing_known", f"must be 3 true/false values (z, y, x) or absent, not {known!r}")
     require_numbers(header.get("shape"), "shape", lengths=(3,), low=1, integer=True)
     require_classes(header.get("classes"), "classes")
     model = require_mapping(header.get("model"), "model")
@@ -244,6 +274,11 @@ def _check_header(header: dict[str, Any]) -> None:
     for i, entry in enumerate(slices):
         if not isinstance(entry, dict) or entry.get("status") not in statuses:
             raise FieldProblem(f"review.slices[{i}].status", f"must be one of {', '.join(sorted(statuses))}")
+
+
+def _known_flags(value: list[bool] | None) -> tuple[bool, bool, bool] | None:
+    """A checked header's "spacing_known" as a tuple (None where the session does not say)."""
+    return None if value is None else (bool(value[0]), bool(value[1]), bool(value[2]))
 
 
 def _read_array(archive: zipfile.ZipFile, name: str) -> np.ndarray:

@@ -9,6 +9,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import tifffile
 
 from reseg.classes import CT_CLASSES, IGNORE_INDEX, OCT_BOUNDARIES, OCT_CLASSES
 from reseg.cli import main
@@ -181,6 +182,19 @@ def test_an_oct_export_writes_each_bscans_boundary_heights_with_its_status(sessi
         del item["boundaries"]
     (out / "dataset.json").write_text(json.dumps(manifest))
     assert load_training_set([out]).num_slices == 3
+
+
+def test_a_scan_without_recorded_spacing_exports_null_axial_spacing(tmp_path):
+    """The 1.0 mm a reader puts where the file records no spacing must not pass for the B-scan's pixel size."""
+    phantom = make_oct_phantom(**SHAPE, seed=2)
+    plain = tmp_path / "scans" / "plain.tif"
+    plain.parent.mkdir()
+    tifffile.imwrite(plain, phantom.image)  # no resolution, no spacing
+    out = tmp_path / "export"
+    export_training_set(_session(plain, seed=2), out)
+    items = _manifest(out)["items"]
+    documents = [json.loads((out / item["boundaries"]).read_text()) for item in items]
+    assert len(documents) == 2 and all(document["axial_spacing_mm"] is None for document in documents)
 
 
 def test_a_real_scans_accepted_device_boundaries_leave_at_their_heights(shared_data, tmp_path):

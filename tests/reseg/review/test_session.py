@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tifffile
 
 from reseg.classes import OCT_CLASSES
 from reseg.data.phantom import make_oct_phantom
@@ -66,6 +67,7 @@ def test_round_trip_keeps_arrays_and_metadata(scan):
         "weights_sha256",
         "created",
         "saved",
+        "spacing_known",
     ):
         assert getattr(loaded, name) == getattr(session, name), name
     assert np.load(path)["labels"].shape == (4, 224, 128)  # a plain .npz to numpy as well
@@ -204,10 +206,19 @@ def test_a_rerun_replaces_the_prediction_and_clears_the_marks_of_its_slices(scan
         ("review.slices", lambda h: h["review"].update(slices=[])),
         ("review.slices[0].status", lambda h: h["review"]["slices"][0].update(status="approved")),
         ("model", lambda h: h.update(model="lightreseg-oct")),
+        ("spacing_known", lambda h: h.update(spacing_known=[1, 0, 1])),
     ],
 )
 def test_a_damaged_session_header_names_the_file_and_the_field(scan, field, edit):
     path = save_session(session_path_for(scan), _session(scan))
+    _edit_header(path, edit)
+    with pytest.raises(InputError) as refused:
+        load_session(path)
+    assert str(refused.value).startswith(f"{path}: is a damaged session file: its header's field '{field}' ")
+
+
+def _edit_header(path: Path, edit) -> None:
+    """Rewrite a saved session's session.json through `edit(header)`, its arrays as they were."""
     with zipfile.ZipFile(path) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     header = json.loads(members["session.json"])
@@ -216,6 +227,34 @@ def test_a_damaged_session_header_names_the_file_and_the_field(scan, field, edit
     with zipfile.ZipFile(path, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
-    with pytest.raises(InputError) as refused:
-        load_session(path)
-    assert str(refused.value).startswith(f"{path}: is a damaged session file: its header's field '{field}' ")
+
+
+def test_a_session_keeps_whether_the_scan_recorded_its_spacing(scan, tmp_path):
+    """A stack that records no spacing reads with 1.0 mm placeholders: its session says they are not known."""
+    plain = tmp_path / "plain" / "eye.tif"
+    plain.parent.mkdir()
+    tifffile.imwrite(plain, read_volume(scan).data)
+    unknown = _session(plain)
+    assert unknown.spacing == (1.0, 1.0, 1.0) and unknown.spacing_known == (False, False, False)
+    assert unknown.axial_spacing_mm is None
+    restored = load_session(save_session(session_path_for(plain), unknown))
+    assert restored.spacing_known == (False, False, False) and restored.axial_spacing_mm is None
+    known = load_session(save_session(session_path_for(scan), _session(scan)))
+    assert known.spacing_known == (True, True, True)
+    assert known.axial_spacing_mm == pytest.approx(make_oct_phantom(n_bscans=1, seed=3).spacing[1])
+
+
+@pytest.mark.parametrize(("spacing", "axial"), [([0.12, 0.0039, 0.0113], 0.0039), ([1.0, 1.0, 1.0], None)])
+def test_a_session_saved_before_spacing_flags_still_loads(scan, spacing, axial):
+    """Older sessions lack "spacing_known": a spacing counts as recorded unless it is the 1.0 mm placeholder."""
+    path = save_session(session_path_for(scan), _session(scan))
+
+    def as_older(header: dict) -> None:
+        del header["spacing_known"]
+        header["spacing"] = spacing
+
+    _edit_header(path, as_older)
+    loaded = load_session(path)
+    assert loaded.spacing_known is None and loaded.spacing == tuple(spacing)
+    assert loaded.axial_spacing_mm == (None if axial is None else pytest.approx(axial))
+    assert loaded.review.slices[1].status.value == "reviewed"  # the rest of it as saved
