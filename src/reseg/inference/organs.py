@@ -30,12 +30,26 @@ def drop_organ_fragments(labels: np.ndarray, spacing: Sequence[float]) -> np.nda
         raise ValueError(f"organ pieces are found in a (Z, H, W) stack, got labels of shape {labels.shape}")
     voxel_ml = float(np.prod(spacing)) / 1000.0
     kept = labels.copy()
-    for organ in np.unique(labels):
-        if organ == 0:
+    # Each organ within its bounding box, slice by slice where whole-box temporaries would add up: the step
+    # runs on a whole CT stack, and a box-sized int64 copy would outweigh the scan (issue 15).
+    for organ, box in enumerate(ndi.find_objects(labels), start=1):
+        if box is None:
             continue
-        pieces, count = ndi.label(labels == organ, structure=_TOUCHING)
-        sizes = np.bincount(pieces.ravel(), minlength=count + 1)[1:] * voxel_ml
-        small = (sizes < MIN_ORGAN_ML) | (sizes < MIN_PIECE_FRACTION * sizes.max())
-        drop = np.concatenate([[False], small])  # index 0 is the rest of the stack
-        kept[drop[pieces]] = 0
+        pieces, count = _pieces(labels[box] == organ)
+        sizes = np.zeros(count + 1, np.int64)
+        for plane in pieces:
+            sizes += np.bincount(plane.ravel(), minlength=count + 1)
+        volumes = sizes[1:] * voxel_ml
+        small = (volumes < MIN_ORGAN_ML) | (volumes < MIN_PIECE_FRACTION * volumes.max())
+        drop = np.concatenate([[False], small])  # index 0 is the rest of the box
+        for plane, kept_plane in zip(pieces, kept[box], strict=True):
+            kept_plane[drop[plane]] = 0
     return kept
+
+
+def _pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """The 26-connected pieces of `mask`, numbered in 16 bits unless there are more than 16 bits can count."""
+    try:
+        return ndi.label(mask, structure=_TOUCHING, output=np.uint16)
+    except RuntimeError:  # scipy: "insufficient bit-depth in requested output type"
+        return ndi.label(mask, structure=_TOUCHING)

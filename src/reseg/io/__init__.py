@@ -25,6 +25,7 @@ _WHERE = {
     "max_slice_pixels": "_common",
     "reading": "_common",
     "is_supported": "_read",
+    "open_volume": "_lazy",
     "read_volume": "_read",
     "replace_atomically": "_atomic",
     "write_boundaries": "_boundaries",
@@ -40,6 +41,7 @@ __all__ = [
     "extension",
     "is_supported",
     "max_slice_pixels",
+    "open_volume",
     "read_volume",
     "reading",
     "replace_atomically",
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
     from reseg.io._atomic import replace_atomically
     from reseg.io._boundaries import write_boundaries
     from reseg.io._common import extension, max_slice_pixels, reading
+    from reseg.io._lazy import open_volume
     from reseg.io._read import is_supported, read_volume
     from reseg.io._volume import MODALITIES, Volume, as_stack, three_spacings
     from reseg.io._write import write_image, write_labels

@@ -123,12 +123,19 @@ def require(module: str, source: Path, kind: str) -> ModuleType:
 
 
 def to_volume(
-    source: Path, data: np.ndarray, spacing: Sequence[float], affine: np.ndarray | None, metadata: dict
+    source: Path,
+    data: np.ndarray,
+    spacing: Sequence[float],
+    affine: np.ndarray | None,
+    metadata: dict,
+    minimum: float | None = None,
 ) -> Volume:
-    """Wrap a checked (Y, X) or (Z, Y, X) array, guessing CT from Hounsfield-like values."""
+    """Wrap a checked (Y, X) or (Z, Y, X) array, guessing CT from Hounsfield-like values; `minimum`, the least
+    value, where the caller has it already (a stack read lazily is not read once more for it)."""
     ndim = data.ndim
     data = data[np.newaxis] if ndim == 2 else data
-    modality = "CT" if data.dtype.kind in "if" and data.min() < HU_MIN else "unknown"
+    least = data.min() if minimum is None else minimum
+    modality = "CT" if data.dtype.kind in "if" and least < HU_MIN else "unknown"
     return Volume(data, three_spacings(spacing), modality, source, affine, ndim, metadata)
 
 
@@ -221,16 +228,25 @@ def to_canonical(xyz: np.ndarray, affine: np.ndarray, zooms: Sequence[float]) ->
     Returns the array, its voxel sizes in the new axis order, and the metadata that lets `from_canonical`
     put labels back on disk. An affine too degenerate to give an orientation leaves the array as it is.
     """
-    from nibabel.orientations import aff2axcodes, apply_orientation, io_orientation  # only NIfTI / DICOM need it
+    from nibabel.orientations import apply_orientation  # only NIfTI / DICOM need it
+
+    canonical_zooms, orientation = canonical_orientation(affine, zooms)
+    turned = apply_orientation(xyz, orientation["to_canonical"]) if orientation else xyz
+    return turned, canonical_zooms, orientation
+
+
+def canonical_orientation(affine: np.ndarray, zooms: Sequence[float]) -> tuple[list[float], dict]:
+    """What `to_canonical` does to an (X, Y, Z) array of this affine, without the array: the voxel sizes in
+    the new axis order and the metadata (empty for an affine too degenerate to give an orientation)."""
+    from nibabel.orientations import aff2axcodes, io_orientation
 
     ornt = io_orientation(affine)
     if np.isnan(ornt).any():
-        return xyz, list(zooms), {}
+        return list(zooms), {}
     canonical_zooms = [0.0] * 3
     for disk_axis, (canonical_axis, _) in enumerate(ornt):
         canonical_zooms[int(canonical_axis)] = float(zooms[disk_axis])
-    orientation = {"to_canonical": ornt, "orientation_on_disk": "".join(aff2axcodes(affine))}
-    return apply_orientation(xyz, ornt), canonical_zooms, orientation
+    return canonical_zooms, {"to_canonical": ornt, "orientation_on_disk": "".join(aff2axcodes(affine))}
 
 
 def from_canonical(xyz: np.ndarray, metadata: dict) -> np.ndarray:

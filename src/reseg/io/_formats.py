@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -132,40 +134,63 @@ def read_nifti(source: Path) -> Volume:
     with reading(source, "NIfTI"):
         image = _load_nifti(source)
         data = np.asanyarray(image.dataobj)
-    header = image.header
+    data = nifti_pixels(data, image.get_data_dtype())
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    data = check_array(source, data, "XYZTUVW"[: data.ndim])
+    metadata, zooms = nifti_geometry(source, image, data.ndim)
+    if data.ndim == 3:  # a 2-D image stays as it is: turning it could stand the one slice on its edge
+        data, zooms, orientation = to_canonical(data, image.affine, zooms)
+        metadata.update(orientation)
+    return nifti_volume(source, image, np.ascontiguousarray(data.T), zooms, metadata)
+
+
+def nifti_pixels(data: np.ndarray, dtype_on_disk: np.dtype) -> np.ndarray:
+    """Pixels as nibabel scaled them, in float32 where float64 only came from the scaling of integers."""
+    if data.dtype == np.float64 and dtype_on_disk != np.float64:
+        return data.astype(np.float32)  # scaled integers: float32 holds them and halves the memory
+    return data
+
+
+def nifti_geometry(source: Path, image: nib.Nifti1Image, ndim: int) -> tuple[dict, list[float]]:
+    """The metadata of a NIfTI image of `ndim` dimensions and its voxel sizes in mm as on disk (x, y[, z])."""
     if not np.isfinite(image.affine).all():
         raise InputError(
             source,
             "has NaN or infinite values in its affine (the sform/qform of its header), so "
             "where its voxels lie and how large they are is unknown; fix the header",
         )
-    dtype_on_disk = image.get_data_dtype()
-    if data.dtype == np.float64 and dtype_on_disk != np.float64:
-        data = data.astype(np.float32)  # scaled integers: float32 holds them and halves the memory
-    while data.ndim > 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    data = check_array(source, data, "XYZTUVW"[: data.ndim])
+    header = image.header
     unit_name = header.get_xyzt_units()[0]
     unit = MM_PER_UNIT.get(unit_name, 1.0)  # NIfTI's "unknown" unit is taken as mm, as ITK and nibabel do
-    zooms = [float(z) * unit for z in header.get_zooms()[: data.ndim]]
+    zooms = [float(z) * unit for z in header.get_zooms()[:ndim]]
     metadata = {
         "format": "nifti",
-        "dtype": str(dtype_on_disk),
-        "axes": "XYZ"[: data.ndim],
+        "dtype": str(image.get_data_dtype()),
+        "axes": "XYZ"[:ndim],
         "nifti_unit": unit_name if unit_name != "unknown" else "mm",
         "nifti_sform_code": int(header["sform_code"]),
         "nifti_qform_code": int(header["qform_code"]),
     }
-    if data.ndim == 3:  # a 2-D image stays as it is: turning it could stand the one slice on its edge
-        data, zooms, orientation = to_canonical(data, image.affine, zooms)
-        metadata.update(orientation)
+    return metadata, zooms
+
+
+def nifti_volume(
+    source: Path,
+    image: nib.Nifti1Image,
+    data: np.ndarray,
+    zooms: list[float],
+    metadata: dict,
+    minimum: float | None = None,
+) -> Volume:
+    """The Volume of (Z, Y, X) `data` (turned as `metadata` says) of a NIfTI image, a label map if it is one."""
     spacing = ([1.0, *zooms[::-1]])[-3:]
     # A voxel size of 0, negative or NaN (pixdim) says nothing: pixel units, as for a file without one.
     known = tuple(bool(np.isfinite(size) and size > 0) for size in spacing)
     metadata["spacing_known"] = known
     spacing = [size if ok else 1.0 for size, ok in zip(spacing, known, strict=True)]
-    volume = to_volume(source, np.ascontiguousarray(data.T), spacing, image.affine, metadata)
-    comments = [ext.get_content() for ext in header.extensions if ext.get_code() == _NIFTI_COMMENT]
+    volume = to_volume(source, data, spacing, image.affine, metadata, minimum)
+    comments = [ext.get_content() for ext in image.header.extensions if ext.get_code() == _NIFTI_COMMENT]
     descriptions = [
         text for text in comments if isinstance(text, bytes) and _label_maps.LABEL_MAP_FORMAT.encode() in text
     ]
@@ -173,27 +198,46 @@ def read_nifti(source: Path) -> Volume:
 
 
 def _load_nifti(source: Path) -> nib.Nifti1Image:
-    import nibabel as nib  # on use: importing it costs a third of a second, and most commands never read NIfTI
-
     """The image, in memory (the file may be replaced while the volume is open), its size checked before the
     pixels are decoded and a gzip stream verified to its end (CRC and length: nibabel reads only the bytes it
     needs, so a damaged stream would otherwise go unnoticed)."""
-    compressed = extension(source) == ".nii.gz"
-    with gzip.open(source) if compressed else open(source, "rb") as stream:
+    import nibabel as nib  # on use: importing it costs a third of a second, and most commands never read NIfTI
+
+    check_nifti_size(source)
+    if extension(source) != ".nii.gz":
+        return nifti_image(source, nib.load(source, mmap=False))
+    with gzip_errors(source):
+        raw = gzip.decompress(source.read_bytes())
+    return nib.Nifti1Image.from_bytes(raw)
+
+
+def check_nifti_size(source: Path) -> None:
+    """Refuse a NIfTI file whose header promises more pixels than the size budget, before any is decoded."""
+    import nibabel as nib
+
+    with gzip.open(source) if extension(source) == ".nii.gz" else open(source, "rb") as stream:
         header = nib.Nifti1Header.from_fileobj(stream, check=False)
     shape = header.get_data_shape()
     height, width = (shape[1], shape[0]) if len(shape) > 1 else (1, shape[0] if shape else 0)
     check_size(source, height, width, float(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize)
-    if not compressed:
-        image = nib.load(source, mmap=False)
-        if not isinstance(image, nib.Nifti1Image):  # nibabel found another format behind the name (NIfTI-2 is one)
-            raise InputError(source, f"holds a {type(image).__name__}, not a NIfTI image")
-        return image
+
+
+def nifti_image(source: Path, image: object) -> nib.Nifti1Image:
+    """`image` as nibabel loaded it, if it is a NIfTI-1 image (nibabel may find another format behind the name)."""
+    import nibabel as nib
+
+    if not isinstance(image, nib.Nifti1Image):  # NIfTI-2 is one
+        raise InputError(source, f"holds a {type(image).__name__}, not a NIfTI image")
+    return image
+
+
+@contextmanager
+def gzip_errors(source: Path) -> Iterator[None]:
+    """A damaged or cut gzip stream met while decompressing is an InputError naming the file."""
     try:
-        raw = gzip.decompress(source.read_bytes())
+        yield
     except (gzip.BadGzipFile, EOFError, zlib.error) as error:
         raise InputError(source, f"is a damaged gzip stream ({error}); the file is corrupt or was cut short") from None
-    return nib.Nifti1Image.from_bytes(raw)
 
 
 def _as_label_map(volume: Volume, description: str | None) -> Volume:
