@@ -77,17 +77,20 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _segment(args: argparse.Namespace) -> int:
-    from reseg.io import read_volume, write_image, write_labels
+    output = Path(args.output)
+    if len(args.input) > 1 or output.is_dir() or not output.suffix:  # -o names a folder: a cohort
+        return _segment_cohort(args)
+    from reseg.io import open_volume, write_image, write_labels
     from reseg.zoo.catalogue import DEFAULT_MODEL, modality_warning, resolve_card
 
-    output, confidence_path = Path(args.output), Path(args.confidence) if args.confidence else None
+    confidence_path = Path(args.confidence) if args.confidence else None
     boundaries_path = Path(args.boundaries) if args.boundaries else None
     _check_output(output, "output")
     if confidence_path is not None:
         _check_output(confidence_path, "confidence output")
     if boundaries_path is not None:
         _check_output(boundaries_path, "boundaries output", (".csv", ".json"))
-    volume = read_volume(args.input)
+    volume = open_volume(args.input[0])  # a NIfTI volume's slices stay in the file until inference reads them
     if volume.label_classes is not None:
         raise InputError(
             volume.source, "is a label map written by napari-reseg (it records its classes), not a scan to segment"
@@ -98,6 +101,7 @@ def _segment(args: argparse.Namespace) -> int:
         print(f"reseg: warning: {warning}", file=sys.stderr)
     # torch only now: a file or card that cannot be used is refused in a fraction of a second
     from reseg.classes import OCT_BOUNDARIES
+    from reseg.inference.cohort import label_counts
     from reseg.inference.postprocessing import probability_step
     from reseg.inference.segmentation import iter_segment
     from reseg.io import as_stack
@@ -138,7 +142,7 @@ def _segment(args: argparse.Namespace) -> int:
         write_image(confidence_path, dataclasses.replace(volume, data=confidence))
     if boundaries_path is not None:
         _write_segment_boundaries(boundaries_path, labels, surfaces, volume, model.card.name)
-    counts = np.bincount(labels.ravel(), minlength=model.card.num_classes)
+    counts = label_counts(labels, model.card.num_classes)
     present = ", ".join(f"{c.name} {counts[c.index] / labels.size:.1%}" for c in model.card.classes if counts[c.index])
     print(f"{output}: {labels.shape} labels from {model.card.name} on {model.device.type} ({present})")
     return 0
@@ -157,6 +161,65 @@ def _write_segment_boundaries(
     axial = volume.spacing[1] if volume.pixel_spacing is not None else None
     write_boundaries(path, heights, OCT_BOUNDARIES, axial, str(volume.source), {"model": model, "from": how})
     print(f"{path}: {len(OCT_BOUNDARIES)} boundaries of {heights.shape[1] * heights.shape[2]} A-scans")
+
+
+def _segment_cohort(args: argparse.Namespace) -> int:
+    """`reseg segment` of several scans, a folder of scans or a glob into the folder -o: one model load, one
+    progress bar, a summary table; this process's share of the scans under torchrun."""
+    from reseg.inference.cohort import FAILED, SUMMARY_CSV, Cohort, ScanDone, Shard, check_outputs, cohort_scans
+
+    folder = Path(args.output)
+    if args.confidence or args.boundaries:
+        raise ResegError("--confidence and --boundaries are written for one scan (-o FILE), not for a cohort")
+    if (folder.exists() and not folder.is_dir()) or _suffix(folder) in OUTPUT_SUFFIXES:
+        raise InputError(folder, "names a file; with several scans, a folder of scans or a glob, -o names a folder")
+    if not folder.parent.is_dir():
+        raise InputError(folder, f"folder {folder.parent} does not exist")
+    scans = cohort_scans(args.input, folder)
+    check_outputs(scans, folder)
+    shard = Shard.from_environment()
+    model_name = args.model or _default_model_of(scans)
+    from reseg.zoo.weights import load_model  # torch only now: inputs that cannot work are refused first
+
+    model = load_model(model_name, device=shard.device(args.device), card=args.card)
+    folder.mkdir(exist_ok=True)
+    cohort = Cohort.of(model, scans, folder, shard)
+    share = f" (rank {shard.rank} of {shard.world_size})" if shard.world_size > 1 else ""
+    records = []
+    bar = tqdm(unit="slice", desc=f"{model.card.name} on {model.device.type}{share}", disable=None, file=sys.stderr)
+    try:
+        with bar:
+            for event in cohort.run(batch_size=args.batch_size, raw=args.raw):
+                if isinstance(event, ScanDone):
+                    records.append(event.record)
+                    if event.record.status == FAILED:
+                        bar.write(f"reseg: error: {event.record.error}", file=sys.stderr)
+                else:
+                    bar.total = event.total
+                    bar.update(event.done - bar.n)
+    except KeyboardInterrupt:
+        print(f"reseg: interrupted; the {len(records)} scan(s) finished are kept: run again to go on", file=sys.stderr)
+        return 130
+    rows = cohort.finish(records, args.wait)
+    counted = rows if rows is not None else records
+    statuses = [row.status for row in counted]
+    tally = ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses))
+    where = f"; summary in {folder / SUMMARY_CSV}" if rows is not None else "; rank 0 writes the summary"
+    print(f"{folder}: {len(counted)} scan(s){share}: {tally}{where}")
+    return 1 if FAILED in statuses else 0
+
+
+def _default_model_of(scans: Sequence[Path]) -> str:
+    """The default model for the modality of the first scan that can be read (a cohort runs one model)."""
+    from reseg.io import open_volume
+    from reseg.zoo.catalogue import DEFAULT_MODEL
+
+    for scan in scans:
+        try:
+            return DEFAULT_MODEL[open_volume(scan).modality]
+        except ResegError:
+            continue  # recorded as failed when its turn comes
+    raise InputError(scans[0], f"and the other {len(scans) - 1} scan(s) cannot be read: no model to choose")
 
 
 def _phantom(args: argparse.Namespace) -> int:
@@ -464,8 +527,19 @@ def build_parser() -> argparse.ArgumentParser:
     models.set_defaults(run=_models)
 
     segment = commands.add_parser("segment", help="segment an image, stack, NIfTI file or folder of slices")
-    segment.add_argument("input", help="PNG/TIFF image, TIFF stack, NIfTI file or folder of PNG/TIFF slices")
-    segment.add_argument("-o", "--output", required=True, help="label map to write (.tif or .nii.gz)")
+    segment.add_argument(
+        "input",
+        nargs="+",
+        help="PNG/TIFF image, TIFF stack, NIfTI file, DICOM series, vendor OCT file or folder of PNG/TIFF slices; "
+        "several of them, a folder of scans (with -o FOLDER) or a quoted glob make a cohort",
+    )
+    segment.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        help="label map to write (.tif or .nii.gz); for a cohort a folder: <scan>_labels.tif/.nii.gz per scan "
+        "and summary.csv/.json (complete scans are skipped when run again)",
+    )
     segment.add_argument("--model", help="model name (see `reseg models`) or checkpoint path; default by modality")
     segment.add_argument("--card", help="model card (name or .json) for a checkpoint that has none beside it")
     segment.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
@@ -476,6 +550,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     segment.add_argument(
         "--raw", action="store_true", help="the network's argmax without the post-processing its card lists"
+    )
+    segment.add_argument(
+        "--wait",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="cohort under torchrun: how long rank 0 waits for the other ranks' summaries once its share is done",
     )
     segment.set_defaults(run=_segment)
 
