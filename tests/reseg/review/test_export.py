@@ -189,7 +189,7 @@ def test_a_scan_without_recorded_spacing_exports_null_axial_spacing(tmp_path):
     phantom = make_oct_phantom(**SHAPE, seed=2)
     plain = tmp_path / "scans" / "plain.tif"
     plain.parent.mkdir()
-    tifffile.imwrite(plain, phantom.image)  # no resolution, no spacing
+    tifffile.imwrite(plain, phantom.image, photometric="minisblack")  # no resolution, no spacing
     out = tmp_path / "export"
     export_training_set(_session(plain, seed=2), out)
     items = _manifest(out)["items"]

@@ -233,7 +233,7 @@ def test_a_session_keeps_whether_the_scan_recorded_its_spacing(scan, tmp_path):
     """A stack that records no spacing reads with 1.0 mm placeholders: its session says they are not known."""
     plain = tmp_path / "plain" / "eye.tif"
     plain.parent.mkdir()
-    tifffile.imwrite(plain, read_volume(scan).data)
+    tifffile.imwrite(plain, read_volume(scan).data, photometric="minisblack")
     unknown = _session(plain)
     assert unknown.spacing == (1.0, 1.0, 1.0) and unknown.spacing_known == (False, False, False)
     assert unknown.axial_spacing_mm is None
