@@ -71,12 +71,15 @@ class Shard:
         return list(scans[self.rank :: self.world_size])
 
     def device(self, choice: str) -> str:
-        """The device this process runs on: its own GPU (LOCAL_RANK) when several share a machine's GPUs."""
+        """The device this process runs on: its own GPU (LOCAL_RANK) when several share a machine's GPUs, taken
+        in turn when there are more processes than GPUs."""
+        import torch
+
         from reseg.devices import resolve_device
 
         device = resolve_device(choice)
-        if self.world_size > 1 and device.type == "cuda":
-            return f"cuda:{self.local_rank}"
+        if self.world_size > 1 and device.type == "cuda" and device.index is None:
+            return f"cuda:{self.local_rank % torch.cuda.device_count()}"
         return str(device)
 
 
