@@ -25,6 +25,12 @@ class SliceRow:
     tooltip: str
 
 
+def _spacing_known(record: LabelsRecord) -> tuple[bool, bool, bool]:
+    """Which of the scan's (z, y, x) spacings its file recorded: boundary exports write null for the others."""
+    z, y, x = (bool(known) for known in record.geometry.metadata.get("spacing_known", (False, False, False)))
+    return z, y, x
+
+
 def start_session(record: LabelsRecord, data: np.ndarray, reviewer: str) -> Session:
     """A session for a labels layer: the corrections are the layer's own array (a view, so every edit is in
     the session), measured against the model's last prediction."""
@@ -45,6 +51,7 @@ def start_session(record: LabelsRecord, data: np.ndarray, reviewer: str) -> Sess
         model_name=card.name if card else None,
         weights_sha256=card.weights_sha256 if card else None,
         confidence=record.slice_confidence,
+        spacing_known=_spacing_known(record),
     )
 
 

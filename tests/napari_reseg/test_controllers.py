@@ -3,6 +3,7 @@ starts, the run's states, the review of one labels layer, and the fine-tune life
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -138,3 +139,14 @@ def test_finetune_lifecycle_stages_and_cleans_up(user_models, corrections):
     assert not staging.exists() and controller.phase is TuningPhase.IDLE
     with pytest.raises(ResegError, match="no new model"):
         controller.keep()
+
+
+def test_a_plugin_session_records_which_spacings_the_scan_file_gave():
+    known = _scan("OCT").geometry
+    unknown = dataclasses.replace(known, spacing=(1.0, 1.0, 1.0), metadata={"spacing_known": (False, False, False)})
+    for geometry, expected in ((known, (True, True, True)), (unknown, (False, False, False))):
+        record = LabelsRecord(
+            "key", tuple(OCT_CLASSES), geometry, modality="OCT", prediction=np.zeros((3, 16, 20), np.uint8)
+        )
+        session = ReviewController.for_record(record, np.zeros((3, 16, 20), np.uint8), "", None).session
+        assert session.spacing_known == expected  # boundary exports write null for an unknown axial spacing
