@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from reseg.models.folding import fold_batch_norms
 
 
 class SegmentationNetwork(nn.Module):
@@ -25,6 +29,11 @@ class SegmentationNetwork(nn.Module):
         self.num_classes = num_classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        return self.forward_padded(self.pad_input(x))[..., :height, :width]
+
+    def pad_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Check an (N, C, H, W) input and pad it (reflect where possible) to multiples of `size_multiple`."""
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ValueError(
                 f"{type(self).__name__} expects input of shape (N, {self.in_channels}, H, W), got {tuple(x.shape)}"
@@ -35,11 +44,23 @@ class SegmentationNetwork(nn.Module):
         if pad_h or pad_w:
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-        logits = self.forward_padded(x)
-        return logits[..., :height, :width]
+        return x
 
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_padded(self, x: torch.Tensor, **grid_inputs: torch.Tensor) -> torch.Tensor:
+        """Logits of a padded input; `grid_inputs` are what `grid_inputs()` gave for its size (recomputed when
+        absent), so that inference computes them once per size and an exported graph takes them as inputs."""
         raise NotImplementedError
+
+    def grid_inputs(self, height: int, width: int) -> dict[str, torch.Tensor]:
+        """Tensors besides the image that depend only on the padded input size (none by default)."""
+        return {}
+
+    def folded_for_inference(self) -> SegmentationNetwork:
+        """An eval-mode copy with exact inference folds applied (batch norm into the convolution before it;
+        subclasses add their own). The copy gives the same logits up to float rounding and cannot be trained."""
+        folded = copy.deepcopy(self).eval()
+        fold_batch_norms(folded)
+        return folded.requires_grad_(False)
 
     def parts(self) -> dict[str, int]:
         """The parts a user may freeze when training (the top-level modules with parameters) and their

@@ -219,7 +219,7 @@ class L2GNet(SegmentationNetwork):
         self.head = nn.Conv2d(widths[0], num_classes, 1)
         self._vq_loss: torch.Tensor | None = None
 
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_padded(self, x: torch.Tensor, **grid_inputs: torch.Tensor) -> torch.Tensor:
         skips = []
         for stage in self.encoder:
             x = stage(x)

@@ -23,6 +23,7 @@ from torch import nn
 
 from reseg.models.architectures import register_architecture
 from reseg.models.base import SegmentationNetwork
+from reseg.models.folding import merge_channel_scales
 
 ENCODER_WIDTHS = (16, 32, 64, 128)
 BOTTLENECK_WIDTH = 256
@@ -75,10 +76,14 @@ class ChannelAttention(nn.Module):
         n, c, h, w = x.shape
         with torch.autocast(device_type=x.device.type, enabled=False):
             flat = x.float().reshape(n, c, h * w)
-            energy = flat @ flat.transpose(1, 2)
-            energy = energy.amax(dim=-1, keepdim=True) - energy
-            attended = torch.softmax(energy, dim=-1) @ flat
+            attended = self.weights(flat) @ flat
         return x + self.gamma * attended.reshape(n, c, h, w).to(x.dtype)
+
+    @staticmethod
+    def weights(flat: torch.Tensor) -> torch.Tensor:
+        """The (N, C, C) attention of float32 (N, C, H*W) maps: softmax of the inverted channel energies."""
+        energy = flat @ flat.transpose(1, 2)
+        return torch.softmax(energy.amax(dim=-1, keepdim=True) - energy, dim=-1)
 
 
 class MultiScaleAsymmetricAttention(nn.Module):
@@ -101,6 +106,39 @@ class MultiScaleAsymmetricAttention(nn.Module):
         maps = [local, *(strip(local) for strip in self.strips)]
         attended = [attention(m) for attention, m in zip(self.channel_attention, maps, strict=True)]
         return self.fuse(torch.cat(attended, dim=1)) * x
+
+
+class FoldedAsymmetricAttention(nn.Module):
+    """MAA for inference with each branch's channel attention folded into the fuse convolution.
+
+    With W_i the fuse weights of branch i and A_i its attention, fuse(cat(m_i + g_i A_i m_i)) equals
+    sum_i (W_i + g_i W_i A_i) m_i + b: a small (C x C) matrix per image and branch replaces an attended copy of
+    every full-resolution map and their concatenation. Exact up to float rounding.
+    """
+
+    def __init__(self, attention: MultiScaleAsymmetricAttention) -> None:
+        super().__init__()
+        self.local, self.strips = attention.local, attention.strips
+        gammas = tuple(a.gamma for a in attention.channel_attention if isinstance(a, ChannelAttention))
+        self.gammas = nn.Parameter(torch.cat(gammas).detach(), requires_grad=False)
+        fuse = attention.fuse
+        branches = len(attention.channel_attention)
+        weight = fuse.weight.detach()[:, :, 0, 0].reshape(fuse.out_channels, branches, -1).transpose(0, 1)
+        self.branch_weights = nn.Parameter(weight.contiguous(), requires_grad=False)  # (branches, C, C)
+        bias = fuse.bias.detach() if fuse.bias is not None else torch.zeros(fuse.out_channels)
+        self.bias = nn.Parameter(bias[:, None].clone(), requires_grad=False)  # (C, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        local = self.local(x)
+        maps = [local, *(strip(local) for strip in self.strips)]
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            fused = self.bias
+            for weight, gamma, branch in zip(self.branch_weights, self.gammas, maps, strict=True):
+                flat = branch.float().reshape(n, c, h * w)
+                folded = weight + gamma * (weight @ ChannelAttention.weights(flat))
+                fused = fused + folded @ flat
+        return fused.reshape(n, c, h, w).to(x.dtype) * x
 
 
 class _SelfAttention(nn.Module):
@@ -159,11 +197,12 @@ class GlobalReasoning(nn.Module):
             grid = grid.flatten(2).transpose(1, 2)
         return torch.cat([class_position, grid], dim=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, position: torch.Tensor | None = None) -> torch.Tensor:
+        """`position`: the table `_position_for` gives for this token grid, when the caller has it already."""
         b, c, h, w = x.shape
         tokens = self.embed(x.flatten(2).transpose(1, 2))
         tokens = torch.cat([self.class_token.expand(b, -1, -1), tokens], dim=1)
-        tokens = self.dropout(tokens + self._position_for(h, w))
+        tokens = self.dropout(tokens + (self._position_for(h, w) if position is None else position))
         tokens = self.layers(tokens)[:, 1:]
         return x + tokens.transpose(1, 2).reshape(b, c, h, w)
 
@@ -175,7 +214,7 @@ class _DecoderStep(nn.Module):
         super().__init__()
         out_channels = in_channels // 2
         self.up = nn.ConvTranspose2d(in_channels, out_channels, 3, stride=2, padding=1, output_padding=1)
-        self.skip_attention = MultiScaleAsymmetricAttention(out_channels)
+        self.skip_attention: nn.Module = MultiScaleAsymmetricAttention(out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         skip = skip + SKIP_ATTENTION_WEIGHT * self.skip_attention(skip)
@@ -206,13 +245,30 @@ class LightReSeg(SegmentationNetwork):
             if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_padded(self, x: torch.Tensor, **grid_inputs: torch.Tensor) -> torch.Tensor:
         skips = []
         for stage, down in zip(self.encoder, self.downsample, strict=True):
             x = stage(x)
             skips.append(x)
             x = down(x)
-        x = self.bottleneck(self.global_reasoning(x))
+        x = self.bottleneck(self.global_reasoning(x, grid_inputs.get("position")))
         for step, skip in zip(self.decoder, reversed(skips), strict=True):
             x = step(x, skip)
         return self.head(x)
+
+    def grid_inputs(self, height: int, width: int) -> dict[str, torch.Tensor]:
+        """The positional table resampled to the token grid of a padded height x width input: computed once per
+        size at inference (and an input of an exported graph, which has no antialiased bicubic resize)."""
+        tokens = (height // self.size_multiple, width // self.size_multiple)
+        return {"position": self.global_reasoning._position_for(*tokens).detach()}
+
+    def folded_for_inference(self) -> SegmentationNetwork:
+        """Besides batch norm: each downsample's depthwise 1x1 into the 1x1 after it, each decoder step's channel
+        attention into its fuse convolution (`FoldedAsymmetricAttention`)."""
+        folded = super().folded_for_inference()
+        assert isinstance(folded, LightReSeg)  # a copy of this network
+        merge_channel_scales(folded)
+        for step in folded.decoder:
+            assert isinstance(step, _DecoderStep) and isinstance(step.skip_attention, MultiScaleAsymmetricAttention)
+            step.skip_attention = FoldedAsymmetricAttention(step.skip_attention)
+        return folded.requires_grad_(False)
