@@ -8,7 +8,6 @@ peak memory does not grow with the length of the stack.
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -16,6 +15,7 @@ import numpy as np
 import torch
 
 from reseg.errors import DeviceMemoryError, ResegError
+from reseg.inference.backends import autocast, batch_size_for
 from reseg.inference.postprocessing import postprocess, postprocess_volume, probability_step, volume_steps
 from reseg.inference.surfaces import OCT_SURFACES
 from reseg.io import as_stack, max_slice_pixels
@@ -53,13 +53,6 @@ class _Batch:
     probabilities: np.ndarray | None  # (N, C, H, W), when a probability step needs them
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    if device.type == "cuda":
-        dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.autocast("cuda", dtype=dtype)
-    return contextlib.nullcontext()
-
-
 def _predict_batch(
     model: LoadedModel,
     raw: np.ndarray,
@@ -71,8 +64,12 @@ def _predict_batch(
     shape = (int(batch.shape[-2]), int(batch.shape[-1]))
     grid = spacing_grid(shape, pixel_spacing, model.card.input_spacing)
     batch = resize_batch(batch, grid).to(model.device, memory_format=torch.channels_last)  # as training does
+    flip = "lateral_flip" in model.card.test_time_augmentation
+    if not (want_confidence or want_probabilities or flip):  # the argmax alone: no softmax to compute
+        labels = resize_batch(_logits(model, batch).float(), shape).argmax(dim=1)
+        return _Batch(labels.to(torch.uint8).cpu().numpy(), None, None)
     probabilities = _probabilities(model, batch, shape)
-    if "lateral_flip" in model.card.test_time_augmentation:  # the mirrored slice's, mirrored back, averaged
+    if flip:  # the mirrored slice's, mirrored back, averaged
         probabilities += _probabilities(model, batch.flip(-1), shape).flip(-1)
         probabilities /= 2
     confidence, labels = probabilities.max(dim=1)
@@ -83,11 +80,17 @@ def _predict_batch(
     )
 
 
+def _logits(model: LoadedModel, batch: torch.Tensor) -> torch.Tensor:
+    """The network's logits of a model-grid batch, from the model's backend (or its network as it is)."""
+    if model.backend is not None:
+        return model.backend.logits(batch)
+    with autocast(model.device):
+        return model.network(batch)
+
+
 def _probabilities(model: LoadedModel, batch: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     """Class probabilities (N, C, H, W) of a model-grid batch, resized back to the slices' `shape`."""
-    with _autocast(model.device):
-        logits = model.network(batch)
-    return torch.softmax(resize_batch(logits.float(), shape), dim=1)
+    return torch.softmax(resize_batch(_logits(model, batch).float(), shape), dim=1)
 
 
 def _check_model_grid(model: LoadedModel, shape: tuple[int, int], pixel_spacing: Sequence[float] | None) -> None:
@@ -110,7 +113,7 @@ def iter_segment(
     *,
     confidence_out: np.ndarray | None = None,
     slice_confidence_out: np.ndarray | None = None,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     slices: Sequence[int] | None = None,
     pixel_spacing: Sequence[float] | None = None,
     raw: bool = False,
@@ -124,6 +127,7 @@ def iter_segment(
     batch is retried at half the size, down to 1, then DeviceMemoryError is raised. With the in-plane
     `pixel_spacing` (y, x, mm) of the image and a model card that records its training spacing, slices are
     resampled to that spacing (`reseg.preprocessing.resampling`) and the logits back.
+    `batch_size` defaults to the backend's choice for the device (`reseg.inference.backends`);
     `Progress.batch_size` tells the caller what batch size finally worked. `slice_confidence_out` (one value
     per slice) receives each slice's mean confidence, which review uses to find the most doubtful slices.
     Unless `raw`, the card's post-processing makes the labels; with a probability step such as
@@ -139,6 +143,8 @@ def iter_segment(
     if labels_stack.shape != stack.shape:
         raise ValueError(f"labels_out has shape {labels_out.shape}, image has {image.shape}")
     order = list(range(len(stack))) if slices is None else [int(s) for s in slices]
+    if batch_size is None:
+        batch_size = model.backend.batch_size if model.backend is not None else batch_size_for(model.device)
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     _check_model_grid(model, stack.shape[1:], pixel_spacing)
@@ -196,7 +202,7 @@ def segment(
     model: LoadedModel,
     image: np.ndarray,
     *,
-    batch_size: int = 4,
+    batch_size: int | None = None,
     with_confidence: bool = False,
     pixel_spacing: Sequence[float] | None = None,
     on_progress: Callable[[Progress], None] | None = None,

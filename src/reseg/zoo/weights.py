@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save
 
 from reseg.devices import resolve_device
 from reseg.errors import CheckpointError
+from reseg.inference.backends import InferenceBackend, choose_backend
 from reseg.io._atomic import output_error, temporary_beside
 from reseg.models import SegmentationNetwork, build_network, count_parameters
 from reseg.zoo.cards import ModelCard, card_json, sha256_of
@@ -29,10 +30,12 @@ from reseg.zoo.catalogue import FOREIGN_SUFFIXES, resolve_card
 class LoadedModel:
     """A network ready for inference, with the card that says how to feed it and where it came from."""
 
-    network: SegmentationNetwork
+    network: SegmentationNetwork  # as trained: what fine-tuning starts from
     card: ModelCard
     device: torch.device
     weights_path: Path
+    # What inference runs (folded, perhaps in ONNX Runtime); None runs `network` itself in PyTorch.
+    backend: InferenceBackend | None = None
 
 
 def _unwrap_state_dict(loaded: object, source: Path) -> dict[str, torch.Tensor]:
@@ -144,15 +147,19 @@ def load_model(
     name_or_path: str | Path,
     device: str | torch.device = "auto",
     card: ModelCard | str | Path | None = None,
+    backend: str | None = None,
 ) -> LoadedModel:
     """Load a bundled/user model by name, or a checkpoint file, onto `device` in eval mode.
 
     `card` names the card to use for a checkpoint that has none beside it (a model name or a .json path).
-    Raises CheckpointError naming the file for a missing, corrupt or mismatching checkpoint.
+    `backend` ("auto", "torch" or "onnx"; default `RESEG_BACKEND`, else "auto") is what runs inference, see
+    `reseg.inference.backends`. Raises CheckpointError naming the file for a missing, corrupt or mismatching
+    checkpoint.
     """
     model_card, weights_path = resolve_card(name_or_path, card)
     own_card = card is None  # a card borrowed from another model says nothing about these weights' hash
-    if own_card and weights_path.suffix == ".safetensors" and model_card.weights_sha256 and weights_path.exists():
+    verified = own_card and weights_path.suffix == ".safetensors" and bool(model_card.weights_sha256)
+    if verified and model_card.weights_sha256 and weights_path.exists():
         actual = sha256_of(weights_path)
         if actual != model_card.weights_sha256:
             raise CheckpointError(
@@ -172,7 +179,9 @@ def load_model(
     target = resolve_device(device)
     # Faster convolutions on CPU and GPU. Module.to takes memory_format (documented); its type stubs do not.
     network.to(target, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
-    return LoadedModel(network=network, card=model_card, device=target, weights_path=weights_path)
+    known_hash = model_card.weights_sha256 if verified else None
+    chosen = choose_backend(network, target, model_card.name, lambda: known_hash or sha256_of(weights_path), backend)
+    return LoadedModel(network, model_card, target, weights_path, chosen)
 
 
 def save_model(network: SegmentationNetwork, card: ModelCard, folder: str | Path) -> Path:

@@ -70,7 +70,9 @@ def test_the_volume_step_runs_once_the_whole_stack_is_done_and_reports_every_sli
 
     some = np.zeros_like(per_slice)
     progress = list(
-        iter_segment(ct_model, phantom.image, some, slices=[1, 2], pixel_spacing=spacing[1:], voxel_spacing=spacing)
+        iter_segment(
+            ct_model, phantom.image, some, batch_size=4, slices=[1, 2], pixel_spacing=spacing[1:], voxel_spacing=spacing
+        )
     )
     assert [p.slices for p in progress] == [(1, 2)]  # part of a stack: nothing to measure an organ's volume on
     np.testing.assert_array_equal(some[1:3], per_slice[1:3])
