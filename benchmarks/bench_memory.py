@@ -2,7 +2,8 @@
 of growing length (the peak should follow the batch, not the number of B-scans). Issue 15 asks for the CT
 ratio below 2.
 
-Each run is a fresh `reseg segment` process whose peak resident set size the kernel reports (wait4). The fixed
+Each run is a fresh `reseg segment` process whose peak resident set size the kernel reports; it is started by a
+bare launcher, since a child's peak counts the memory of the process it was forked from. The fixed
 part, a process that only imports torch and loads the model, is measured and printed too: it is paid once
 whatever the scan. `--source DIR` runs another checkout (e.g. `git worktree add /tmp/old <sha>`) side by side,
 to compare before and after in one run on one machine.
@@ -29,19 +30,23 @@ from reseg.data.phantom import make_oct_phantom
 REPOSITORY = Path(__file__).resolve().parents[1]
 REAL_CT = REPOSITORY.parent / "shared" / "data" / "ct_totalseg" / "example_ct_dicom"
 FIXED = "import sys, torch; from reseg.zoo.weights import load_model; load_model(sys.argv[1], device='cpu')"
+# a small process that runs the command and prints its peak RSS (kB) and exit code
+LAUNCHER = (
+    "import resource, subprocess, sys; code = subprocess.call(sys.argv[1:]); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, code)"
+)
 
 
 def peak_mib(arguments: list[str], source: Path) -> tuple[float, str]:
     """Peak RSS (MiB) of `python ARGUMENTS` run with `source`/src first on the path, and its output's last line."""
     env = {**os.environ, "PYTHONPATH": str(source / "src")}
-    with tempfile.TemporaryFile("w+") as output:
-        process = subprocess.Popen([sys.executable, *arguments], env=env, stdout=output, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(process.pid, 0)
-        output.seek(0)
-        lines = output.read().strip().splitlines()
-    if os.waitstatus_to_exitcode(status) != 0:
+    command = [sys.executable, "-c", LAUNCHER, sys.executable, *arguments]
+    done = subprocess.run(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = done.stdout.strip().splitlines()
+    peak_kb, code = lines[-1].split()
+    if code != "0":
         raise SystemExit(f"{' '.join(arguments)} failed:\n" + "\n".join(lines[-5:]))
-    return usage.ru_maxrss / 1024, lines[-1] if lines else ""
+    return int(peak_kb) / 1024, lines[-2] if len(lines) > 1 else ""
 
 
 def write_ct(path: Path, slices: int) -> tuple[int, ...]:
