@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.gui)
         if {"shared_data", "shared_data_root"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.real_data)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def inference_cache(tmp_path_factory) -> Iterator[Path]:
+    """Exported inference graphs go to a folder of the test session, never into the user's cache; set in the
+    environment, so the plugin's engine processes use it too. One export per weights for the whole session."""
+    folder = tmp_path_factory.mktemp("inference-cache")
+    previous = os.environ.get("RESEG_CACHE_DIR")
+    os.environ["RESEG_CACHE_DIR"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("RESEG_CACHE_DIR", None)
+    else:
+        os.environ["RESEG_CACHE_DIR"] = previous
 
 
 @pytest.fixture
