@@ -543,7 +543,9 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--model", help="model name (see `reseg models`) or checkpoint path; default by modality")
     segment.add_argument("--card", help="model card (name or .json) for a checkpoint that has none beside it")
     segment.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
-    segment.add_argument("--batch-size", type=_positive_int, default=4)
+    segment.add_argument(
+        "--batch-size", type=_positive_int, help="slices per batch; default: the device's (CPU 1, GPU 4)"
+    )
     segment.add_argument("--confidence", help="also write the per-pixel confidence (max softmax) here")
     segment.add_argument(
         "--boundaries", help="OCT: also write the 8 layer boundaries per A-scan here (.csv or .json, rows and um)"

@@ -200,7 +200,7 @@ class Cohort:
         check_outputs(scans, folder)
         return cls(model, tuple(scans), folder, shard, sha256_of(model.weights_path))
 
-    def run(self, *, batch_size: int = 4, raw: bool = False) -> Iterator[SlicesDone | ScanDone]:
+    def run(self, *, batch_size: int | None = None, raw: bool = False) -> Iterator[SlicesDone | ScanDone]:
         """Segment this process's share, skipping complete scans; yield progress after each batch and the
         record of each scan. A scan that fails with a ResegError (an unreadable file) is recorded as failed
         and the next one is taken."""
