@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 from tqdm import tqdm
 
-from reseg.devices import DEVICE_CHOICES
+from reseg.devices import BACKEND_CHOICES, DEVICE_CHOICES
 from reseg.errors import InputError, ResegError
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def _segment(args: argparse.Namespace) -> int:
     from reseg.io import as_stack
     from reseg.zoo.weights import load_model
 
-    model = load_model(model_name, device=args.device, card=args.card)
+    model = load_model(model_name, device=args.device, card=args.card, backend=args.backend)
     if boundaries_path is not None and model.card.modality != "OCT":
         raise InputError(
             boundaries_path, f"holds OCT layer boundaries; {model.card.name} is a {model.card.modality} model"
@@ -181,7 +181,7 @@ def _segment_cohort(args: argparse.Namespace) -> int:
     model_name = args.model or _default_model_of(scans)
     from reseg.zoo.weights import load_model  # torch only now: inputs that cannot work are refused first
 
-    model = load_model(model_name, device=shard.device(args.device), card=args.card)
+    model = load_model(model_name, device=shard.device(args.device), card=args.card, backend=args.backend)
     folder.mkdir(exist_ok=True)
     cohort = Cohort.of(model, scans, folder, shard)
     share = f" (rank {shard.rank} of {shard.world_size})" if shard.world_size > 1 else ""
@@ -543,6 +543,12 @@ def build_parser() -> argparse.ArgumentParser:
     segment.add_argument("--model", help="model name (see `reseg models`) or checkpoint path; default by modality")
     segment.add_argument("--card", help="model card (name or .json) for a checkpoint that has none beside it")
     segment.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    segment.add_argument(
+        "--backend",
+        choices=BACKEND_CHOICES,
+        help="what runs the network: auto (ONNX Runtime on the CPU when the [onnx] extra is installed, else "
+        "PyTorch), torch, or onnx; default: $RESEG_BACKEND, else auto",
+    )
     segment.add_argument(
         "--batch-size", type=_positive_int, help="slices per batch; default: the device's (CPU 1, GPU 4)"
     )

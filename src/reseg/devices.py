@@ -14,6 +14,8 @@ if TYPE_CHECKING:
     import torch
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+# What runs the network (`reseg.inference.backends`): here, so that parsers list them without importing torch.
+BACKEND_CHOICES = ("auto", "torch", "onnx")
 
 
 def available_devices() -> list[str]:

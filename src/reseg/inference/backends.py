@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import torch
 
+from reseg.devices import BACKEND_CHOICES
 from reseg.errors import ResegError
 from reseg.models import SegmentationNetwork
 
 if TYPE_CHECKING:
     import onnxruntime
 
-BACKEND_CHOICES = ("auto", "torch", "onnx")
 BACKEND_ENV = "RESEG_BACKEND"
 # Images per batch when the caller does not say. CPU: one (bench_inference.py, batch 1 vs 2 vs 4 per B-scan,
 # both backends: larger batches only add memory traffic on a small cache); GPUs: four, halved on out-of-memory.
