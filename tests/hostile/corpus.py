@@ -135,11 +135,12 @@ def labels_of_shape(shape: tuple[int, ...], classes: int = 10) -> Callable[[Path
 
 
 def exported(count: int) -> Callable[[Path, Path], str | None]:
-    """The export folder `out/dataset` lists `count` items and holds exactly their files and dataset.json."""
+    """The export folder `out/dataset` lists `count` items and holds exactly their files (images, labels and,
+    for OCT, boundaries) and dataset.json."""
 
     def check(_inputs: Path, out: Path) -> str | None:
         manifest = json.loads((out / "dataset" / "dataset.json").read_text())
-        listed = {item[key] for item in manifest["items"] for key in ("image", "label")}
+        listed = {item[key] for item in manifest["items"] for key in ("image", "label", "boundaries") if key in item}
         on_disk = {str(f.relative_to(out / "dataset")) for f in (out / "dataset").rglob("*") if f.is_file()}
         if len(manifest["items"]) != count or on_disk != listed | {"dataset.json"}:
             return f"dataset lists {sorted(listed)} but holds {sorted(on_disk)}"
@@ -636,15 +637,22 @@ def _real_files(b: CorpusBuilder) -> None:
             ),
             ERROR,
         )
-    for name in ("e2e_minimized.E2E", "fda_minimized.fda", "fds_minimized.fds"):
+    vendor_shapes = {
+        "e2e_minimized.E2E": (1, 496, 512),
+        "fda_minimized.fda": (1, 650, 512),
+        "fds_minimized.fds": (4, 3, 2),
+    }
+    for name, shape in vendor_shapes.items():
         vendor = b.real("vendor_oct", name)
         if vendor is not None:
             b.scan(
                 f"vendor_{name.split('.')[1].lower()}",
                 name,
                 vendor.read_bytes(),
-                ERROR,
-                note="not yet a supported format: refused by name",
+                SUCCESS,
+                check=labels_of_shape(shape),
+                reader_shape=shape,
+                note="real vendor file, cut down: read and segmented in its own geometry",
             )
 
 
