@@ -254,8 +254,7 @@ class BoundaryWidget(Panel):
 
     @property
     def lines(self) -> Shapes | None:
-        record = reviewable_labels(self.labels)
-        return find_derived(self.viewer.layers, record.scan_key, LINES_KIND, Shapes) if record else None
+        return self._overlay(LINES_KIND)
 
     def _on_layers_changed(self, event: Any = None) -> None:
         self.labels_combo.clear()
@@ -308,9 +307,12 @@ class BoundaryWidget(Panel):
             OCT_BOUNDARIES.index(name): heights for name, heights in device_boundaries(record.geometry).items()
         }
         self.device_button.setEnabled(bool(self.device))
-        if self.device and self.device_lines is None:
-            self._add_device_lines(labels, record.scan_key)
-        lines = self.lines or self._add_lines(labels)
+        if self.device and self.device_lines is None:  # read-only, thin and white: to compare or start from
+            scan = find_scan(self.viewer.layers, record.scan_key)
+            name = f"{scan.name if scan is not None else labels.name} device boundaries"
+            device = self._add_overlay(labels, record.scan_key, DEVICE_KIND, name, edge_width=1.0, opacity=0.8)
+            device.editable = False
+        lines = self.lines or self._add_overlay(labels, record.scan_key, LINES_KIND, f"{labels.name} boundaries")
         self._bind(lines)
         self.status_label.setText(
             f"Select '{lines.name}' to edit with the mouse; with it selected, the mouse edits instead of panning "
@@ -318,41 +320,27 @@ class BoundaryWidget(Panel):
         )
         self.show_current(force=True)
 
-    def _add_lines(self, labels: Labels) -> Shapes:
-        record = reviewable_labels(labels)
-        assert record is not None
-        lines = self.viewer.add_shapes(
-            name=f"{labels.name} boundaries",
+    def _add_overlay(self, labels: Labels, scan_key: str, kind: str, name: str, **style: Any) -> Shapes:
+        """A Shapes layer of lines over the labels, in their place and units, known by the scan and `kind`."""
+        overlay = self.viewer.add_shapes(
+            name=name,
             ndim=labels.ndim,
             scale=labels.scale,
             translate=labels.translate,
             units=labels.units,
-            edge_width=1.5,
             blending="translucent_no_depth",
+            **style,
         )
-        set_record(lines, DerivedImageRecord(record.scan_key, LINES_KIND))
-        return self.lines or lines
+        set_record(overlay, DerivedImageRecord(scan_key, kind))
+        return self._overlay(kind) or overlay  # looked up: the viewer's own proxy of the new layer
+
+    def _overlay(self, kind: str) -> Shapes | None:
+        record = reviewable_labels(self.labels)
+        return find_derived(self.viewer.layers, record.scan_key, kind, Shapes) if record else None
 
     @property
     def device_lines(self) -> Shapes | None:
-        record = reviewable_labels(self.labels)
-        return find_derived(self.viewer.layers, record.scan_key, DEVICE_KIND, Shapes) if record else None
-
-    def _add_device_lines(self, labels: Labels, scan_key: str) -> None:
-        """The device's own boundaries, read-only, thin and white: to compare against or start from."""
-        scan = find_scan(self.viewer.layers, scan_key)
-        device = self.viewer.add_shapes(
-            name=f"{scan.name if scan is not None else labels.name} device boundaries",
-            ndim=labels.ndim,
-            scale=labels.scale,
-            translate=labels.translate,
-            units=labels.units,
-            edge_width=1.0,
-            opacity=0.8,
-            blending="translucent_no_depth",
-        )
-        device.editable = False
-        set_record(device, DerivedImageRecord(scan_key, DEVICE_KIND))
+        return self._overlay(DEVICE_KIND)
 
     def _bind(self, lines: Shapes) -> None:
         if self._on_mouse not in lines.mouse_drag_callbacks:
@@ -381,11 +369,11 @@ class BoundaryWidget(Panel):
         z = self.current_slice()
         if z == self.shown_slice and not force:
             return
-        self.shown_slice = z
+        new_slice, self.shown_slice = z != self.shown_slice, z
         self.heights = bscan_boundaries(np.asarray(labels.data[z] if labels.ndim == 3 else labels.data))
         self._draw_lines(lines, z)
         device_lines = self.device_lines
-        if device_lines is not None:
+        if device_lines is not None and new_slice:  # they change with the B-scan only, never with an edit
             device_lines.editable = True  # napari adds shapes only to an editable layer
             device_lines.data = []
             drawn = {k: _path(heights[z], z, device_lines.ndim) for k, heights in self.device.items()}
@@ -461,21 +449,20 @@ class BoundaryWidget(Panel):
                     rows = start[boundary, columns] + (points[-1][0] - row) * weights
                 else:
                     columns, rows = stroke_columns(points, start.shape[1])
-                self._write(labels, z, move_boundary(start, boundary, columns, rows, labels.data.shape[-2]), columns)
+                self.heights = move_boundary(start, boundary, columns, rows, labels.data.shape[-2])
+                lines = self.lines
+                if lines is not None:  # drawn as the mouse moves; the labels' events wait for the stroke's end
+                    self._draw_lines(lines, z)
+                self._write(labels, z, self.heights, columns)
                 yield
         finally:
             self.stroking = False
-            history.__exit__(None, None, None)
-            self.show_current(force=True)
+            history.__exit__(None, None, None)  # announces the stroke (a paint event): the lines follow it
 
     def _write(self, labels: Labels, z: int, heights: np.ndarray, columns: np.ndarray) -> None:
         """Give `columns` of B-scan `z` the labels of `heights`, as an undoable edit of changed pixels only."""
         bscan = np.asarray(labels.data[z] if labels.ndim == 3 else labels.data)
         rows, cols, values = edited_pixels(bscan, heights, columns)
-        self.heights = heights
-        lines = self.lines
-        if lines is not None:
-            self._draw_lines(lines, z)
         if len(rows):
             index = (np.full(len(rows), z), rows, cols) if labels.ndim == 3 else (rows, cols)
             labels.data_setitem(index, values)
@@ -505,7 +492,6 @@ class BoundaryWidget(Panel):
         route = [(c, dict(anchors).get(c, r)) for c, r in route]
         columns, rows = snap_path(boundary_cost(probabilities, boundary), route)
         self._write(labels, z, move_boundary(self.heights, boundary, columns, rows, labels.data.shape[-2]), columns)
-        self.show_current(force=True)
         self.status_label.setText(
             f"{OCT_BOUNDARIES[boundary]} snapped over A-scans {columns[0]}-{columns[-1]} of B-scan {z} "
             f"({len(anchors)} anchor{'s' if len(anchors) != 1 else ''} on it)."
@@ -577,7 +563,6 @@ class BoundaryWidget(Panel):
             heights = move_boundary(heights, boundary, columns[known], line[known], height)
         with labels.block_history():
             self._write(labels, z, heights, columns)
-        self.show_current(force=True)
         names = ", ".join(OCT_BOUNDARIES[k] for k in sorted(self.device))
         self.status_label.setText(f"B-scan {z} now has the device's {names}.")
 
@@ -592,12 +577,10 @@ class BoundaryWidget(Panel):
         with labels.block_history():
             self._write(labels, z + 1, self.heights, np.arange(self.heights.shape[1]))
         self.viewer.dims.set_current_step(self.viewer.dims.ndim - 3, z + 1)
-        self.show_current(force=True)
         self.status_label.setText(f"B-scan {z + 1} starts from the boundaries of B-scan {z}.")
 
     def undo(self) -> None:
         """Undo the last edit of the labels (a stroke, a snap, or a paint stroke), as napari's undo does."""
         labels = self.labels
         if labels is not None:
-            labels.undo()
-            self.show_current(force=True)
+            labels.undo()  # napari redraws the labels (set_data): the lines follow
