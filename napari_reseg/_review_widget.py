@@ -302,10 +302,13 @@ class ReviewWidget(Panel):
             return
         index = self.current_slice()
         following = self.controller.mark(index, status, self.reviewer_edit.text().strip())
-        self.refresh()
         labels = self.labels
         if labels is not None and (record := labels_record(labels)) is not None:
-            set_record(labels, record)  # announces the marks (`layer.events.metadata`): the Fundus dock shows them
+            # announces the marks (`layer.events.metadata`): the Fundus dock shows them, and this widget's own
+            # handler of the event refreshes it
+            set_record(labels, record)
+        else:
+            self.refresh()
         self.autosave()
         self.go_to(following)
 
