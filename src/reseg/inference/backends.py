@@ -91,18 +91,31 @@ class TorchBackend:
 
 
 class OnnxBackend:
-    """The folded network's ONNX graph in ONNX Runtime (CPU); PyTorch if the graph cannot be made."""
+    """The folded network's ONNX graph in ONNX Runtime (CPU); PyTorch if the graph cannot be made.
 
-    def __init__(self, fallback: TorchBackend, graph: Callable[[], Path]) -> None:
-        """`graph`: the graph's cache file (hashing the weights, so only when the first batch comes)."""
-        self.fallback, self._graph = fallback, graph
+    The folded PyTorch copy is made only when it is needed (to export the graph, or to run without one): with
+    the graph in the cache the weights are held once by torch and once by ONNX Runtime, not three times."""
+
+    def __init__(self, network: SegmentationNetwork, device: torch.device, graph: Callable[[], Path]) -> None:
+        """`network`: the loaded one (padding and grid inputs come from it; folding changes neither). `graph`:
+        the graph's cache file (hashing the weights, so only when the first batch comes)."""
+        self.network, self.device, self._graph = network, device, graph
         self.batch_size = CPU_BATCH_SIZE
+        self.grid_inputs = _GridInputs(network)
         self._session: onnxruntime.InferenceSession | None = None
+        self._fallback: TorchBackend | None = None
         self._failed = False
 
     @property
     def name(self) -> str:
         return "torch" if self._failed else "onnx"
+
+    @property
+    def fallback(self) -> TorchBackend:
+        """The folded network in PyTorch: what is exported, and what runs when ONNX Runtime cannot."""
+        if self._fallback is None:
+            self._fallback = TorchBackend(self.network.folded_for_inference(), self.device)
+        return self._fallback
 
     def _prepared(self) -> onnxruntime.InferenceSession | None:
         from reseg.inference.onnx_export import ExportError, export_graph, open_session
@@ -113,6 +126,7 @@ class OnnxBackend:
                 if not path.exists():
                     log.info("exporting the model to ONNX once: %s", path)
                     export_graph(self.fallback.network, path)
+                    self._fallback = None  # exported: ONNX Runtime holds the weights from here on
                 self._session = open_session(path)
             except Exception as error:  # ExportError, or onnxruntime refusing the file (it raises its own kinds)
                 why = str(error) if isinstance(error, ExportError) else f"{type(error).__name__}: {error}"
@@ -125,9 +139,9 @@ class OnnxBackend:
         if session is None:
             return self.fallback.logits(batch)
         height, width = batch.shape[-2:]
-        padded = self.fallback.network.pad_input(batch)
+        padded = self.network.pad_input(batch)
         inputs = {"image": padded.contiguous().numpy()}
-        inputs.update({k: v.numpy() for k, v in self.fallback.grid_inputs(*padded.shape[-2:]).items()})
+        inputs.update({k: v.numpy() for k, v in self.grid_inputs(*padded.shape[-2:]).items()})
         return torch.from_numpy(session.run(["logits"], inputs)[0])[..., :height, :width]
 
 
@@ -159,17 +173,15 @@ def choose_backend(
     from reseg.inference.onnx_export import graph_path
 
     name = requested_backend(backend)
-    fallback = TorchBackend(network.folded_for_inference(), device)
     if name == "torch":
-        return fallback
+        return TorchBackend(network.folded_for_inference(), device)
     installed = _onnxruntime_installed()
     if name == "onnx" and device.type != "cpu":
         raise ResegError(f"the onnx backend runs on the CPU; device {device} needs the torch (or auto) backend")
     if name == "onnx" and not installed:
         raise ResegError("the onnx backend needs ONNX Runtime: pip install 'napari-reseg[onnx]'")
-    if device.type != "cpu":
-        return fallback
-    if not installed:
+    if device.type == "cpu" and installed:
+        return OnnxBackend(network, device, lambda: graph_path(network, model_name, weights_sha256()))
+    if device.type == "cpu":
         log.info("onnxruntime is not installed (pip install 'napari-reseg[onnx]' is faster on the CPU): PyTorch")
-        return fallback
-    return OnnxBackend(fallback, lambda: graph_path(fallback.network, model_name, weights_sha256()))
+    return TorchBackend(network.folded_for_inference(), device)

@@ -21,17 +21,18 @@ MIN_PIECE_FRACTION = 0.1  # a piece under a tenth of the organ's largest one is 
 _TOUCHING = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity: pieces that meet at a corner are one body
 
 
-def drop_organ_fragments(labels: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """(Z, H, W) `labels` with each organ's small pieces set to background; `spacing` is (z, y, x) in mm.
+def drop_organ_fragments(labels: np.ndarray, spacing: Sequence[float]) -> None:
+    """Set each organ's small pieces in the (Z, H, W) `labels` to background, in place (a copy of a whole CT
+    stack's labels would be the largest thing in memory); `spacing` is (z, y, x) in mm.
 
     A connected piece of an organ stays when it holds at least :data:`MIN_ORGAN_ML` millilitres and at
     least :data:`MIN_PIECE_FRACTION` of the organ's largest piece."""
     if labels.ndim != 3:
         raise ValueError(f"organ pieces are found in a (Z, H, W) stack, got labels of shape {labels.shape}")
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    kept = labels.copy()
     # Each organ within its bounding box, slice by slice where whole-box temporaries would add up: the step
-    # runs on a whole CT stack, and a box-sized int64 copy would outweigh the scan (issue 15).
+    # runs on a whole CT stack, and a box-sized int64 copy would outweigh the scan (issue 15). Boxes are found
+    # first: dropping a piece of one organ changes no other organ's voxels.
     for organ, box in enumerate(ndi.find_objects(labels), start=1):
         if box is None:
             continue
@@ -42,9 +43,8 @@ def drop_organ_fragments(labels: np.ndarray, spacing: Sequence[float]) -> np.nda
         volumes = sizes[1:] * voxel_ml
         small = (volumes < MIN_ORGAN_ML) | (volumes < MIN_PIECE_FRACTION * volumes.max())
         drop = np.concatenate([[False], small])  # index 0 is the rest of the box
-        for plane, kept_plane in zip(pieces, kept[box], strict=True):
-            kept_plane[drop[plane]] = 0
-    return kept
+        for plane, labels_plane in zip(pieces, labels[box], strict=True):
+            labels_plane[drop[plane]] = 0
 
 
 def _pieces(mask: np.ndarray) -> tuple[np.ndarray, int]:

@@ -43,8 +43,8 @@ STEPS = {
     "confine_to_retina": _Step("labels", "reseg.topology:confine_to_retina", _OCT),
     # (labels, the image they were computed from) -> labels. CT: no organ outside the patient's body outline.
     "confine_to_body": _Step("image", "reseg.inference.body:confine_to_body", _CT),
-    # (Z, H, W) labels of a whole stack, its (z, y, x) spacing in mm -> labels. CT: no organ as a speck apart
-    # from its body.
+    # (Z, H, W) labels of a whole stack, changed in place, and its (z, y, x) spacing in mm. CT: no organ as a
+    # speck apart from its body.
     "drop_organ_fragments": _Step("volume", "reseg.inference.organs:drop_organ_fragments", _CT),
 }
 ProbabilityStep = Callable[[np.ndarray, Sequence[float] | None], tuple[np.ndarray, np.ndarray]]
@@ -101,8 +101,8 @@ def volume_steps(names: Sequence[str]) -> list[str]:
     return _named(names, "volume")
 
 
-def postprocess_volume(names: Sequence[str], labels: np.ndarray, spacing: Sequence[float]) -> np.ndarray:
-    """A whole (Z, H, W) stack's `labels` after each named volume step in turn; `spacing` (z, y, x) in mm."""
+def postprocess_volume(names: Sequence[str], labels: np.ndarray, spacing: Sequence[float]) -> None:
+    """Each named volume step in turn on a whole (Z, H, W) stack's `labels`, in place; `spacing` (z, y, x)
+    in mm."""
     for name in volume_steps(names):
-        labels = _function(name)(labels, spacing)
-    return labels
+        _function(name)(labels, spacing)

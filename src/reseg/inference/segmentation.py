@@ -180,7 +180,7 @@ def iter_segment(
             yield Progress(done=done, total=len(order), slices=tuple(chunk), batch_size=batch_size)
     whole_stack = sorted(order) == list(range(len(stack)))
     if not raw and voxel_spacing is not None and whole_stack and volume_steps(model.card.postprocessing):
-        labels_stack[:] = postprocess_volume(model.card.postprocessing, labels_stack, voxel_spacing)
+        postprocess_volume(model.card.postprocessing, labels_stack, voxel_spacing)
         yield Progress(done=done, total=len(order), slices=tuple(order), batch_size=batch_size)
 
 

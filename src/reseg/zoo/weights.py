@@ -176,6 +176,7 @@ def load_model(
     _check_state_dict(network, state, model_card, weights_path)
     _check_finite(state, weights_path)
     network.load_state_dict(state)
+    del state  # a copy of every weight: freed before the backend makes its own (peak memory, issue 15)
     target = resolve_device(device)
     # Faster convolutions on CPU and GPU. Module.to takes memory_format (documented); its type stubs do not.
     network.to(target, memory_format=torch.channels_last).eval()  # type: ignore[call-overload]
