@@ -11,7 +11,7 @@ A QTimer fires every 5 ms on the GUI thread and records the gaps between its tic
 
 Run under a display (e.g. `xvfb-run -a`):
 
-    xvfb-run -a python benchmarks/bench_ui_stall.py [--bscans 16] [--batch 4]
+    xvfb-run -a python benchmarks/bench_ui_stall.py [--bscans 16] [--batch 0]
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def row(phase: str, blocked_ms: float | None, gaps: np.ndarray, seconds: float) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--bscans", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=0, help="0: auto, the engine's choice for the device")
     args = parser.parse_args()
 
     import napari
@@ -142,7 +142,7 @@ def main() -> None:
     )
     print(
         f"scan: {args.bscans} B-scans of {phantom.image.shape[1]}x{phantom.image.shape[2]}, lightreseg-oct, "
-        f"batch {args.batch}; first run: {first_status}; second run: {segment.status.text()}"
+        f"batch {args.batch or 'auto'}; first run: {first_status}; second run: {segment.status.text()}"
     )
     print(f"second run, warm model: the first B-scan's labels on screen {first_labels:.2f} s after Run")
     print()

@@ -238,7 +238,7 @@ def _segment(
     device: str,
     image: np.ndarray,
     slices: list[int],
-    batch_size: int,
+    batch_size: int | None,
     pixel_spacing: tuple[float, float] | None,
     raw: bool,
     with_confidence: bool,

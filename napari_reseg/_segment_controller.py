@@ -36,7 +36,7 @@ class RunPlan:
     model_ref: str  # a catalogue name, or the weights path of a loaded checkpoint
     card: ModelCard
     device: str
-    batch_size: int
+    batch_size: int  # 0: the engine chooses for the device
     slices: list[int]
     n_slices: int
     raw: bool = False  # the network's argmax without the card's post-processing
@@ -45,6 +45,7 @@ class RunPlan:
     done: int = 0
     device_used: str = ""
     batch_size_used: int = 0
+    batch_size_first: int = 0  # what the engine started with (the plan's, or its own choice)
 
 
 def has_user_edits(record: LabelsRecord | None, data: np.ndarray, slices: list[int]) -> bool:
@@ -167,6 +168,7 @@ class SegmentController:
         run = self.run
         assert run is not None, "progress of a run that was not started"
         run.device_used, run.batch_size_used = device, batch_size or run.batch_size_used
+        run.batch_size_first = run.batch_size_first or (batch_size if done else 0)
         if not done:
             self.phase = Phase.RUNNING if self.phase is Phase.LOADING else self.phase
             return f"{run.card.name} loaded on {device}; segmenting..."
@@ -183,7 +185,7 @@ class SegmentController:
         run = self.run
         assert run is not None, "end of a run that was not started"
         seconds = time.perf_counter() - run.started
-        lowered = run.batch_size_used and run.batch_size_used < run.batch_size
+        lowered = run.batch_size_used and run.batch_size_used < (run.batch_size or run.batch_size_first)
         note = f" (batch size lowered to {run.batch_size_used} after running out of memory)" if lowered else ""
         return f"{run.card.name} ran on {run.device_used}: {len(run.slices)} slice(s) in {seconds:.1f} s{note}"
 

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     from reseg.zoo.cards import ModelCard
 
 LOAD_CHECKPOINT = "Load checkpoint..."
+AUTO_BATCH = "auto"  # the batch spin box at 0
 WHOLE_VOLUME, CURRENT_SLICE = "whole volume", "current slice"
 LEGEND_DELAY_MS = 300  # counting 18 M voxels takes ~30 ms: once after a stroke, not on every paint event
 # Doubt, not confidence, is what a grader looks for: confident pixels are transparent, doubtful ones orange.
@@ -87,7 +88,7 @@ def _segment_in_engine(
         device=plan.device,
         image=image,
         slices=plan.slices,
-        batch_size=plan.batch_size,
+        batch_size=plan.batch_size or None,  # 0: the engine's choice for the device
         pixel_spacing=plan.scan.pixel_spacing,
         voxel_spacing=plan.scan.geometry.voxel_spacing,
         raw=plan.raw,
@@ -143,7 +144,9 @@ class SegmentWidget(Panel):
         self.model_combo = QComboBox()
         self.device_combo = QComboBox()
         self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 256)
+        self.batch_spin.setRange(0, 256)
+        self.batch_spin.setSpecialValueText(AUTO_BATCH)  # 0: the engine chooses for the device
+        self.batch_spin.setToolTip("auto: 1 B-scan / slice per pass on the CPU (fastest there), 4 on a GPU")
         self.batch_spin.setValue(settings.batch_size)
         self.scope_combo = QComboBox()
         self.scope_combo.addItems([WHOLE_VOLUME, CURRENT_SLICE])

@@ -18,7 +18,7 @@ class Preferences:
     """Defaults here equal the manifest's `configurations` defaults (a test checks that they agree)."""
 
     device: str = "auto"
-    batch_size: int = 4
+    batch_size: int = 0  # 0: the engine's choice for the device (`reseg.inference.backends.batch_size_for`)
     reviewer: str = ""  # empty: the operating-system user name
     session_folder: str = ""  # empty: beside the scan (or the user data folder where that is read-only)
     bscan_aspect: str = STRETCHED

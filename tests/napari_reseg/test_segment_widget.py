@@ -86,6 +86,19 @@ def test_running_again_asks_and_keep_changes_nothing_and_stays_one_layer(
 
 
 @pytest.mark.slow
+def test_by_default_the_engine_chooses_the_batch_size_for_the_device(viewer, segment, small_oct, click, wait_for):
+    assert segment.batch_spin.value() == 0 and segment.batch_spin.text() == "auto"
+    _choose(segment, batch=0)
+    click(segment.run_button)
+    wait_for(segment)
+    run = segment.controller.run
+    assert run is not None and run.device_used == "cpu"
+    assert run.batch_size_first == run.batch_size_used == 1  # one B-scan per pass: the fastest on a CPU
+    assert "ran on cpu" in segment.status.text() and "lowered" not in segment.status.text()
+    assert _labels_layers(viewer)[0].data.any(axis=(1, 2)).all()  # every B-scan segmented
+
+
+@pytest.mark.slow
 def test_current_slice_scope_computes_only_the_slice_on_screen(viewer, segment, small_oct, click, wait_for):
     _choose(segment, scope="current slice")
     viewer.dims.set_current_step(0, 2)
