@@ -20,6 +20,7 @@ class SegmentationNetwork(nn.Module):
 
     size_multiple: int = 16
     card_notes: tuple[str, ...] = ()  # deviations from the published architecture, copied into model cards
+    attention_heads: int | None = None  # heads of its scaled-dot-product attention (one count for all layers)
 
     def __init__(self, in_channels: int, num_classes: int) -> None:
         super().__init__()

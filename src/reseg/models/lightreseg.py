@@ -225,6 +225,7 @@ class _DecoderStep(nn.Module):
 class LightReSeg(SegmentationNetwork):
     """LightReSeg (He et al., IEEE TIM 2024); about 3.30 M parameters at 7 classes, any input size."""
 
+    attention_heads = 8  # the global reasoning's, as in the original
     card_notes = (
         "Head is a plain 1x1 convolution: the original's ReLU + BatchNorm on the logits is dropped (it fights "
         "cross-entropy).",
@@ -237,7 +238,7 @@ class LightReSeg(SegmentationNetwork):
         widths = (in_channels, *ENCODER_WIDTHS)
         self.encoder = nn.ModuleList(_double_conv(a, b) for a, b in itertools.pairwise(widths))
         self.downsample = nn.ModuleList(_separable_downsample(c) for c in ENCODER_WIDTHS)
-        self.global_reasoning = GlobalReasoning(ENCODER_WIDTHS[-1])
+        self.global_reasoning = GlobalReasoning(ENCODER_WIDTHS[-1], heads=self.attention_heads)
         self.bottleneck = _double_conv(ENCODER_WIDTHS[-1], BOTTLENECK_WIDTH)
         self.decoder = nn.ModuleList(_DecoderStep(2 * c) for c in reversed(ENCODER_WIDTHS))
         self.head = nn.Conv2d(ENCODER_WIDTHS[0], num_classes, 1)

@@ -19,6 +19,7 @@ from reseg.preprocessing.resampling import resize_batch, spacing_grid
 from reseg.zoo.weights import load_model
 
 onnxruntime = pytest.importorskip("onnxruntime", reason="the [onnx] extra is not installed")
+onnx = pytest.importorskip("onnx", reason="the [onnx] extra is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,9 @@ def test_onnx_runtime_gives_the_labels_and_logits_of_eager_pytorch_on_real_scans
         pixels += expected[:, 0].numel()
     assert worst <= 1e-3, worst
     assert same / pixels >= 0.9999
+    graph = onnx.load(str(next((onnx_cache / "onnx").glob(f"{name}-*.onnx"))))
+    fused = [node for node in graph.graph.node if node.op_type == "MultiHeadAttention"]
+    assert len(fused) == (3 if name == "lightreseg-oct" else 0)  # every Transformer layer in one kernel
 
 
 def test_the_graph_is_exported_once_per_weights_and_reused(onnx_cache, caplog):
