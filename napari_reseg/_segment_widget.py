@@ -399,7 +399,11 @@ class SegmentWidget(Panel):
     def _prepare_target(self, target: Labels | None, scan_layer: Image, card: ModelCard) -> Labels:
         """The scan's labels layer for this run: made on the first run, recoloured for the model after."""
         if target is not None:
-            target.colormap, target.features = labels_colormap(card.classes), class_features(card.classes)
+            record = labels_record(target)
+            if record is None or record.card is None or tuple(record.card.classes) != tuple(card.classes):
+                # Recoloured only for another model's classes: setting napari's colormap and features again
+                # costs ~30 ms on the GUI thread, just before the engine starts.
+                target.colormap, target.features = labels_colormap(card.classes), class_features(card.classes)
             return target
         scan = scan_record(scan_layer)
         record = LabelsRecord(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from napari.layers import Image, Labels
+from napari.utils.colormaps import DirectLabelColormap
 
 from reseg.classes import OCT_CLASSES
 from reseg.evaluation.metrics import per_class_scores, summarize
@@ -83,6 +84,21 @@ def test_running_again_asks_and_keep_changes_nothing_and_stays_one_layer(
     click(segment.run_button)  # no edits since the last run: no question
     wait_for(segment)
     assert len(answers.asked) == 2 and len(_labels_layers(viewer)) == 1
+
+
+@pytest.mark.slow
+def test_a_graders_own_colours_survive_running_the_same_model_again(viewer, segment, small_oct, click, wait_for):
+    _choose(segment, batch=0)
+    click(segment.run_button)
+    wait_for(segment)
+    labels = viewer.layers["scan.tif labels"]
+    colours = dict(labels.colormap.color_dict)
+    colours[1] = np.array([1.0, 0.0, 1.0, 1.0])  # RNFL in magenta, to see it against the scan
+    labels.colormap = DirectLabelColormap(color_dict=colours)
+    click(segment.run_button)
+    wait_for(segment)
+    np.testing.assert_allclose(labels.colormap.map(np.array([1]))[0], [1.0, 0.0, 1.0, 1.0])
+    assert list(labels.features["class"]) == [c.name for c in OCT_CLASSES]
 
 
 @pytest.mark.slow

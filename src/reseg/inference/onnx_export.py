@@ -95,7 +95,7 @@ _ATTENTION = "aten::scaled_dot_product_attention"
 
 def _multi_head_attention(
     g: Any,  # the exporter's graph context
-    heads: int | None,
+    heads: int,
     query: Value,
     key: Value,
     value: Value,
@@ -107,13 +107,11 @@ def _multi_head_attention(
 ) -> Value:
     """Plain self-attention (B, heads, S, d) as ONNX Runtime's fused MultiHeadAttention: one kernel that never
     writes the (S x S) probabilities of every head out and reads them back. Masked, causal, scaled or grouped
-    attention, or heads the exporter cannot tell, keep the standard decomposition."""
+    attention keeps the standard decomposition."""
     from torch.onnx import symbolic_helper, symbolic_opset14
 
-    sizes = symbolic_helper._get_tensor_sizes(query) or []
-    heads = sizes[1] if len(sizes) == 4 and isinstance(sizes[1], int) else heads
     plain = symbolic_helper._is_none(attn_mask) and symbolic_helper._is_none(scale)
-    if not (plain and dropout_p == 0.0 and not is_causal and not gqa and heads):
+    if not (plain and dropout_p == 0.0 and not is_causal and not gqa):
         return symbolic_opset14.scaled_dot_product_attention(
             g, query, key, value, attn_mask, dropout_p, is_causal, scale, gqa
         )
@@ -124,12 +122,8 @@ def _multi_head_attention(
     return g.op("Transpose", g.op("Reshape", out, split), perm_i=[0, 2, 1, 3])  # back to (B, heads, S, d)
 
 
-@contextlib.contextmanager
-def _fused_attention(heads: int | None) -> Iterator[None]:
-    """While exporting: `scaled_dot_product_attention` becomes ONNX Runtime's MultiHeadAttention (a sixth less
-    of LightReSeg's attention time on 1489 tokens here). `heads`: the network's, for layers whose shapes the
-    exporter no longer knows (it cannot infer through a custom op, so every layer after the first)."""
-    registered = False
+def _register_fused_attention(heads: int) -> bool:
+    """Teach the exporter `_multi_head_attention` for `heads`; False for an exporter without these hooks."""
     try:
         from torch.onnx import symbolic_helper
 
@@ -138,9 +132,18 @@ def _fused_attention(heads: int | None) -> Iterator[None]:
             return _multi_head_attention(g, heads, query, key, value, attn_mask, dropout_p, is_causal, scale, gqa)
 
         torch.onnx.register_custom_op_symbolic(_ATTENTION, symbolic, OPSET)
-        registered = True
-    except (ImportError, AttributeError):  # an exporter without these hooks: the standard decomposition
-        pass
+    except (ImportError, AttributeError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _fused_attention(heads: int | None) -> Iterator[None]:
+    """While exporting: `scaled_dot_product_attention` becomes ONNX Runtime's MultiHeadAttention (a sixth less
+    of LightReSeg's attention time on 1489 tokens here). `heads`: the network's (`attention_heads`), which the
+    fused operator needs as a constant; the exporter loses the shapes after a custom op, so it cannot tell.
+    Without them, or with an exporter that lacks the hooks, attention keeps the standard decomposition."""
+    registered = heads is not None and _register_fused_attention(heads)
     try:
         yield
     finally:
@@ -165,7 +168,7 @@ def export_graph(network: SegmentationNetwork, target: Path) -> None:
                 output_names=[LOGITS],
                 dynamic_axes=_free_axes(network),
                 opset_version=OPSET,
-                custom_opsets={"com.microsoft": 1},
+                custom_opsets={"com.microsoft": 1} if network.attention_heads else None,
             )
         _check(network, path)
 
