@@ -173,15 +173,14 @@ def choose_backend(
     from reseg.inference.onnx_export import graph_path
 
     name = requested_backend(backend)
-    if name == "torch":
-        return TorchBackend(network.folded_for_inference(), device)
-    installed = _onnxruntime_installed()
-    if name == "onnx" and device.type != "cpu":
-        raise ResegError(f"the onnx backend runs on the CPU; device {device} needs the torch (or auto) backend")
-    if name == "onnx" and not installed:
-        raise ResegError("the onnx backend needs ONNX Runtime: pip install 'napari-reseg[onnx]'")
-    if device.type == "cpu" and installed:
-        return OnnxBackend(network, device, lambda: graph_path(network, model_name, weights_sha256()))
-    if device.type == "cpu":
-        log.info("onnxruntime is not installed (pip install 'napari-reseg[onnx]' is faster on the CPU): PyTorch")
+    if name != "torch":
+        installed = _onnxruntime_installed()
+        if name == "onnx" and device.type != "cpu":
+            raise ResegError(f"the onnx backend runs on the CPU; device {device} needs the torch (or auto) backend")
+        if name == "onnx" and not installed:
+            raise ResegError("the onnx backend needs ONNX Runtime: pip install 'napari-reseg[onnx]'")
+        if device.type == "cpu" and installed:
+            return OnnxBackend(network, device, lambda: graph_path(network, model_name, weights_sha256()))
+        if device.type == "cpu":
+            log.info("onnxruntime is not installed (pip install 'napari-reseg[onnx]' is faster on the CPU): PyTorch")
     return TorchBackend(network.folded_for_inference(), device)
